@@ -1,0 +1,77 @@
+//! `psk-guard check`: everything that can be judged on one node.
+//!
+//! The file checks run first and always; then OVSDB is queried for the tunnel keys. When the
+//! server cannot be reached the report says so (finding `ovsdb-unreachable` and an `incomplete`
+//! entry) and keeps what the file checks found.
+
+pub mod files;
+pub mod tunnels;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ovsdb::{client::Options, Client, VSWITCH_DB};
+use crate::report::{Code, Finding, Report, Severity, Subject};
+use crate::secret::{Fingerprint, FingerprintKey};
+
+/// Validated configuration of one `check` run.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub db_target: String,
+    pub db_sock: PathBuf,
+    pub paths: files::Paths,
+    pub timeout: Duration,
+    pub expect: Option<Fingerprint>,
+    /// Scan conf.db's history for old keys (the forensics reader).
+    pub history: bool,
+}
+
+pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
+    let mut report = Report::new("check", fp_key.origin());
+    report.target.insert("db".into(), cfg.db_target.clone());
+    report
+        .target
+        .insert("run_dir".into(), cfg.paths.run_dir.display().to_string());
+    files::check(&cfg.paths, &mut report).await;
+
+    let mut exposure = tunnels::KeyExposure::default();
+    if let Some(e) = files::exposure(&cfg.paths.conf_db, 0o4).await {
+        exposure
+            .reasons
+            .push(format!("conf.db is readable by {}", e.describe()));
+    }
+    if let Some(e) = files::exposure(&cfg.db_sock, 0o2).await {
+        exposure
+            .reasons
+            .push(format!("db.sock accepts connections from {}", e.describe()));
+    }
+
+    let opts = Options {
+        timeout: cfg.timeout,
+        ..Options::default()
+    };
+    let queried = async {
+        let client = Client::connect(&cfg.db_sock, opts).await?;
+        client.require_db(VSWITCH_DB).await?;
+        tunnels::read(&client).await
+    }
+    .await;
+    match queried {
+        Ok(ts) => tunnels::analyze(&ts, fp_key, &exposure, cfg.expect, &mut report),
+        Err(e) => {
+            tracing::warn!(error = %e, "OVSDB query failed");
+            report.push(
+                Finding::new(Code::OvsdbUnreachable, Severity::Medium, Subject::ovsdb(&cfg.db_target))
+                    .observed(e.to_string())
+                    .expected("ovsdb-server answers on the socket")
+                    .remediation("check that antrea-agent's ovsdb-server runs on this node and that --db points at its socket; run as root"),
+            );
+            report.not_checked("tunnel keys in OVSDB", e.to_string());
+        }
+    }
+    if cfg.history {
+        crate::forensics::check_history(&cfg.paths.conf_db, fp_key, &mut report).await;
+    }
+    report.sort();
+    report
+}

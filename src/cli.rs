@@ -1,0 +1,303 @@
+//! The command line: raw flags (clap) turned into validated configurations in one place, the
+//! runtime built, the command run, the report printed once, and the exit code returned, never
+//! `process::exit`, so every wiping `Drop` runs.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::checks::{self, files::Paths, CheckConfig};
+use crate::ovsdb::parse_db_target;
+use crate::report::{self, FailOn, Format, Report, EXIT_ERROR};
+use crate::secret::{Fingerprint, FingerprintKey};
+use crate::{fix, forensics};
+
+pub const DEFAULT_DB: &str = "unix:/var/run/antrea/openvswitch/db.sock";
+pub const DEFAULT_RUN_DIR: &str = "/var/run/antrea";
+pub const DEFAULT_CONF_DB: &str = "/var/run/antrea/openvswitch/conf.db";
+
+const EXIT_HELP: &str = "\
+Exit codes:
+  0  nothing at or above --fail-on was found, and everything could be checked
+  1  findings at or above --fail-on (default: high); for fix: something it set out to fix remains
+  2  could not run, or a part could not be checked and nothing at or above --fail-on was found
+     (a check that did not run is never reported as a pass)
+
+Keys are never printed: they are named by a fingerprint, HMAC-SHA256 truncated to 64 bits, keyed
+by a salt that is random per run unless --fingerprint-salt (or PSK_GUARD_FINGERPRINT_SALT) is given.";
+
+#[derive(Parser, Debug)]
+#[command(name = "psk-guard", version, about = "Find and fix exposed, weak and stale IPsec pre-shared keys on Antrea nodes", after_help = EXIT_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Exit 1 when a finding is at least this severe.
+    #[arg(long, global = true, value_enum, default_value_t = FailOn::High)]
+    pub fail_on: FailOn,
+    /// Salt for key fingerprints, so that runs sharing it can be compared (default: random per run).
+    #[arg(
+        long,
+        global = true,
+        env = "PSK_GUARD_FINGERPRINT_SALT",
+        hide_env_values = true
+    )]
+    pub fingerprint_salt: Option<String>,
+    /// Seconds to wait for a connection or a reply.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Colour in text output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works.
+    #[arg(long, global = true, env = "PSK_GUARD_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check this node: plaintext, weak, mixed and old keys in OVSDB and conf.db, and the modes
+    /// and owners of /var/run/antrea, conf.db and the sockets. Changes nothing.
+    Check(CheckArgs),
+    /// Read conf.db's log (a live file or a copy) and list every key it still holds, by
+    /// fingerprint, with the interfaces, times and whether it is current. Changes nothing.
+    ScanDb(ScanArgs),
+    /// Fix this node: compact conf.db so old keys leave the disk, and tighten modes (never
+    /// loosen). Prints the plan first; --dry-run stops there.
+    Fix(FixArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// OVSDB server to query.
+    #[arg(long, default_value = DEFAULT_DB)]
+    pub db: String,
+    /// Antrea's run directory on the host.
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    /// conf.db path (default: RUN_DIR/openvswitch/conf.db).
+    #[arg(long)]
+    pub conf_db: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Report every tunnel whose key does not have this fingerprint (needs the same
+    /// --fingerprint-salt the fingerprint was made with).
+    #[arg(long)]
+    pub expect_fingerprint: Option<String>,
+    /// Skip the scan of conf.db's history.
+    #[arg(long)]
+    pub no_history: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// The conf.db file to read.
+    #[arg(default_value = DEFAULT_CONF_DB)]
+    pub path: PathBuf,
+    /// Largest record accepted, in bytes.
+    #[arg(long, default_value_t = forensics::log::DEFAULT_MAX_RECORD)]
+    pub max_record: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct FixArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// ovsdb-server's unixctl socket (default: found from RUN_DIR/openvswitch/ovsdb-server.pid).
+    #[arg(long)]
+    pub ctl: Option<PathBuf>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn paths(n: &NodeArgs) -> anyhow::Result<(PathBuf, Paths)> {
+    let sock = parse_db_target(&n.db)
+        .map_err(anyhow::Error::msg)
+        .context("--db")?;
+    let p = Paths::new(&n.run_dir, &sock, n.conf_db.as_deref());
+    Ok((sock, p))
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli.global.log);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("psk-guard: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn emit(report: &Report, g: &Global) -> anyhow::Result<()> {
+    let color = match g.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let out = report::render(report, g.output, color);
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .context("writing the report to stdout")?;
+    stdout.flush().ok();
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    if !(g.timeout.is_finite() && g.timeout > 0.0) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    let timeout = Duration::from_secs_f64(g.timeout);
+    let fp_key = match &g.fingerprint_salt {
+        Some(s) if s.is_empty() => {
+            anyhow::bail!("--fingerprint-salt is empty: give a non-empty salt or leave it out")
+        }
+        Some(s) => FingerprintKey::given(s),
+        None => FingerprintKey::random().context("reading the OS random number generator")?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match &cli.command {
+        Command::Check(a) => {
+            let (db_sock, paths) = paths(&a.node)?;
+            let expect = match &a.expect_fingerprint {
+                None => None,
+                Some(s) => {
+                    if g.fingerprint_salt.is_none() {
+                        anyhow::bail!("--expect-fingerprint needs --fingerprint-salt: a fingerprint only matches under the salt it was made with");
+                    }
+                    Some(Fingerprint::parse(s).with_context(|| format!("--expect-fingerprint {s:?} is not a fingerprint (hmac-sha256:<16 hex digits>)"))?)
+                }
+            };
+            let cfg = CheckConfig {
+                db_target: a.node.db.clone(),
+                db_sock,
+                paths,
+                timeout,
+                expect,
+                history: !a.no_history,
+            };
+            let report = rt.block_on(checks::run(&cfg, &fp_key));
+            emit(&report, g)?;
+            Ok(report.exit_code(g.fail_on))
+        }
+        Command::ScanDb(a) => {
+            let scan = forensics::scan_file(&a.path, a.max_record, &fp_key)
+                .with_context(|| format!("cannot scan {}", a.path.display()))?;
+            let mut report = Report::new("scan-db", fp_key.origin());
+            report
+                .target
+                .insert("conf_db".into(), a.path.display().to_string());
+            forensics::findings(&a.path, &scan, &mut report);
+            report.data = Some(forensics::scan_data(&scan));
+            report.sort();
+            emit(&report, g)?;
+            if g.output == Format::Text {
+                print_keys(&scan);
+            }
+            Ok(report.exit_code(g.fail_on))
+        }
+        Command::Fix(a) => {
+            let (_, paths) = paths(&a.node)?;
+            let cfg = fix::FixConfig {
+                paths,
+                db_target: a.node.db.clone(),
+                ctl: a.ctl.clone(),
+                dry_run: a.dry_run,
+                timeout,
+            };
+            let mut stderr = std::io::stderr();
+            let (report, code) = rt.block_on(fix::run(&cfg, &fp_key, &mut stderr));
+            emit(&report, g)?;
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+fn print_keys(scan: &forensics::Scan) {
+    let mut out = String::from("\nKeys in the file (oldest first):\n");
+    if scan.keys.is_empty() {
+        out.push_str("  none\n");
+    }
+    for k in &scan.keys {
+        let ifs: Vec<&str> = k.interfaces.iter().take(5).map(String::as_str).collect();
+        out.push_str(&format!(
+            "  {}  {:8}  records {:>6}  first {}  last {}  interfaces {}{}\n",
+            k.fingerprint,
+            if k.current { "current" } else { "OLD" },
+            k.records,
+            k.first_ms.map_or("-".into(), |m| m.to_string()),
+            k.last_ms.map_or("-".into(), |m| m.to_string()),
+            if ifs.is_empty() {
+                "-".to_string()
+            } else {
+                ifs.join(",")
+            },
+            if k.interfaces.len() > 5 {
+                format!(" (+{})", k.interfaces.len() - 5)
+            } else {
+                String::new()
+            },
+        ));
+    }
+    out.push_str(&format!(
+        "{} record(s), {} byte(s) read{}\n",
+        scan.records,
+        scan.bytes,
+        if scan.damage.is_some() {
+            ", stopped at damage"
+        } else {
+            ""
+        }
+    ));
+    print!("{out}");
+}

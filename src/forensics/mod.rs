@@ -1,0 +1,451 @@
+//! Old keys on disk: what conf.db's append-only log still holds.
+//!
+//! [`log`] reads the file record by record. [`scan`] replays the `Interface` table's `options`
+//! through the records (full rows, and `_is_diff` records whose map diffs toggle keys) and searches
+//! `_comment` text for `psk=` arguments, which `ovs-vsctl` writes there verbatim. Keys are held
+//! only as fingerprints from the moment they are read: a diff is applied by comparing fingerprints.
+
+pub mod log;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroize;
+
+use crate::report::{Code, Finding, Report, Severity, Subject};
+use crate::secret::{Fingerprint, FingerprintKey};
+use log::{Damage, LogReader, Next, ReadError};
+
+/// One distinct key found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHistory {
+    pub fingerprint: Fingerprint,
+    /// Interfaces whose rows carried the key (or that the command line carrying it named).
+    pub interfaces: BTreeSet<String>,
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// Records (transactions) that contain the key.
+    pub records: usize,
+    pub in_rows: bool,
+    pub in_comments: bool,
+    /// In use at the end of the log.
+    pub current: bool,
+}
+
+/// The result of scanning one file.
+#[derive(Debug)]
+pub struct Scan {
+    pub records: usize,
+    pub bytes: u64,
+    pub schema: Option<String>,
+    pub keys: Vec<KeyHistory>,
+    pub damage: Option<Damage>,
+}
+
+impl Scan {
+    pub fn old_keys(&self) -> impl Iterator<Item = &KeyHistory> {
+        self.keys.iter().filter(|k| !k.current)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot open {path}: {kind} ({hint})")]
+    Open {
+        path: String,
+        kind: std::io::ErrorKind,
+        hint: &'static str,
+    },
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: ReadError,
+    },
+}
+
+/// `["map", [[k, v], ...]]` keeping only the values of key `psk`. Owned copies (strings with
+/// escapes) are wiped on drop.
+#[derive(Default)]
+struct PskValues<'a>(Vec<Cow<'a, str>>);
+
+impl Drop for PskValues<'_> {
+    fn drop(&mut self) {
+        for v in &mut self.0 {
+            if let Cow::Owned(s) = v {
+                s.zeroize();
+            }
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PskValues<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PskValues<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an OVSDB map")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let tag: Cow<'de, str> = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("empty"))?;
+                if tag != "map" {
+                    return Err(de::Error::custom("not a map"));
+                }
+                let pairs: Vec<(Cow<'de, str>, Cow<'de, str>)> = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("no pairs"))?;
+                let mut out = PskValues::default();
+                for (k, mut v) in pairs {
+                    if k == "psk" {
+                        out.0.push(v);
+                    } else if let Cow::Owned(s) = &mut v {
+                        s.zeroize();
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct IfaceRow<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    options: Option<PskValues<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TxnRecord<'a> {
+    #[serde(rename = "_date", default)]
+    date: Option<i64>,
+    #[serde(rename = "_comment", borrow, default)]
+    comment: Option<Cow<'a, str>>,
+    #[serde(rename = "_is_diff", default)]
+    is_diff: bool,
+    #[serde(rename = "Interface", borrow, default)]
+    interface: Option<HashMap<Cow<'a, str>, Option<IfaceRow<'a>>>>,
+}
+
+impl Drop for TxnRecord<'_> {
+    fn drop(&mut self) {
+        if let Some(Cow::Owned(c)) = &mut self.comment {
+            c.zeroize();
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SchemaRecord {
+    name: Option<String>,
+}
+
+/// The key values after each `psk=` in a command line (`options:psk=K`, `{psk=K,...}`), with the
+/// interface the command names just before, if any.
+fn comment_keys(comment: &str) -> Vec<(&str, Option<&str>)> {
+    let mut out = vec![];
+    let mut from = 0;
+    while let Some(i) = comment[from..].find("psk=") {
+        let at = from + i;
+        from = at + 4;
+        let before = comment[..at].chars().last();
+        if !matches!(
+            before,
+            Some(':') | Some('{') | Some(',') | Some(' ') | Some('"')
+        ) {
+            continue;
+        }
+        let rest = &comment[at + 4..];
+        let value = if let Some(q) = rest.strip_prefix('"') {
+            match q.find('"') {
+                Some(e) => &q[..e],
+                None => q,
+            }
+        } else {
+            let e = rest
+                .find(|c: char| c.is_whitespace() || c == ',' || c == '}')
+                .unwrap_or(rest.len());
+            &rest[..e]
+        };
+        if value.is_empty() {
+            continue;
+        }
+        // "... set Interface NAME options:psk=..." names the interface.
+        let iface = comment[..at]
+            .rfind("Interface ")
+            .map(|j| &comment[j + "Interface ".len()..at])
+            .and_then(|s| s.split_whitespace().next());
+        out.push((value, iface));
+    }
+    out
+}
+
+#[derive(Default)]
+struct Replay {
+    /// Interface uuid -> (name, key fingerprint in options:psk).
+    rows: HashMap<String, (Option<String>, Option<Fingerprint>)>,
+    keys: BTreeMap<Fingerprint, KeyHistory>,
+}
+
+impl Replay {
+    fn seen(
+        &mut self,
+        fp: Fingerprint,
+        iface: Option<&str>,
+        date: Option<i64>,
+        row: bool,
+        counted: &mut BTreeSet<Fingerprint>,
+    ) {
+        let k = self.keys.entry(fp).or_insert_with(|| KeyHistory {
+            fingerprint: fp,
+            interfaces: BTreeSet::new(),
+            first_ms: None,
+            last_ms: None,
+            records: 0,
+            in_rows: false,
+            in_comments: false,
+            current: false,
+        });
+        if let Some(i) = iface {
+            k.interfaces.insert(i.to_owned());
+        }
+        if let Some(d) = date {
+            k.first_ms = Some(k.first_ms.map_or(d, |f| f.min(d)));
+            k.last_ms = Some(k.last_ms.map_or(d, |l| l.max(d)));
+        }
+        if row {
+            k.in_rows = true;
+        } else {
+            k.in_comments = true;
+        }
+        if counted.insert(fp) {
+            k.records += 1;
+        }
+    }
+
+    fn apply(&mut self, txn: &TxnRecord<'_>, fp_key: &FingerprintKey) {
+        let mut counted = BTreeSet::new();
+        if let Some(ifaces) = &txn.interface {
+            for (uuid, row) in ifaces {
+                let Some(row) = row else {
+                    self.rows.remove(uuid.as_ref());
+                    continue;
+                };
+                let entry = self.rows.entry(uuid.to_string()).or_default();
+                if let Some(n) = &row.name {
+                    entry.0 = Some(n.to_string());
+                }
+                if let Some(opts) = &row.options {
+                    let new = opts
+                        .0
+                        .first()
+                        .map(|v| fp_key.fingerprint_bytes(v.as_bytes()));
+                    entry.1 = if txn.is_diff {
+                        // Map diff: the same pair again removes it, another value replaces it.
+                        match (entry.1, new) {
+                            (Some(old), Some(n)) if old == n => None,
+                            (old, None) => old,
+                            (_, Some(n)) => Some(n),
+                        }
+                    } else {
+                        new
+                    };
+                    if let Some(fp) = new {
+                        let name = entry.0.clone();
+                        self.seen(fp, name.as_deref(), txn.date, true, &mut counted);
+                    }
+                }
+            }
+        }
+        if let Some(c) = &txn.comment {
+            for (value, iface) in comment_keys(c) {
+                let fp = fp_key.fingerprint_bytes(value.as_bytes());
+                self.seen(fp, iface, txn.date, false, &mut counted);
+            }
+        }
+    }
+}
+
+/// Reads a whole log from `src`.
+pub fn scan_reader<R: std::io::Read>(
+    src: R,
+    size: Option<u64>,
+    max_record: usize,
+    fp_key: &FingerprintKey,
+) -> Result<Scan, ReadError> {
+    let mut reader = LogReader::new(src, size, max_record);
+    let mut replay = Replay::default();
+    let mut schema = None;
+    let mut records = 0;
+    let damage = loop {
+        let next = reader.next_record()?;
+        let rec = match next {
+            Next::Record(r) => r,
+            Next::End => break None,
+            Next::Damaged(d) => break Some(d),
+        };
+        let (index, offset) = (rec.index, rec.offset);
+        records += 1;
+        if index == 0 {
+            match serde_json::from_slice::<SchemaRecord>(rec.body) {
+                Ok(s) => schema = s.name,
+                Err(_) => {
+                    break Some(Damage {
+                        offset,
+                        record: 0,
+                        reason: "the first record is not a JSON schema".into(),
+                    })
+                }
+            }
+        } else {
+            // Only records that can change a key are decoded; the rest were checked by SHA-1.
+            let body = rec.body;
+            let relevant = contains(body, b"psk") || contains(body, b"\"Interface\"");
+            if relevant {
+                match serde_json::from_slice::<TxnRecord>(body) {
+                    Ok(txn) => replay.apply(&txn, fp_key),
+                    Err(e) => {
+                        // serde's message could quote the input: report only its category.
+                        let why = match e.classify() {
+                            serde_json::error::Category::Data => {
+                                "a transaction record has an unexpected shape"
+                            }
+                            _ => "a transaction record is not valid JSON",
+                        };
+                        break Some(Damage {
+                            offset,
+                            record: index,
+                            reason: why.into(),
+                        });
+                    }
+                }
+            }
+        }
+        reader.wipe_last();
+    };
+    let current: BTreeSet<Fingerprint> = replay.rows.values().filter_map(|(_, fp)| *fp).collect();
+    let mut keys: Vec<KeyHistory> = replay.keys.into_values().collect();
+    for k in &mut keys {
+        k.current = current.contains(&k.fingerprint);
+    }
+    keys.sort_by_key(|k| (k.first_ms, k.fingerprint));
+    Ok(Scan {
+        records,
+        bytes: reader.offset(),
+        schema,
+        keys,
+        damage,
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Scans the file at `path` (read-only; safe on a live database and on a copy).
+pub fn scan_file(
+    path: &Path,
+    max_record: usize,
+    fp_key: &FingerprintKey,
+) -> Result<Scan, ScanError> {
+    let file = File::open(path).map_err(|e| ScanError::Open {
+        path: path.display().to_string(),
+        kind: e.kind(),
+        hint: match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "check the path; on a node it is /var/run/antrea/openvswitch/conf.db"
+            }
+            std::io::ErrorKind::PermissionDenied => "run as root",
+            _ => "check the path",
+        },
+    })?;
+    let size = file.metadata().ok().map(|m| m.len());
+    scan_reader(file, size, max_record, fp_key).map_err(|source| ScanError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn iso_ms(ms: Option<i64>) -> serde_json::Value {
+    match ms {
+        Some(ms) => json!(ms),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// The `data` section of a scan-db report: one entry per key, field `fingerprint`.
+pub fn scan_data(scan: &Scan) -> serde_json::Value {
+    json!({
+        "records": scan.records,
+        "bytes_read": scan.bytes,
+        "schema": scan.schema,
+        "complete": scan.damage.is_none(),
+        "keys": scan.keys.iter().map(|k| json!({
+            "fingerprint": k.fingerprint.to_string(),
+            "current": k.current,
+            "interfaces": k.interfaces,
+            "first_seen_ms": iso_ms(k.first_ms),
+            "last_seen_ms": iso_ms(k.last_ms),
+            "records": k.records,
+            "in_rows": k.in_rows,
+            "in_comments": k.in_comments,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Turns a scan into findings.
+pub fn findings(path: &Path, scan: &Scan, report: &mut Report) {
+    let old: Vec<&KeyHistory> = scan.old_keys().collect();
+    if !old.is_empty() {
+        report.push(
+            Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject::path(path))
+                .observed(format!("{} key(s) no longer in use are still in the file", old.len()))
+                .expected("only the current key (after compaction)")
+                .remediation("compact the database so the old records are rewritten away: psk-guard fix (runs ovsdb-server/compact and verifies); then treat the old keys as exposed if the file was readable")
+                .detail("old_fingerprints", json!(old.iter().map(|k| k.fingerprint.to_string()).collect::<Vec<_>>()))
+                .detail("records", scan.records),
+        );
+    }
+    if let Some(d) = &scan.damage {
+        report.push(
+            Finding::new(Code::ConfDbLogDamaged, Severity::Medium, Subject::path(path))
+                .observed(format!("record {} at byte {}: {}", d.record, d.offset, d.reason))
+                .expected("every record intact")
+                .remediation("work on a copy; records before the damage were scanned, the rest were not. ovsdb-server itself ignores a damaged tail and truncates it on the next write")
+                .detail("offset", d.offset)
+                .detail("record", d.record),
+        );
+        report.not_checked(
+            format!("conf.db history after byte {}", d.offset),
+            d.reason.clone(),
+        );
+    }
+}
+
+/// The history part of `check`: scans conf.db (in a blocking task) and adds its findings.
+pub async fn check_history(path: &Path, fp_key: &FingerprintKey, report: &mut Report) {
+    let (p, k) = (path.to_owned(), fp_key.clone());
+    let result =
+        tokio::task::spawn_blocking(move || scan_file(&p, log::DEFAULT_MAX_RECORD, &k)).await;
+    match result {
+        Ok(Ok(scan)) => findings(path, &scan, report),
+        Ok(Err(ScanError::Open {
+            kind: std::io::ErrorKind::NotFound,
+            ..
+        })) => {
+            report.not_checked("conf.db history", format!("{} is absent", path.display()));
+        }
+        Ok(Err(e)) => report.not_checked("conf.db history", e.to_string()),
+        Err(_) => report.not_checked("conf.db history", "the scan task failed"),
+    }
+}

@@ -1,0 +1,20 @@
+//! psk-guard: find and fix exposed, weak and stale IPsec pre-shared keys on Antrea nodes.
+//!
+//! # Layout
+//!
+//! - [`secret`]: the only place a key lives ([`secret::Psk`], wiped on drop, never printed) and
+//!   the keyed fingerprints every output uses instead.
+//! - [`ovsdb`]: our OVSDB JSON-RPC client (framing, protocol types, connection, unixctl).
+//! - [`checks`]: `psk-guard check`, the node checks: tunnel keys in OVSDB, file modes and owners.
+//! - [`forensics`]: the conf.db log reader and the history of keys still on disk (`scan-db`).
+//! - [`fix`]: `psk-guard fix`: compaction and mode tightening, planned, applied, verified.
+//! - [`report`]: one findings model printed as text, JSON or SARIF; exit codes.
+//! - [`cli`]: flags to configuration, and the entry point.
+
+pub mod checks;
+pub mod cli;
+pub mod fix;
+pub mod forensics;
+pub mod ovsdb;
+pub mod report;
+pub mod secret;

@@ -1,0 +1,263 @@
+//! JSON-RPC framing for OVSDB: messages are bare JSON objects one after another, with no length
+//! prefix and no delimiter.
+//!
+//! Two questions are kept apart, as in mini-redis: [`Scanner::scan`] answers "is a whole message in
+//! the buffer yet?" in one pass over the bytes that arrived since the last call (so a 50 MB reply
+//! arriving in 64 KiB pieces is scanned once, not re-parsed on every read), and only then is the
+//! exact slice handed to `serde_json`. "Not yet" is an expected state, not an error.
+//!
+//! [`FrameBuf`] owns the bytes. Replies carry keys, so the buffer never lets a copy escape: when it
+//! grows it wipes the old allocation, and the bytes of a message it hands out are wiped as they are
+//! consumed.
+
+use zeroize::Zeroize;
+
+/// Default cap on one message: a reply for 10,000 tunnel interfaces is a few MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("a message is larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("malformed JSON at byte {offset} of the stream: {reason}")]
+    Malformed { offset: u64, reason: &'static str },
+}
+
+/// Incremental scanner state for the message at the front of the buffer.
+#[derive(Default, Debug, Clone)]
+pub struct Scanner {
+    /// Bytes of the current message already scanned.
+    pos: usize,
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    started: bool,
+}
+
+/// Deepest nesting accepted; deeper input is rejected before serde_json's own recursion limit.
+const MAX_DEPTH: u32 = 100;
+
+impl Scanner {
+    /// Scans `buf` (which starts with the current message and only grows between calls) and returns
+    /// `Ok(Some(end))` when `buf[..end]` holds one whole top-level object (leading whitespace
+    /// included), `Ok(None)` when more bytes are needed.
+    pub fn scan(&mut self, buf: &[u8], stream_offset: u64) -> Result<Option<usize>, FrameError> {
+        let malformed = |at: usize, reason| FrameError::Malformed {
+            offset: stream_offset + at as u64,
+            reason,
+        };
+        while self.pos < buf.len() {
+            let b = buf[self.pos];
+            let at = self.pos;
+            self.pos += 1;
+            if !self.started {
+                match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => continue,
+                    b'{' => {
+                        self.started = true;
+                        self.depth = 1;
+                        continue;
+                    }
+                    _ => return Err(malformed(at, "a message must be a JSON object")),
+                }
+            }
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                } else if b < 0x20 {
+                    return Err(malformed(at, "control character inside a string"));
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        return Err(malformed(at, "nesting too deep"));
+                    }
+                }
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let end = self.pos;
+                        *self = Scanner::default();
+                        return Ok(Some(end));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The receive buffer: grows on demand up to a cap, wipes what it releases.
+pub struct FrameBuf {
+    data: Vec<u8>,
+    /// Bytes of `data` consumed (and already wiped) at the front.
+    start: usize,
+    scanner: Scanner,
+    /// Offset in the whole stream of `data[start]`, for error messages.
+    consumed: u64,
+    max_message: usize,
+}
+
+impl FrameBuf {
+    pub fn new(max_message: usize) -> Self {
+        FrameBuf {
+            data: Vec::with_capacity(16 * 1024),
+            start: 0,
+            scanner: Scanner::default(),
+            consumed: 0,
+            max_message,
+        }
+    }
+
+    /// Bytes received but not yet handed out.
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// True when bytes of an unfinished message are waiting (used to tell a clean EOF from a
+    /// connection closed mid-reply).
+    pub fn has_partial(&self) -> bool {
+        self.pending()
+            .iter()
+            .any(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    }
+
+    /// Makes room for at least `want` more bytes and returns the spare capacity to read into.
+    /// Growing copies into a fresh allocation and wipes the old one, so no stale copy is left.
+    pub fn spare(&mut self, want: usize) -> &mut Vec<u8> {
+        if self.start > 0 && (self.start >= self.data.len() / 2 || self.data.len() == self.start) {
+            // Compact: move the pending bytes to the front and wipe what they leave behind.
+            let len = self.data.len() - self.start;
+            self.data.copy_within(self.start.., 0);
+            self.data[len..].zeroize();
+            self.data.truncate(len);
+            self.start = 0;
+        }
+        if self.data.capacity() - self.data.len() < want {
+            let new_cap = (self.data.len() + want).max(self.data.capacity() * 2);
+            let mut grown = Vec::with_capacity(new_cap);
+            grown.extend_from_slice(&self.data);
+            // Vec::zeroize wipes the whole allocation (len and spare capacity), then clears.
+            self.data.zeroize();
+            self.data = grown;
+        }
+        &mut self.data
+    }
+
+    /// Appends bytes (used by tests and by readers that do not read in place).
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.spare(bytes.len()).extend_from_slice(bytes);
+    }
+
+    /// Returns the next whole message, if one is here, parsed as JSON. The message's bytes are
+    /// wiped from the buffer before this returns.
+    pub fn next_message(&mut self) -> Result<Option<serde_json::Value>, FrameError> {
+        let pending = &self.data[self.start..];
+        let found = self.scanner.scan(pending, self.consumed)?;
+        let Some(end) = found else {
+            if pending.len() > self.max_message {
+                return Err(FrameError::TooLarge {
+                    limit: self.max_message,
+                });
+            }
+            return Ok(None);
+        };
+        if end > self.max_message {
+            return Err(FrameError::TooLarge {
+                limit: self.max_message,
+            });
+        }
+        let slice = &mut self.data[self.start..self.start + end];
+        let parsed = serde_json::from_slice::<serde_json::Value>(slice);
+        slice.zeroize();
+        let offset = self.consumed;
+        self.start += end;
+        self.consumed += end as u64;
+        match parsed {
+            Ok(v) => Ok(Some(v)),
+            // serde_json's messages name a line and column, never the input's content.
+            Err(e) => Err(FrameError::Malformed {
+                offset: offset + e.column() as u64,
+                reason: match e.classify() {
+                    serde_json::error::Category::Syntax => "invalid JSON syntax",
+                    serde_json::error::Category::Data => "invalid JSON value",
+                    serde_json::error::Category::Eof => "truncated JSON",
+                    serde_json::error::Category::Io => "I/O error",
+                },
+            }),
+        }
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        self.data.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(buf: &mut FrameBuf) -> Vec<serde_json::Value> {
+        let mut out = vec![];
+        while let Some(v) = buf.next_message().unwrap() {
+            out.push(v);
+        }
+        out
+    }
+
+    #[test]
+    fn two_messages_in_one_read() {
+        let mut b = FrameBuf::new(1024);
+        b.extend(br#"{"id":1,"result":[]}{"id":2,"result":{"a":"}{"}}"#);
+        let v = all(&mut b);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1]["result"]["a"], "}{");
+    }
+
+    #[test]
+    fn message_split_at_every_byte() {
+        let msg = br#"{"id":7,"result":["x\"]}", {"k":[1,2,{"z":null}]}],"error":null}"#;
+        for cut in 0..msg.len() {
+            let mut b = FrameBuf::new(1024);
+            b.extend(&msg[..cut]);
+            assert!(b.next_message().unwrap().is_none(), "cut {cut}");
+            b.extend(&msg[cut..]);
+            let v = b.next_message().unwrap().unwrap();
+            assert_eq!(v["id"], 7);
+        }
+    }
+
+    #[test]
+    fn rejects_non_objects_and_oversize() {
+        let mut b = FrameBuf::new(1024);
+        b.extend(b"[1,2]");
+        assert!(matches!(
+            b.next_message(),
+            Err(FrameError::Malformed { .. })
+        ));
+        let mut b = FrameBuf::new(16);
+        b.extend(br#"{"a":"0123456789012345678901234567890"#);
+        assert_eq!(b.next_message(), Err(FrameError::TooLarge { limit: 16 }));
+    }
+
+    #[test]
+    fn malformed_inside_object() {
+        let mut b = FrameBuf::new(1024);
+        b.extend(br#"{"a":tru}"#);
+        assert!(matches!(
+            b.next_message(),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+}

@@ -1,0 +1,699 @@
+//! OVSDB protocol types (RFC 7047 §5.1, §5.2): atoms, sets, maps, rows, transact operations and
+//! their results, decoded from and encoded to JSON.
+//!
+//! Strings in OVSDB rows can be keys, so [`Str`] wipes its bytes when dropped and its `Debug` shows
+//! only a length; decoding errors never quote the input. JSON trees that held a reply are wiped by
+//! [`wipe_json`] once decoded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{json, Map, Value as Json};
+use zeroize::{Zeroize, Zeroizing};
+
+/// A string from the database. Wiped on drop; `Debug` redacts.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Str(Zeroizing<String>);
+
+impl Str {
+    pub fn new(s: impl Into<String>) -> Self {
+        Str(Zeroizing::new(s.into()))
+    }
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+    /// Moves the bytes out, leaving this empty.
+    pub fn take(&mut self) -> String {
+        std::mem::take(&mut *self.0)
+    }
+}
+
+impl fmt::Debug for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Str(<{} bytes>)", self.0.len())
+    }
+}
+
+impl From<&str> for Str {
+    fn from(s: &str) -> Self {
+        Str::new(s)
+    }
+}
+
+/// One atomic value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Atom {
+    Integer(i64),
+    Real(f64),
+    Boolean(bool),
+    String(Str),
+    Uuid(String),
+    NamedUuid(String),
+}
+
+/// A column value: an atom, a set or a map. A set of one element arrives as a bare atom; use
+/// [`Value::as_set`] to read either form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Atom(Atom),
+    Set(Vec<Atom>),
+    Map(Vec<(Atom, Atom)>),
+}
+
+/// Why a JSON value is not a valid OVSDB value. Never carries input content.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValueError {
+    #[error("expected {expected}, found {found}")]
+    Shape {
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("unknown tagged value {0:?}")]
+    UnknownTag(&'static str),
+}
+
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
+    }
+}
+
+fn shape(expected: &'static str, found: &Json) -> ValueError {
+    ValueError::Shape {
+        expected,
+        found: kind(found),
+    }
+}
+
+impl Atom {
+    pub fn string(s: impl Into<String>) -> Atom {
+        Atom::String(Str::new(s))
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Atom::String(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn as_uuid(&self) -> Option<&str> {
+        match self {
+            Atom::Uuid(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Decodes an atom; strings are moved out of `v`, not copied.
+    pub fn from_json(v: &mut Json) -> Result<Atom, ValueError> {
+        match v {
+            Json::Bool(b) => Ok(Atom::Boolean(*b)),
+            Json::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Ok(Atom::Integer(i))
+                } else if let Some(f) = n.as_f64() {
+                    Ok(Atom::Real(f))
+                } else {
+                    Err(shape("an integer or real", v))
+                }
+            }
+            Json::String(s) => Ok(Atom::String(Str::new(std::mem::take(s)))),
+            Json::Array(a) if a.len() == 2 => {
+                let tag = match a[0].as_str() {
+                    Some("uuid") => "uuid",
+                    Some("named-uuid") => "named-uuid",
+                    Some("set") | Some("map") => {
+                        return Err(shape("an atom", v));
+                    }
+                    Some(_) => return Err(ValueError::UnknownTag("other")),
+                    None => return Err(shape("a tagged atom", v)),
+                };
+                let Json::String(s) = &mut a[1] else {
+                    return Err(shape("a uuid string", &a[1]));
+                };
+                let s = std::mem::take(s);
+                Ok(if tag == "uuid" {
+                    Atom::Uuid(s)
+                } else {
+                    Atom::NamedUuid(s)
+                })
+            }
+            other => Err(shape("an atom", other)),
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        match self {
+            Atom::Integer(i) => json!(i),
+            Atom::Real(f) => json!(f),
+            Atom::Boolean(b) => json!(b),
+            Atom::String(s) => Json::String(s.as_str().to_owned()),
+            Atom::Uuid(u) => json!(["uuid", u]),
+            Atom::NamedUuid(n) => json!(["named-uuid", n]),
+        }
+    }
+}
+
+impl Value {
+    /// Decodes a value; strings are moved out of `v`.
+    pub fn from_json(v: &mut Json) -> Result<Value, ValueError> {
+        if let Json::Array(a) = v {
+            if a.len() == 2 {
+                match a[0].as_str() {
+                    Some("set") => {
+                        let Json::Array(items) = &mut a[1] else {
+                            return Err(shape("an array of set elements", &a[1]));
+                        };
+                        let atoms = items
+                            .iter_mut()
+                            .map(Atom::from_json)
+                            .collect::<Result<_, _>>()?;
+                        return Ok(Value::Set(atoms));
+                    }
+                    Some("map") => {
+                        let Json::Array(pairs) = &mut a[1] else {
+                            return Err(shape("an array of map pairs", &a[1]));
+                        };
+                        let mut out = Vec::with_capacity(pairs.len());
+                        for p in pairs.iter_mut() {
+                            match p {
+                                Json::Array(kv) if kv.len() == 2 => {
+                                    let (k, rest) = kv.split_at_mut(1);
+                                    out.push((
+                                        Atom::from_json(&mut k[0])?,
+                                        Atom::from_json(&mut rest[0])?,
+                                    ));
+                                }
+                                other => return Err(shape("a [key, value] pair", other)),
+                            }
+                        }
+                        return Ok(Value::Map(out));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Atom::from_json(v).map(Value::Atom)
+    }
+
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Atom(a) => a.to_json(),
+            Value::Set(s) => json!(["set", s.iter().map(Atom::to_json).collect::<Vec<_>>()]),
+            Value::Map(m) => json!([
+                "map",
+                m.iter()
+                    .map(|(k, v)| json!([k.to_json(), v.to_json()]))
+                    .collect::<Vec<_>>()
+            ]),
+        }
+    }
+
+    /// The elements, reading a bare atom as a set of one.
+    pub fn as_set(&self) -> Vec<&Atom> {
+        match self {
+            Value::Atom(a) => vec![a],
+            Value::Set(s) => s.iter().collect(),
+            Value::Map(_) => vec![],
+        }
+    }
+
+    pub fn as_atom(&self) -> Option<&Atom> {
+        match self {
+            Value::Atom(a) => Some(a),
+            Value::Set(s) if s.len() == 1 => s.first(),
+            _ => None,
+        }
+    }
+
+    /// Looks up a string key in a map value.
+    pub fn map_get(&self, key: &str) -> Option<&Atom> {
+        match self {
+            Value::Map(m) => m
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Like [`Value::map_get`], but mutable, so a value can be moved out.
+    pub fn map_get_mut(&mut self, key: &str) -> Option<&mut Atom> {
+        match self {
+            Value::Map(m) => m
+                .iter_mut()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn string_map(pairs: &[(&str, &str)]) -> Value {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (Atom::string(*k), Atom::string(*v)))
+                .collect(),
+        )
+    }
+}
+
+/// A row: column name to value.
+pub type Row = BTreeMap<String, Value>;
+
+fn row_from_json(v: &mut Json) -> Result<Row, ValueError> {
+    let Json::Object(obj) = v else {
+        return Err(shape("a row object", v));
+    };
+    let mut row = Row::new();
+    for (k, col) in obj.iter_mut() {
+        row.insert(k.clone(), Value::from_json(col)?);
+    }
+    Ok(row)
+}
+
+fn row_to_json(row: &Row) -> Json {
+    Json::Object(
+        row.iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+/// A condition `[column, function, value]`.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub column: String,
+    pub function: &'static str,
+    pub value: Value,
+}
+
+impl Condition {
+    pub fn new(column: &str, function: &'static str, value: Value) -> Self {
+        Condition {
+            column: column.to_owned(),
+            function,
+            value,
+        }
+    }
+    pub fn uuid_eq(uuid: &str) -> Self {
+        Condition::new("_uuid", "==", Value::Atom(Atom::Uuid(uuid.to_owned())))
+    }
+    fn to_json(&self) -> Json {
+        json!([self.column, self.function, self.value.to_json()])
+    }
+}
+
+/// A mutation `[column, mutator, value]`.
+#[derive(Clone, Debug)]
+pub struct Mutation {
+    pub column: String,
+    pub mutator: &'static str,
+    pub value: Value,
+}
+
+impl Mutation {
+    pub fn new(column: &str, mutator: &'static str, value: Value) -> Self {
+        Mutation {
+            column: column.to_owned(),
+            mutator,
+            value,
+        }
+    }
+}
+
+/// One operation of a `transact` request.
+#[derive(Clone, Debug)]
+pub enum Operation {
+    Select {
+        table: String,
+        conditions: Vec<Condition>,
+        columns: Option<Vec<String>>,
+    },
+    Insert {
+        table: String,
+        row: Row,
+        uuid_name: Option<String>,
+    },
+    Update {
+        table: String,
+        conditions: Vec<Condition>,
+        row: Row,
+    },
+    Mutate {
+        table: String,
+        conditions: Vec<Condition>,
+        mutations: Vec<Mutation>,
+    },
+    Delete {
+        table: String,
+        conditions: Vec<Condition>,
+    },
+    Wait {
+        table: String,
+        conditions: Vec<Condition>,
+        columns: Vec<String>,
+        /// true: wait until the rows are equal ("=="); false: until they differ ("!=").
+        until_equal: bool,
+        rows: Vec<Row>,
+        timeout_ms: Option<u64>,
+    },
+    Comment(String),
+}
+
+impl Operation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Select { .. } => "select",
+            Operation::Insert { .. } => "insert",
+            Operation::Update { .. } => "update",
+            Operation::Mutate { .. } => "mutate",
+            Operation::Delete { .. } => "delete",
+            Operation::Wait { .. } => "wait",
+            Operation::Comment(_) => "comment",
+        }
+    }
+
+    pub fn select(table: &str, conditions: Vec<Condition>, columns: &[&str]) -> Self {
+        Operation::Select {
+            table: table.to_owned(),
+            conditions,
+            columns: Some(columns.iter().map(|c| c.to_string()).collect()),
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        let conds = |c: &[Condition]| Json::Array(c.iter().map(Condition::to_json).collect());
+        match self {
+            Operation::Select {
+                table,
+                conditions,
+                columns,
+            } => {
+                let mut o = json!({"op": "select", "table": table, "where": conds(conditions)});
+                if let Some(cols) = columns {
+                    o["columns"] = json!(cols);
+                }
+                o
+            }
+            Operation::Insert {
+                table,
+                row,
+                uuid_name,
+            } => {
+                let mut o = json!({"op": "insert", "table": table, "row": row_to_json(row)});
+                if let Some(n) = uuid_name {
+                    o["uuid-name"] = json!(n);
+                }
+                o
+            }
+            Operation::Update {
+                table,
+                conditions,
+                row,
+            } => json!({"op": "update", "table": table, "where": conds(conditions),
+                        "row": row_to_json(row)}),
+            Operation::Mutate {
+                table,
+                conditions,
+                mutations,
+            } => json!({"op": "mutate", "table": table, "where": conds(conditions),
+                "mutations": mutations.iter()
+                    .map(|m| json!([m.column, m.mutator, m.value.to_json()]))
+                    .collect::<Vec<_>>()}),
+            Operation::Delete { table, conditions } => {
+                json!({"op": "delete", "table": table, "where": conds(conditions)})
+            }
+            Operation::Wait {
+                table,
+                conditions,
+                columns,
+                until_equal,
+                rows,
+                timeout_ms,
+            } => {
+                let mut o = json!({"op": "wait", "table": table, "where": conds(conditions),
+                    "columns": columns, "until": if *until_equal { "==" } else { "!=" },
+                    "rows": rows.iter().map(row_to_json).collect::<Vec<_>>()});
+                if let Some(t) = timeout_ms {
+                    o["timeout"] = json!(t);
+                }
+                o
+            }
+            Operation::Comment(c) => json!({"op": "comment", "comment": c}),
+        }
+    }
+}
+
+/// The error an operation (or the commit) reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpError {
+    pub error: String,
+    pub details: Option<String>,
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        if let Some(d) = &self.details {
+            // Details are server prose; bound them so a pathological reply cannot flood a log.
+            let d: String = d.chars().take(300).collect();
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of one successful operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpResult {
+    Insert { uuid: String },
+    Select { rows: Vec<Row> },
+    Count(u64),
+    Empty,
+}
+
+/// A whole transact reply, per RFC 7047 §4.1.3: the per-op outcomes (an `Err` for the op that
+/// failed, `None` for the ops after it that never ran) and the extra entry a commit failure adds.
+#[derive(Debug)]
+pub struct TransactReply {
+    pub results: Vec<Option<Result<OpResult, OpError>>>,
+    pub commit_error: Option<OpError>,
+}
+
+fn op_error(obj: &Map<String, Json>) -> Option<OpError> {
+    let error = obj.get("error")?;
+    Some(OpError {
+        error: error.as_str().unwrap_or("(non-string error)").to_owned(),
+        details: obj
+            .get("details")
+            .and_then(|d| d.as_str())
+            .map(str::to_owned),
+    })
+}
+
+impl TransactReply {
+    /// Decodes the `result` array of a transact reply for `ops`.
+    pub fn from_json(ops: &[Operation], result: &mut Json) -> Result<Self, ValueError> {
+        let Json::Array(entries) = result else {
+            return Err(shape("an array of operation results", result));
+        };
+        if entries.len() < ops.len() || entries.len() > ops.len() + 1 {
+            return Err(ValueError::Shape {
+                expected: "one result per operation (plus at most one commit error)",
+                found: "a different number of results",
+            });
+        }
+        let mut results = Vec::with_capacity(ops.len());
+        for (op, entry) in ops.iter().zip(entries.iter_mut()) {
+            results.push(match entry {
+                Json::Null => None,
+                Json::Object(obj) => Some(match op_error(obj) {
+                    Some(e) => Err(e),
+                    None => Ok(decode_op_result(op, obj)?),
+                }),
+                other => return Err(shape("an operation result object", other)),
+            });
+        }
+        let commit_error = match entries.get(ops.len()) {
+            Some(Json::Object(obj)) => Some(op_error(obj).ok_or(ValueError::Shape {
+                expected: "an error object after the last operation result",
+                found: "an object without \"error\"",
+            })?),
+            Some(other) => return Err(shape("a commit error object", other)),
+            None => None,
+        };
+        Ok(TransactReply {
+            results,
+            commit_error,
+        })
+    }
+
+    /// The results if every operation and the commit succeeded; otherwise the first error, with
+    /// the index and name of the operation that failed.
+    pub fn into_results(self, ops: &[Operation]) -> Result<Vec<OpResult>, super::Error> {
+        let mut out = Vec::with_capacity(self.results.len());
+        for (i, r) in self.results.into_iter().enumerate() {
+            match r {
+                Some(Ok(r)) => out.push(r),
+                Some(Err(e)) => {
+                    return Err(super::Error::OpFailed {
+                        index: i,
+                        op: ops[i].name(),
+                        error: e,
+                    })
+                }
+                None => {
+                    return Err(super::Error::Protocol {
+                        method: "transact",
+                        what: format!("operation {i} has no result although none failed before it"),
+                    })
+                }
+            }
+        }
+        if let Some(e) = self.commit_error {
+            return Err(super::Error::CommitFailed(e));
+        }
+        Ok(out)
+    }
+}
+
+fn decode_op_result(op: &Operation, obj: &mut Map<String, Json>) -> Result<OpResult, ValueError> {
+    Ok(match op {
+        Operation::Insert { .. } => match obj.get_mut("uuid") {
+            Some(u) => match Atom::from_json(u)? {
+                Atom::Uuid(u) => OpResult::Insert { uuid: u },
+                _ => {
+                    return Err(ValueError::Shape {
+                        expected: "a uuid",
+                        found: "another atom",
+                    })
+                }
+            },
+            None => {
+                return Err(ValueError::Shape {
+                    expected: "an insert result with \"uuid\"",
+                    found: "an object without it",
+                })
+            }
+        },
+        Operation::Select { .. } => match obj.get_mut("rows") {
+            Some(Json::Array(rows)) => OpResult::Select {
+                rows: rows
+                    .iter_mut()
+                    .map(row_from_json)
+                    .collect::<Result<_, _>>()?,
+            },
+            _ => {
+                return Err(ValueError::Shape {
+                    expected: "a select result with \"rows\"",
+                    found: "an object without an array of rows",
+                })
+            }
+        },
+        Operation::Update { .. } | Operation::Mutate { .. } | Operation::Delete { .. } => {
+            match obj.get("count").and_then(Json::as_u64) {
+                Some(c) => OpResult::Count(c),
+                None => {
+                    return Err(ValueError::Shape {
+                        expected: "a result with \"count\"",
+                        found: "an object without a count",
+                    })
+                }
+            }
+        }
+        Operation::Wait { .. } | Operation::Comment(_) => OpResult::Empty,
+    })
+}
+
+/// Overwrites every string in a JSON tree (keys of objects cannot be reached mutably and are
+/// column names, not data), then empties it.
+pub fn wipe_json(v: &mut Json) {
+    match v {
+        Json::String(s) => s.zeroize(),
+        Json::Array(a) => {
+            a.iter_mut().for_each(wipe_json);
+            a.clear();
+        }
+        Json::Object(o) => {
+            o.values_mut().for_each(wipe_json);
+            o.clear();
+        }
+        _ => {}
+    }
+    *v = Json::Null;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_value_form() {
+        let mut v = json!(["map", [["psk", "k1"], ["remote_ip", "10.0.0.2"]]]);
+        let m = Value::from_json(&mut v).unwrap();
+        assert_eq!(
+            m.map_get("remote_ip").and_then(Atom::as_str),
+            Some("10.0.0.2")
+        );
+        let mut bare = json!(["uuid", "0a"]);
+        let s = Value::from_json(&mut bare).unwrap();
+        assert_eq!(s.as_set().len(), 1);
+        let mut set = json!(["set", [["uuid", "a"], ["uuid", "b"]]]);
+        assert_eq!(Value::from_json(&mut set).unwrap().as_set().len(), 2);
+        let mut empty = json!(["set", []]);
+        assert!(Value::from_json(&mut empty).unwrap().as_set().is_empty());
+        let mut named = json!(["named-uuid", "row1"]);
+        assert_eq!(
+            Value::from_json(&mut named).unwrap(),
+            Value::Atom(Atom::NamedUuid("row1".into()))
+        );
+        let mut real = json!(1.5);
+        assert_eq!(
+            Value::from_json(&mut real).unwrap(),
+            Value::Atom(Atom::Real(1.5))
+        );
+        let mut bad = json!(["bogus", 1]);
+        assert!(Value::from_json(&mut bad).is_err());
+    }
+
+    #[test]
+    fn roundtrip() {
+        let v = Value::string_map(&[("a", "b")]);
+        let mut j = v.to_json();
+        assert_eq!(Value::from_json(&mut j).unwrap(), v);
+    }
+
+    #[test]
+    fn transact_errors_per_op_and_commit() {
+        let ops = vec![
+            Operation::Comment("x".into()),
+            Operation::Delete {
+                table: "T".into(),
+                conditions: vec![],
+            },
+        ];
+        let mut r = json!([{}, {"count": 1}, {"error": "constraint violation", "details": "d"}]);
+        let reply = TransactReply::from_json(&ops, &mut r).unwrap();
+        assert_eq!(
+            reply.commit_error.as_ref().unwrap().error,
+            "constraint violation"
+        );
+        assert!(matches!(
+            reply.into_results(&ops),
+            Err(crate::ovsdb::Error::CommitFailed(_))
+        ));
+        let mut r = json!([{"error": "aborted"}, null]);
+        let reply = TransactReply::from_json(&ops, &mut r).unwrap();
+        assert!(reply.results[1].is_none());
+        assert!(matches!(
+            reply.into_results(&ops),
+            Err(crate::ovsdb::Error::OpFailed { index: 0, .. })
+        ));
+    }
+}

@@ -1,0 +1,275 @@
+//! The one place a pre-shared key lives.
+//!
+//! [`Psk`] owns the bytes of a key in a buffer that is wiped when dropped. It has no `Deref`, no
+//! `Clone`, no `Serialize`, and its `Debug` prints a redaction: the only way to the bytes is
+//! [`Psk::expose_secret`], so `grep expose_secret` lists every use. Everything that has to talk about
+//! a key outside this module does so through a [`Fingerprint`] (a truncated HMAC-SHA256 keyed by a
+//! [`FingerprintKey`]), or through the non-secret verdict of [`assess`].
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use rand::TryRngCore;
+use sha2::Sha256;
+use zeroize::{Zeroize, Zeroizing};
+
+/// A pre-shared key. Wiped on drop; never printed.
+pub struct Psk {
+    inner: Zeroizing<String>,
+}
+
+impl Psk {
+    /// Takes ownership of `value` without copying its bytes.
+    pub fn new(value: String) -> Self {
+        Psk {
+            inner: Zeroizing::new(value),
+        }
+    }
+
+    /// Moves the bytes out of a string the caller owns, leaving it empty.
+    pub fn take_from(value: &mut String) -> Self {
+        Psk::new(std::mem::take(value))
+    }
+
+    /// The key's bytes. Every call site is a place where the key is used; keep them few.
+    pub fn expose_secret(&self) -> &str {
+        self.inner.as_str()
+    }
+
+    /// Length in bytes (not secret).
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// An explicit copy (the type is deliberately not `Clone`); the copy is wiped on drop too.
+    pub fn duplicate(&self) -> Psk {
+        let mut s = String::with_capacity(self.inner.len());
+        s.push_str(self.expose_secret());
+        Psk::new(s)
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Psk([REDACTED {} bytes])", self.inner.len())
+    }
+}
+
+/// Length of a fingerprint in bytes before hex encoding (64 bits).
+pub const FINGERPRINT_BYTES: usize = 8;
+
+/// The HMAC key under which fingerprints are computed. Random per run unless the user gives one, so
+/// that two runs can be compared only when they share it.
+#[derive(Clone)]
+pub struct FingerprintKey {
+    // Shared, not copied, when the key moves into a blocking task.
+    key: std::sync::Arc<Zeroizing<Vec<u8>>>,
+    origin: SaltOrigin,
+}
+
+/// Where the fingerprint key came from (reported in outputs; the key itself never is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaltOrigin {
+    RandomPerRun,
+    Given,
+}
+
+impl SaltOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaltOrigin::RandomPerRun => "random-per-run",
+            SaltOrigin::Given => "given",
+        }
+    }
+}
+
+impl FingerprintKey {
+    /// 32 bytes from the operating system's CSPRNG.
+    pub fn random() -> Result<Self, rand::rand_core::OsError> {
+        let mut key = Zeroizing::new(vec![0u8; 32]);
+        rand::rngs::OsRng.try_fill_bytes(&mut key)?;
+        Ok(FingerprintKey {
+            key: std::sync::Arc::new(key),
+            origin: SaltOrigin::RandomPerRun,
+        })
+    }
+
+    /// A salt the user chose (`--fingerprint-salt`), taken as its UTF-8 bytes.
+    pub fn given(salt: &str) -> Self {
+        FingerprintKey {
+            key: std::sync::Arc::new(Zeroizing::new(salt.as_bytes().to_vec())),
+            origin: SaltOrigin::Given,
+        }
+    }
+
+    pub fn origin(&self) -> SaltOrigin {
+        self.origin
+    }
+
+    /// Fingerprint of a key.
+    pub fn fingerprint(&self, psk: &Psk) -> Fingerprint {
+        self.fingerprint_bytes(psk.expose_secret().as_bytes())
+    }
+
+    /// Fingerprint of raw key bytes that are not (yet) held in a [`Psk`], such as a slice of a
+    /// log record being scanned in place.
+    pub fn fingerprint_bytes(&self, bytes: &[u8]) -> Fingerprint {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_slice())
+            .expect("HMAC-SHA256 accepts keys of any length");
+        mac.update(bytes);
+        let out = mac.finalize().into_bytes();
+        let mut fp = [0u8; FINGERPRINT_BYTES];
+        fp.copy_from_slice(&out[..FINGERPRINT_BYTES]);
+        Fingerprint(fp)
+    }
+}
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FingerprintKey({})", self.origin.as_str())
+    }
+}
+
+/// A keyed, truncated digest of a key: safe to print, compare and store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; FINGERPRINT_BYTES]);
+
+impl Fingerprint {
+    pub fn parse(s: &str) -> Option<Fingerprint> {
+        let hex_part = s.strip_prefix("hmac-sha256:").unwrap_or(s);
+        let bytes = hex::decode(hex_part).ok()?;
+        let arr: [u8; FINGERPRINT_BYTES] = bytes.try_into().ok()?;
+        Some(Fingerprint(arr))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hmac-sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Keys shipped as examples or defaults, compared case-insensitively. `changeme` is what Antrea's
+/// Helm chart and sample manifest ship.
+pub const KNOWN_DEFAULTS: &[&str] = &[
+    "changeme",
+    "change-me",
+    "change_me",
+    "password",
+    "passw0rd",
+    "secret",
+    "psk",
+    "ipsec",
+    "antrea",
+    "antrea-ipsec",
+    "test",
+    "testing",
+    "default",
+    "admin",
+    "example",
+    "123456",
+    "12345678",
+    "1234567890",
+    "qwerty",
+];
+
+/// Shortest key not reported as too short, in bytes.
+pub const MIN_PSK_LEN: usize = 16;
+/// Least estimated entropy not reported as low, in bits.
+pub const MIN_ENTROPY_BITS: f64 = 64.0;
+
+/// What is wrong with a key, if anything. Holds no key bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Strength {
+    pub is_default: bool,
+    pub len: usize,
+    pub entropy_bits: f64,
+}
+
+impl Strength {
+    pub fn too_short(&self) -> bool {
+        self.len < MIN_PSK_LEN
+    }
+    pub fn low_entropy(&self) -> bool {
+        self.entropy_bits < MIN_ENTROPY_BITS
+    }
+    pub fn is_weak(&self) -> bool {
+        self.is_default || self.too_short() || self.low_entropy()
+    }
+}
+
+/// Judges a key's strength: a known default, its length, and an entropy estimate (the Shannon
+/// entropy of its characters times its length, a generous upper bound for human-chosen keys).
+pub fn assess(psk: &Psk) -> Strength {
+    assess_bytes(psk.expose_secret().as_bytes())
+}
+
+pub fn assess_bytes(key: &[u8]) -> Strength {
+    let is_default = KNOWN_DEFAULTS
+        .iter()
+        .any(|d| d.as_bytes().eq_ignore_ascii_case(key));
+    let mut counts = [0u32; 256];
+    for &b in key {
+        counts[b as usize] += 1;
+    }
+    let n = key.len() as f64;
+    let per_char: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    counts.zeroize();
+    Strength {
+        is_default,
+        len: key.len(),
+        entropy_bits: if key.is_empty() { 0.0 } else { per_char * n },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let p = Psk::new("s3cr3t-value-xyz".to_string());
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains("s3cr3t"));
+        assert!(dbg.contains("REDACTED"));
+    }
+
+    #[test]
+    fn fingerprints_are_keyed() {
+        let p = Psk::new("some-key".into());
+        let a = FingerprintKey::given("salt-a");
+        let b = FingerprintKey::given("salt-b");
+        assert_eq!(a.fingerprint(&p), a.fingerprint(&p));
+        assert_ne!(a.fingerprint(&p), b.fingerprint(&p));
+        let s = a.fingerprint(&p).to_string();
+        assert_eq!(s.len(), "hmac-sha256:".len() + 16);
+        assert_eq!(Fingerprint::parse(&s), Some(a.fingerprint(&p)));
+    }
+
+    #[test]
+    fn strength() {
+        assert!(assess_bytes(b"changeme").is_default);
+        assert!(assess_bytes(b"CHANGEME").is_default);
+        assert!(assess_bytes(b"short").too_short());
+        assert!(assess_bytes(b"aaaaaaaaaaaaaaaaaaaaaaaa").low_entropy());
+        let good = assess_bytes(b"q8Zr2LkVn0xWf7TyPb3Hs9Jd1Mc6Ge4A");
+        assert!(!good.is_weak(), "{good:?}");
+    }
+}
