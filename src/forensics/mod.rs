@@ -311,6 +311,13 @@ pub fn scan_reader<R: std::io::Read>(
             // Only records that can change a key are decoded; the rest were checked by SHA-1.
             let body = rec.body;
             let relevant = contains(body, b"psk") || contains(body, b"\"Interface\"");
+            if !relevant && !looks_like_object(body) {
+                break Some(Damage {
+                    offset,
+                    record: index,
+                    reason: "a transaction record is not a JSON object".into(),
+                });
+            }
             if relevant {
                 match serde_json::from_slice::<TxnRecord>(body) {
                     Ok(txn) => replay.apply(&txn, fp_key),
@@ -346,6 +353,12 @@ pub fn scan_reader<R: std::io::Read>(
         keys,
         damage,
     })
+}
+
+/// A cheap shape check for records that are not decoded: `{ ... }` with optional whitespace.
+fn looks_like_object(body: &[u8]) -> bool {
+    let t = body.trim_ascii();
+    t.first() == Some(&b'{') && t.last() == Some(&b'}')
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -1,0 +1,27 @@
+# Sourced by scripts/demo and scripts/test: installs what a fresh Debian machine is missing.
+# shellcheck shell=bash
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2; return 1; fi
+}
+
+ensure_ovs() {
+    if command -v ovsdb-server >/dev/null && command -v ovsdb-tool >/dev/null && command -v ovs-vsctl >/dev/null \
+        && [ -f /usr/share/openvswitch/vswitch.ovsschema ]; then
+        return 0
+    fi
+    echo "==> installing openvswitch-switch (ovsdb-server, ovsdb-tool, ovs-vsctl)" >&2
+    as_root apt-get update -qq
+    # The package's service stays off without systemd; we start our own servers.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openvswitch-switch >/dev/null
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; else
+            echo "cargo not found: install Rust (rustup) first" >&2; return 1; fi
+    fi
+}
+
+export PATH="$PATH:/usr/sbin:/sbin"

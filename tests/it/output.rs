@@ -1,0 +1,259 @@
+//! What the user sees: JSON and SARIF snapshots, the SARIF shape, the --help text, and that no
+//! key appears in any output format, log level or error path.
+
+use base64::Engine;
+
+use crate::harness::{psk_guard, Node};
+
+const KEYS: [&str; 3] = [
+    "changeme",
+    "Old-Key-3f9a1c77e2b4d5a6",
+    "Cur-Key-8b2e4f6a1c3d5e7f",
+];
+
+fn forms(key: &str) -> Vec<String> {
+    vec![
+        key.to_owned(),
+        hex::encode(key),
+        base64::engine::general_purpose::STANDARD.encode(key),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(key),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+    ]
+}
+
+pub fn assert_no_key(what: &str, bytes: &[u8], keys: &[&str]) {
+    let text = String::from_utf8_lossy(bytes);
+    for k in keys {
+        for f in forms(k) {
+            assert!(
+                !text.contains(&f),
+                "{what}: key material ({} form) in output:\n{text}",
+                if f == *k { "raw" } else { "encoded" }
+            );
+        }
+    }
+}
+
+fn seeded() -> Node {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", KEYS[0]);
+    node.add_tunnel("n2-def456", "node2", "10.0.0.3", KEYS[1]);
+    node.set_psk("n2-def456", KEYS[2]);
+    node.chmod(&node.conf_db, 0o644);
+    node.chmod(&node.run_dir, 0o755);
+    node
+}
+
+fn normalize(s: &str, node: &Node) -> String {
+    s.replace(&node.dir.path().display().to_string(), "<TMP>")
+        .replace(
+            &format!("ovsdb-server.{}.ctl", node.pid.unwrap_or(0)),
+            "ovsdb-server.<PID>.ctl",
+        )
+}
+
+fn snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "snapshot {} missing: run with UPDATE_SNAPSHOTS=1 and review it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected, actual,
+        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
+    );
+}
+
+fn check_out(node: &Node, format: &str) -> std::process::Output {
+    let mut args = vec!["check".to_string()];
+    args.extend(node.node_args());
+    args.extend(
+        [
+            "-o",
+            format,
+            "--fingerprint-salt",
+            "snapshot-salt",
+            "--color",
+            "never",
+        ]
+        .map(String::from),
+    );
+    psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn json_snapshot() {
+    let node = seeded();
+    let out = check_out(&node, "json");
+    let text = normalize(&String::from_utf8(out.stdout).unwrap(), &node);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["schema"], "psk-guard-report");
+    assert_eq!(v["schema_version"], 1);
+    snapshot("check.json", &text);
+}
+
+#[test]
+fn sarif_snapshot_and_shape() {
+    let node = seeded();
+    let out = check_out(&node, "sarif");
+    let text = normalize(&String::from_utf8(out.stdout).unwrap(), &node);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules.len(),
+        psk_guard::report::Code::ALL.len(),
+        "one rule per finding code"
+    );
+    for r in run["results"].as_array().unwrap() {
+        let id = r["ruleId"].as_str().unwrap();
+        let idx = r["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[idx], id);
+        assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
+        assert!(!r["locations"].as_array().unwrap().is_empty());
+    }
+    snapshot("check.sarif", &text);
+}
+
+#[test]
+fn text_output_is_a_table_without_colour_when_piped() {
+    let node = seeded();
+    let mut args = vec!["check".to_string()];
+    args.extend(node.node_args());
+    let out = psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("SEVERITY"), "{text}");
+    assert!(text.contains("What to do:"));
+    assert!(!text.contains('\x1b'), "no colour when stdout is not a TTY");
+    let out = check_out(&node, "text");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+}
+
+#[test]
+fn help_lists_exit_codes() {
+    let out = psk_guard(&["--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Exit codes:"));
+    for c in ["check", "scan-db", "fix"] {
+        assert!(text.contains(c), "{c} in --help");
+    }
+    snapshot("help.txt", &text);
+}
+
+#[test]
+fn no_key_in_any_output_format_log_level_or_error_path() {
+    let node = seeded();
+    let db = node.db_arg();
+    let run = node.run_dir.display().to_string();
+    let conf = node.conf_db.display().to_string();
+    let mut runs: Vec<Vec<String>> = vec![];
+    for fmt in ["text", "json", "sarif"] {
+        runs.push(vec![
+            "check".into(),
+            "--db".into(),
+            db.clone(),
+            "--run-dir".into(),
+            run.clone(),
+            "-o".into(),
+            fmt.into(),
+        ]);
+        runs.push(vec![
+            "scan-db".into(),
+            conf.clone(),
+            "-o".into(),
+            fmt.into(),
+        ]);
+        runs.push(vec![
+            "fix".into(),
+            "--db".into(),
+            db.clone(),
+            "--run-dir".into(),
+            run.clone(),
+            "--dry-run".into(),
+            "-o".into(),
+            fmt.into(),
+        ]);
+    }
+    // error paths: unknown db target, missing file, salt problems, damaged file
+    let damaged = node.dir.path().join("damaged.db");
+    let mut bytes = std::fs::read(&node.conf_db).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 0x20;
+    std::fs::write(&damaged, &bytes).unwrap();
+    runs.push(vec![
+        "scan-db".into(),
+        damaged.display().to_string(),
+        "-o".into(),
+        "json".into(),
+    ]);
+    runs.push(vec!["scan-db".into(), "/nonexistent/conf.db".into()]);
+    runs.push(vec![
+        "check".into(),
+        "--db".into(),
+        "unix:/nonexistent.sock".into(),
+        "--run-dir".into(),
+        run.clone(),
+    ]);
+    runs.push(vec![
+        "check".into(),
+        "--expect-fingerprint".into(),
+        "zz".into(),
+        "--fingerprint-salt".into(),
+        "x".into(),
+    ]);
+    for args in &runs {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        assert_no_key(&format!("stdout of {args:?}"), &out.stdout, &KEYS);
+        assert_no_key(&format!("stderr of {args:?}"), &out.stderr, &KEYS);
+    }
+    // and last, the fix that changes things, then a check after it
+    let out = psk_guard(&["fix", "--db", &db, "--run-dir", &run, "-o", "json"]);
+    assert_no_key("fix", &out.stdout, &KEYS);
+    assert_no_key("fix stderr", &out.stderr, &KEYS);
+}
+
+#[test]
+fn docs_describe_every_finding_code_and_exit_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let findings = std::fs::read_to_string(root.join("docs/findings.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for c in psk_guard::report::Code::ALL {
+        assert!(
+            findings.contains(&format!("## {}\n", c.id())),
+            "docs/findings.md lacks {}",
+            c.id()
+        );
+        assert!(
+            findings.contains(c.help()),
+            "docs/findings.md text for {} differs from the catalog",
+            c.id()
+        );
+    }
+    for code in ["| 0 |", "| 1 |", "| 2 |"] {
+        assert!(readme.contains(code), "README lacks exit code row {code}");
+    }
+    let first: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("scripts/"))
+        .take(2)
+        .collect();
+    assert_eq!(first, vec!["scripts/demo", "scripts/test"]);
+}
