@@ -180,12 +180,9 @@ fn emit(report: &Report, g: &Global) -> anyhow::Result<()> {
         Color::Never => false,
         Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
-    let out = report::render(report, g.output, color);
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(out.as_bytes())
-        .context("writing the report to stdout")?;
-    stdout.flush().ok();
+    let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    report::write(report, g.output, color, &mut stdout).context("writing the report to stdout")?;
+    stdout.flush().context("writing the report to stdout")?;
     Ok(())
 }
 

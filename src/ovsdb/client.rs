@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-use super::frame::{FrameBuf, FrameError, DEFAULT_MAX_MESSAGE};
+use super::frame::{json_error, FrameBuf, FrameError, DEFAULT_MAX_MESSAGE};
 use super::types::{wipe_json, Operation, TransactReply};
 use super::Error;
 
@@ -45,7 +46,80 @@ enum Broken {
     Io(ErrorKind),
 }
 
-type Reply = Result<Json, Broken>;
+/// A reply: the raw bytes of `result` (wiped on drop) or the server's `error`.
+struct ReplyBody {
+    result: Zeroizing<Vec<u8>>,
+    error: Option<Json>,
+}
+
+type Reply = Result<ReplyBody, Broken>;
+
+/// The outer shape of every message, with the payloads left as raw JSON in the frame.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// What the reader does with one message, decided while the frame is borrowed.
+enum Action {
+    Reply(u64, ReplyBody),
+    Answer(Zeroizing<Vec<u8>>),
+    Notify(Notification),
+    Ignore,
+}
+
+fn exact_copy(b: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut v = Zeroizing::new(Vec::with_capacity(b.len()));
+    v.extend_from_slice(b);
+    v
+}
+
+fn classify(bytes: &[u8], offset: u64) -> Result<Action, FrameError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| json_error(&e, offset))?;
+    let id_null = env.id.is_none_or(|r| r.get() == "null");
+    match env.method {
+        Some(method) if id_null => {
+            let params = match env.params {
+                Some(p) => serde_json::from_str(p.get()).map_err(|e| json_error(&e, offset))?,
+                None => Json::Null,
+            };
+            Ok(Action::Notify(Notification { method, params }))
+        }
+        Some(method) => {
+            // Answer `echo` with its own params; refuse anything else.
+            let id = env.id.map(RawValue::get).unwrap_or("null");
+            let reply = if method == "echo" {
+                let params = env.params.map(RawValue::get).unwrap_or("[]");
+                format!("{{\"id\":{id},\"result\":{params},\"error\":null}}")
+            } else {
+                format!("{{\"id\":{id},\"result\":null,\"error\":\"unknown method\"}}")
+            };
+            Ok(Action::Answer(Zeroizing::new(reply.into_bytes())))
+        }
+        None => {
+            let Some(id) = env.id.and_then(|r| r.get().parse::<u64>().ok()) else {
+                return Ok(Action::Ignore);
+            };
+            let error = match env.error {
+                Some(e) if e.get() != "null" => {
+                    Some(serde_json::from_str(e.get()).map_err(|e| json_error(&e, offset))?)
+                }
+                _ => None,
+            };
+            let result = exact_copy(env.result.map(RawValue::get).unwrap_or("null").as_bytes());
+            Ok(Action::Reply(id, ReplyBody { result, error }))
+        }
+    }
+}
 
 #[derive(Default)]
 struct Pending {
@@ -156,13 +230,13 @@ impl Client {
                     }
                     let mut failed = None;
                     loop {
-                        match buf.next_message() {
-                            Ok(Some(msg)) => dispatch(msg, &pending, &writer, &ntx).await,
-                            Ok(None) => break,
-                            Err(e) => {
+                        match buf.with_next(classify) {
+                            Ok(Some(Ok(action))) => act(action, &pending, &writer, &ntx).await,
+                            Ok(Some(Err(e))) | Err(e) => {
                                 failed = Some(Broken::Frame(e));
                                 break;
                             }
+                            Ok(None) => break,
                         }
                     }
                     if let Some(b) = failed {
@@ -200,8 +274,9 @@ impl Client {
         }
     }
 
-    /// Sends a request and waits for its reply's `result`. `params` must be an array.
-    pub async fn call(&self, method: &str, params: Json) -> Result<Json, Error> {
+    /// Sends a request and waits for its reply; returns the raw bytes of `result`, wiped on drop.
+    /// `params` must be an array.
+    pub async fn call_raw(&self, method: &str, params: Json) -> Result<Zeroizing<Vec<u8>>, Error> {
         debug_assert!(params.is_array(), "JSON-RPC params must be an array");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -216,7 +291,6 @@ impl Client {
         let bytes = encode(&msg);
         wipe_json(&mut msg);
         let timeout = self.timeout;
-        let method_name = method.to_owned();
         let outcome = tokio::time::timeout(timeout, async {
             {
                 let mut w = self.writer.lock().await;
@@ -244,42 +318,46 @@ impl Client {
             }
         })
         .await;
-        let result = match outcome {
+        let reply = match outcome {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
-                method: method_name.clone(),
+                method: method.to_owned(),
                 secs: timeout.as_secs_f64(),
             }),
         };
-        if result.is_err() {
-            lock(&self.pending).waiting.remove(&id);
-        }
-        result.and_then(|mut reply| {
-            let error = reply.get("error").cloned().unwrap_or(Json::Null);
-            if !error.is_null() {
-                wipe_json(&mut reply);
-                let error = match &error {
-                    Json::String(s) => s.clone(),
-                    Json::Object(o) => {
-                        let e = o.get("error").and_then(Json::as_str).unwrap_or("error");
-                        match o.get("details").and_then(Json::as_str) {
-                            Some(d) => format!("{e} ({})", d.chars().take(300).collect::<String>()),
-                            None => e.to_owned(),
-                        }
-                    }
-                    other => other.to_string().chars().take(300).collect(),
-                };
-                return Err(Error::Rpc {
-                    method: method_name,
-                    error,
-                });
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                lock(&self.pending).waiting.remove(&id);
+                return Err(e);
             }
-            let result = reply
-                .get_mut("result")
-                .map(std::mem::take)
-                .unwrap_or(Json::Null);
-            wipe_json(&mut reply);
-            Ok(result)
+        };
+        if let Some(error) = reply.error {
+            let error = match &error {
+                Json::String(s) => s.clone(),
+                Json::Object(o) => {
+                    let e = o.get("error").and_then(Json::as_str).unwrap_or("error");
+                    match o.get("details").and_then(Json::as_str) {
+                        Some(d) => format!("{e} ({})", d.chars().take(300).collect::<String>()),
+                        None => e.to_owned(),
+                    }
+                }
+                other => other.to_string().chars().take(300).collect(),
+            };
+            return Err(Error::Rpc {
+                method: method.to_owned(),
+                error,
+            });
+        }
+        Ok(reply.result)
+    }
+
+    /// Like [`Client::call_raw`], with `result` parsed as a JSON tree.
+    pub async fn call(&self, method: &str, params: Json) -> Result<Json, Error> {
+        let raw = self.call_raw(method, params).await?;
+        serde_json::from_slice(&raw).map_err(|e| Error::Frame {
+            path: self.path.clone(),
+            source: json_error(&e, 0),
         })
     }
 
@@ -333,11 +411,9 @@ impl Client {
         let mut params = vec![json!(db)];
         params.extend(ops.iter().map(Operation::to_json));
         let mut params = Json::Array(params);
-        let sent = self.call("transact", std::mem::take(&mut params)).await;
-        let mut result = sent.map_err(|e| unknown_db(e, db))?;
-        let decoded = TransactReply::from_json(ops, &mut result);
-        wipe_json(&mut result);
-        decoded.map_err(|e| Error::Protocol {
+        let sent = self.call_raw("transact", std::mem::take(&mut params)).await;
+        let result = sent.map_err(|e| unknown_db(e, db))?;
+        TransactReply::from_slice(ops, &result).map_err(|e| Error::Protocol {
             method: "transact",
             what: e.to_string(),
         })
@@ -383,48 +459,29 @@ fn unknown_db(e: Error, db: &str) -> Error {
     }
 }
 
-async fn dispatch(
-    mut msg: Json,
+async fn act(
+    action: Action,
     pending: &Mutex<Pending>,
     writer: &tokio::sync::Mutex<OwnedWriteHalf>,
     notifications: &mpsc::Sender<Notification>,
 ) {
-    let method = msg.get("method").and_then(Json::as_str).map(str::to_owned);
-    let id = msg.get("id").cloned().unwrap_or(Json::Null);
-    match method {
-        Some(method) if id.is_null() => {
-            let params = msg
-                .get_mut("params")
-                .map(std::mem::take)
-                .unwrap_or(Json::Null);
-            // A full queue drops the notification (it is wiped on drop) rather than stall replies.
-            let _ = notifications.try_send(Notification { method, params });
+    match action {
+        Action::Reply(id, body) => {
+            let tx = lock(pending).waiting.remove(&id);
+            if let Some(tx) = tx {
+                let _ = tx.send(Ok(body));
+            }
         }
-        Some(method) => {
-            let reply = if method == "echo" {
-                let params = msg
-                    .get_mut("params")
-                    .map(std::mem::take)
-                    .unwrap_or(json!([]));
-                json!({"id": id, "result": params, "error": null})
-            } else {
-                json!({"id": id, "result": null, "error": "unknown method"})
-            };
-            let bytes = encode(&reply);
+        Action::Answer(bytes) => {
             let mut w = writer.lock().await;
             let _ = w.write_all(&bytes).await;
         }
-        None => {
-            if let Some(id) = id.as_u64() {
-                let tx = lock(pending).waiting.remove(&id);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Ok(std::mem::take(&mut msg)));
-                }
-            }
-            tracing::trace!("OVSDB reply handled");
+        // A full queue drops the notification (wiped on drop) rather than stall replies.
+        Action::Notify(n) => {
+            let _ = notifications.try_send(n);
         }
+        Action::Ignore => tracing::debug!("ignored a reply with an id nobody waits for"),
     }
-    wipe_json(&mut msg);
 }
 
 /// Runs one unixctl command (what `ovs-appctl -t PATH METHOD ARGS...` does) and returns its output.

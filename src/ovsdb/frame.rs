@@ -158,9 +158,12 @@ impl FrameBuf {
         self.spare(bytes.len()).extend_from_slice(bytes);
     }
 
-    /// Returns the next whole message, if one is here, parsed as JSON. The message's bytes are
-    /// wiped from the buffer before this returns.
-    pub fn next_message(&mut self) -> Result<Option<serde_json::Value>, FrameError> {
+    /// Calls `f` with the bytes of the next whole message, if one is here, then wipes them from
+    /// the buffer. `f` must copy out whatever it keeps.
+    pub fn with_next<T>(
+        &mut self,
+        f: impl FnOnce(&[u8], u64) -> T,
+    ) -> Result<Option<T>, FrameError> {
         let pending = &self.data[self.start..];
         let found = self.scanner.scan(pending, self.consumed)?;
         let Some(end) = found else {
@@ -176,25 +179,36 @@ impl FrameBuf {
                 limit: self.max_message,
             });
         }
-        let slice = &mut self.data[self.start..self.start + end];
-        let parsed = serde_json::from_slice::<serde_json::Value>(slice);
-        slice.zeroize();
         let offset = self.consumed;
+        let out = f(&self.data[self.start..self.start + end], offset);
+        self.data[self.start..self.start + end].zeroize();
         self.start += end;
         self.consumed += end as u64;
-        match parsed {
-            Ok(v) => Ok(Some(v)),
-            // serde_json's messages name a line and column, never the input's content.
-            Err(e) => Err(FrameError::Malformed {
-                offset: offset + e.column() as u64,
-                reason: match e.classify() {
-                    serde_json::error::Category::Syntax => "invalid JSON syntax",
-                    serde_json::error::Category::Data => "invalid JSON value",
-                    serde_json::error::Category::Eof => "truncated JSON",
-                    serde_json::error::Category::Io => "I/O error",
-                },
-            }),
+        Ok(Some(out))
+    }
+
+    /// Returns the next whole message, if one is here, parsed as a JSON tree.
+    pub fn next_message(&mut self) -> Result<Option<serde_json::Value>, FrameError> {
+        match self.with_next(|bytes, offset| {
+            serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| json_error(&e, offset))
+        })? {
+            None => Ok(None),
+            Some(r) => r.map(Some),
         }
+    }
+}
+
+/// A serde_json error as a [`FrameError`]: its category and position only, since serde's message
+/// can quote the input.
+pub fn json_error(e: &serde_json::Error, offset: u64) -> FrameError {
+    FrameError::Malformed {
+        offset: offset + e.column() as u64,
+        reason: match e.classify() {
+            serde_json::error::Category::Syntax => "invalid JSON syntax",
+            serde_json::error::Category::Data => "a JSON value of an unexpected shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+            serde_json::error::Category::Io => "I/O error",
+        },
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::{json, Map, Value as Json};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -266,17 +267,6 @@ impl Value {
 /// A row: column name to value.
 pub type Row = BTreeMap<String, Value>;
 
-fn row_from_json(v: &mut Json) -> Result<Row, ValueError> {
-    let Json::Object(obj) = v else {
-        return Err(shape("a row object", v));
-    };
-    let mut row = Row::new();
-    for (k, col) in obj.iter_mut() {
-        row.insert(k.clone(), Value::from_json(col)?);
-    }
-    Ok(row)
-}
-
 fn row_to_json(row: &Row) -> Json {
     Json::Object(
         row.iter()
@@ -486,46 +476,74 @@ pub struct TransactReply {
     pub commit_error: Option<OpError>,
 }
 
-fn op_error(obj: &Map<String, Json>) -> Option<OpError> {
-    let error = obj.get("error")?;
-    Some(OpError {
-        error: error.as_str().unwrap_or("(non-string error)").to_owned(),
-        details: obj
-            .get("details")
-            .and_then(|d| d.as_str())
-            .map(str::to_owned),
-    })
+/// One entry of a transact result array, decoded straight from the reply bytes.
+#[derive(serde::Deserialize)]
+struct Entry {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    details: Option<String>,
+    #[serde(default)]
+    uuid: Option<Atom>,
+    #[serde(default)]
+    rows: Option<Vec<Row>>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+impl Entry {
+    fn into_error(self) -> Result<OpError, Self> {
+        match self.error {
+            Some(error) => Ok(OpError {
+                error,
+                details: self.details,
+            }),
+            None => Err(self),
+        }
+    }
 }
 
 impl TransactReply {
-    /// Decodes the `result` array of a transact reply for `ops`.
-    pub fn from_json(ops: &[Operation], result: &mut Json) -> Result<Self, ValueError> {
-        let Json::Array(entries) = result else {
-            return Err(shape("an array of operation results", result));
-        };
+    /// Decodes the raw `result` array of a transact reply for `ops`.
+    pub fn from_slice(ops: &[Operation], result: &[u8]) -> Result<Self, ValueError> {
+        let entries: Vec<Option<Entry>> = serde_json::from_slice(result).map_err(|e| {
+            // serde's message could quote row data: keep only the category.
+            ValueError::Shape {
+                expected: "an array of operation results",
+                found: match e.classify() {
+                    serde_json::error::Category::Data => "a value of another shape",
+                    _ => "invalid JSON",
+                },
+            }
+        })?;
         if entries.len() < ops.len() || entries.len() > ops.len() + 1 {
             return Err(ValueError::Shape {
                 expected: "one result per operation (plus at most one commit error)",
                 found: "a different number of results",
             });
         }
+        let mut entries = entries.into_iter();
         let mut results = Vec::with_capacity(ops.len());
-        for (op, entry) in ops.iter().zip(entries.iter_mut()) {
-            results.push(match entry {
-                Json::Null => None,
-                Json::Object(obj) => Some(match op_error(obj) {
-                    Some(e) => Err(e),
-                    None => Ok(decode_op_result(op, obj)?),
+        for op in ops {
+            results.push(match entries.next().flatten() {
+                None => None,
+                Some(entry) => Some(match entry.into_error() {
+                    Ok(e) => Err(e),
+                    Err(entry) => Ok(decode_op_result(op, entry)?),
                 }),
-                other => return Err(shape("an operation result object", other)),
             });
         }
-        let commit_error = match entries.get(ops.len()) {
-            Some(Json::Object(obj)) => Some(op_error(obj).ok_or(ValueError::Shape {
+        let commit_error = match entries.next() {
+            Some(Some(entry)) => Some(entry.into_error().map_err(|_| ValueError::Shape {
                 expected: "an error object after the last operation result",
                 found: "an object without \"error\"",
             })?),
-            Some(other) => return Err(shape("a commit error object", other)),
+            Some(None) => {
+                return Err(ValueError::Shape {
+                    expected: "a commit error object",
+                    found: "null",
+                })
+            }
             None => None,
         };
         Ok(TransactReply {
@@ -563,52 +581,143 @@ impl TransactReply {
     }
 }
 
-fn decode_op_result(op: &Operation, obj: &mut Map<String, Json>) -> Result<OpResult, ValueError> {
+fn missing(expected: &'static str) -> ValueError {
+    ValueError::Shape {
+        expected,
+        found: "an object without it",
+    }
+}
+
+fn decode_op_result(op: &Operation, e: Entry) -> Result<OpResult, ValueError> {
     Ok(match op {
-        Operation::Insert { .. } => match obj.get_mut("uuid") {
-            Some(u) => match Atom::from_json(u)? {
-                Atom::Uuid(u) => OpResult::Insert { uuid: u },
-                _ => {
-                    return Err(ValueError::Shape {
-                        expected: "a uuid",
-                        found: "another atom",
-                    })
-                }
-            },
-            None => {
-                return Err(ValueError::Shape {
-                    expected: "an insert result with \"uuid\"",
-                    found: "an object without it",
-                })
-            }
+        Operation::Insert { .. } => match e.uuid {
+            Some(Atom::Uuid(uuid)) => OpResult::Insert { uuid },
+            _ => return Err(missing("an insert result with a \"uuid\"")),
         },
-        Operation::Select { .. } => match obj.get_mut("rows") {
-            Some(Json::Array(rows)) => OpResult::Select {
-                rows: rows
-                    .iter_mut()
-                    .map(row_from_json)
-                    .collect::<Result<_, _>>()?,
-            },
-            _ => {
-                return Err(ValueError::Shape {
-                    expected: "a select result with \"rows\"",
-                    found: "an object without an array of rows",
-                })
-            }
+        Operation::Select { .. } => OpResult::Select {
+            rows: e
+                .rows
+                .ok_or_else(|| missing("a select result with \"rows\""))?,
         },
         Operation::Update { .. } | Operation::Mutate { .. } | Operation::Delete { .. } => {
-            match obj.get("count").and_then(Json::as_u64) {
-                Some(c) => OpResult::Count(c),
-                None => {
-                    return Err(ValueError::Shape {
-                        expected: "a result with \"count\"",
-                        found: "an object without a count",
-                    })
-                }
-            }
+            OpResult::Count(e.count.ok_or_else(|| missing("a result with \"count\""))?)
         }
         Operation::Wait { .. } | Operation::Comment(_) => OpResult::Empty,
     })
+}
+
+// ---- serde: atoms and values straight from reply bytes (no intermediate JSON tree) ----
+
+struct AtomVisitor;
+
+impl<'de> Visitor<'de> for AtomVisitor {
+    type Value = Atom;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an OVSDB atom")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Atom, E> {
+        Ok(Atom::Boolean(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Atom, E> {
+        Ok(Atom::Integer(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Atom, E> {
+        i64::try_from(v)
+            .map(Atom::Integer)
+            .map_err(|_| E::custom("integer out of range"))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Atom, E> {
+        Ok(Atom::Real(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Atom, E> {
+        Ok(Atom::String(Str::new(v)))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Atom, E> {
+        Ok(Atom::String(Str::new(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Atom, A::Error> {
+        let tag: String = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::custom("empty array"))?;
+        let id: String = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::custom("no uuid"))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("a tagged atom has two elements"));
+        }
+        match tag.as_str() {
+            "uuid" => Ok(Atom::Uuid(id)),
+            "named-uuid" => Ok(Atom::NamedUuid(id)),
+            _ => Err(de::Error::custom("not a uuid or named-uuid atom")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Atom {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AtomVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an OVSDB value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        AtomVisitor.visit_bool(v).map(Value::Atom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        AtomVisitor.visit_i64(v).map(Value::Atom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        AtomVisitor.visit_u64(v).map(Value::Atom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        AtomVisitor.visit_f64(v).map(Value::Atom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        AtomVisitor.visit_str(v).map(Value::Atom)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        AtomVisitor.visit_string(v).map(Value::Atom)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let tag: String = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::custom("empty array"))?;
+        let v = match tag.as_str() {
+            "set" => Value::Set(
+                seq.next_element()?
+                    .ok_or_else(|| de::Error::custom("no set elements"))?,
+            ),
+            "map" => Value::Map(
+                seq.next_element()?
+                    .ok_or_else(|| de::Error::custom("no map pairs"))?,
+            ),
+            "uuid" => Value::Atom(Atom::Uuid(
+                seq.next_element()?
+                    .ok_or_else(|| de::Error::custom("no uuid"))?,
+            )),
+            "named-uuid" => Value::Atom(Atom::NamedUuid(
+                seq.next_element()?
+                    .ok_or_else(|| de::Error::custom("no uuid"))?,
+            )),
+            _ => return Err(de::Error::custom("unknown tagged value")),
+        };
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("a tagged value has two elements"));
+        }
+        Ok(v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
 }
 
 /// Overwrites every string in a JSON tree (keys of objects cannot be reached mutably and are
@@ -663,6 +772,34 @@ mod tests {
     }
 
     #[test]
+    fn serde_decoding_matches_tree_decoding() {
+        for j in [
+            json!(["map", [["psk", "k1"], ["remote_ip", "10.0.0.2"]]]),
+            json!(["uuid", "0a"]),
+            json!(["set", [["uuid", "a"], ["uuid", "b"]]]),
+            json!(["set", []]),
+            json!(["named-uuid", "row1"]),
+            json!(1.5),
+            json!(-3),
+            json!(true),
+            json!("s"),
+        ] {
+            let mut t = j.clone();
+            let a = Value::from_json(&mut t).unwrap();
+            let b: Value = serde_json::from_value(j).unwrap();
+            assert_eq!(a, b);
+        }
+        for bad in [
+            json!(["bogus", 1]),
+            json!(["set"]),
+            json!(["uuid", "a", "b"]),
+            json!({}),
+        ] {
+            assert!(serde_json::from_value::<Value>(bad).is_err());
+        }
+    }
+
+    #[test]
     fn roundtrip() {
         let v = Value::string_map(&[("a", "b")]);
         let mut j = v.to_json();
@@ -678,8 +815,8 @@ mod tests {
                 conditions: vec![],
             },
         ];
-        let mut r = json!([{}, {"count": 1}, {"error": "constraint violation", "details": "d"}]);
-        let reply = TransactReply::from_json(&ops, &mut r).unwrap();
+        let r = br#"[{}, {"count": 1}, {"error": "constraint violation", "details": "d"}]"#;
+        let reply = TransactReply::from_slice(&ops, r).unwrap();
         assert_eq!(
             reply.commit_error.as_ref().unwrap().error,
             "constraint violation"
@@ -688,8 +825,8 @@ mod tests {
             reply.into_results(&ops),
             Err(crate::ovsdb::Error::CommitFailed(_))
         ));
-        let mut r = json!([{"error": "aborted"}, null]);
-        let reply = TransactReply::from_json(&ops, &mut r).unwrap();
+        let r = br#"[{"error": "aborted"}, null]"#;
+        let reply = TransactReply::from_slice(&ops, r).unwrap();
         assert!(reply.results[1].is_none());
         assert!(matches!(
             reply.into_results(&ops),

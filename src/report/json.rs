@@ -1,41 +1,89 @@
 //! The JSON report: one documented, versioned shape (`docs/json-schema.md`). Fields are only ever
-//! added within a schema version; a rename or removal bumps `schema_version`.
+//! added within a schema version; a rename or removal bumps `schema_version`. Written straight to
+//! the output, without building a JSON tree first (a node with 10,000 tunnels has 10,000 findings).
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-use super::{Report, Severity};
+use serde::Serialize;
+
+use super::{Finding, Incomplete, Report, Severity};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub fn to_value(report: &Report) -> Value {
-    let mut summary = serde_json::Map::new();
-    for s in Severity::ALL {
-        summary.insert(s.as_str().to_owned(), json!(report.count(s)));
-    }
-    summary.insert("total".into(), json!(report.findings.len()));
-    summary.insert("incomplete".into(), json!(report.incomplete.len()));
-    let mut v = json!({
-        "schema": "psk-guard-report",
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "psk-guard", "version": env!("CARGO_PKG_VERSION")},
-        "command": report.command,
-        "target": report.target,
-        "fingerprint": {
-            "algorithm": "hmac-sha256-truncated-64",
-            "salt": report.fingerprint_salt,
+#[derive(Serialize)]
+struct Tool {
+    name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct FingerprintInfo {
+    algorithm: &'static str,
+    salt: &'static str,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    critical: usize,
+    high: usize,
+    medium: usize,
+    low: usize,
+    info: usize,
+    total: usize,
+    incomplete: usize,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema: &'static str,
+    schema_version: u32,
+    tool: Tool,
+    command: &'static str,
+    target: &'a BTreeMap<String, String>,
+    fingerprint: FingerprintInfo,
+    summary: Summary,
+    findings: &'a [Finding],
+    incomplete: &'a [Incomplete],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
+}
+
+fn document(report: &Report) -> Document<'_> {
+    Document {
+        schema: "psk-guard-report",
+        schema_version: SCHEMA_VERSION,
+        tool: Tool {
+            name: "psk-guard",
+            version: env!("CARGO_PKG_VERSION"),
         },
-        "summary": summary,
-        "findings": report.findings,
-        "incomplete": report.incomplete,
-    });
-    if let Some(d) = &report.data {
-        v["data"] = d.clone();
+        command: report.command,
+        target: &report.target,
+        fingerprint: FingerprintInfo {
+            algorithm: "hmac-sha256-truncated-64",
+            salt: report.fingerprint_salt,
+        },
+        summary: Summary {
+            critical: report.count(Severity::Critical),
+            high: report.count(Severity::High),
+            medium: report.count(Severity::Medium),
+            low: report.count(Severity::Low),
+            info: report.count(Severity::Info),
+            total: report.findings.len(),
+            incomplete: report.incomplete.len(),
+        },
+        findings: &report.findings,
+        incomplete: &report.incomplete,
+        data: report.data.as_ref(),
     }
-    v
+}
+
+pub fn write(report: &Report, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, &document(report))?;
+    w.write_all(b"\n")
 }
 
 pub fn render(report: &Report) -> String {
-    let mut s = serde_json::to_string_pretty(&to_value(report)).unwrap_or_default();
-    s.push('\n');
-    s
+    let mut out = Vec::new();
+    let _ = write(report, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }

@@ -10,6 +10,7 @@ pub mod json;
 pub mod sarif;
 pub mod text;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -175,8 +176,8 @@ pub struct Finding {
     pub title: &'static str,
     pub subject: Subject,
     pub observed: String,
-    pub expected: String,
-    pub remediation: String,
+    pub expected: Cow<'static, str>,
+    pub remediation: Cow<'static, str>,
     /// Extra facts (peer node, remote IP, fingerprints, counts); never key bytes.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, serde_json::Value>,
@@ -192,8 +193,8 @@ impl Finding {
             title: code.title(),
             subject,
             observed: String::new(),
-            expected: String::new(),
-            remediation: String::new(),
+            expected: Cow::Borrowed(""),
+            remediation: Cow::Borrowed(""),
             details: BTreeMap::new(),
             code_enum: Some(code),
         }
@@ -202,11 +203,11 @@ impl Finding {
         self.observed = s.into();
         self
     }
-    pub fn expected(mut self, s: impl Into<String>) -> Self {
+    pub fn expected(mut self, s: impl Into<Cow<'static, str>>) -> Self {
         self.expected = s.into();
         self
     }
-    pub fn remediation(mut self, s: impl Into<String>) -> Self {
+    pub fn remediation(mut self, s: impl Into<Cow<'static, str>>) -> Self {
         self.remediation = s.into();
         self
     }
@@ -318,6 +319,19 @@ pub fn render(report: &Report, format: Format, color: bool) -> String {
         Format::Text => text::render(report, color),
         Format::Json => json::render(report),
         Format::Sarif => sarif::render(report),
+    }
+}
+
+/// Writes a report in `format` to `w` (JSON is streamed, not built in memory first).
+pub fn write(
+    report: &Report,
+    format: Format,
+    color: bool,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    match format {
+        Format::Json => json::write(report, w),
+        _ => w.write_all(render(report, format, color).as_bytes()),
     }
 }
 
