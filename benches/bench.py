@@ -9,25 +9,23 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
-def measure(cmd, env=None):
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        try:
-            os.execvpe(cmd[0], cmd, env or os.environ)
-        finally:
-            os._exit(127)
-    _, status, ru = os.wait4(pid, 0)
-    wall = time.perf_counter() - t0
-    os.close(devnull)
-    code = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_maxrss / 1024.0, code  # ru_maxrss is KiB on Linux
+def measure(cmd):
+    """Wall time and peak RSS of one run. stdout goes to a real file: GNU grep stops at the first
+    match when its stdout is /dev/null. RSS comes from /usr/bin/time, not from wait4 after a fork
+    of this (larger) Python process."""
+    with tempfile.TemporaryDirectory() as d:
+        out, rss_file = os.path.join(d, "out"), os.path.join(d, "rss")
+        with open(out, "wb") as o:
+            t0 = time.perf_counter()
+            p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, stdout=o, stderr=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+        with open(rss_file) as f:
+            rss_kb = int(f.read().strip().splitlines()[-1])
+    return wall, rss_kb / 1024.0, p.returncode
 
 
 def compare(label, a_name, a_cmd, b_name, b_cmd, rounds=7, ok_codes=(0, 1)):

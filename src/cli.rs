@@ -165,13 +165,17 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global.log);
-    match run(cli) {
+    crate::hardening::harden();
+    // `run` owns every key; by the time it returns they have all been dropped (and wiped).
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("psk-guard: error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
-    }
+    };
+    crate::hardening::test_pause_point();
+    code
 }
 
 fn emit(report: &Report, g: &Global) -> anyhow::Result<()> {

@@ -9,12 +9,14 @@
 //! - [`forensics`]: the conf.db log reader and the history of keys still on disk (`scan-db`).
 //! - [`fix`]: `psk-guard fix`: compaction and mode tightening, planned, applied, verified.
 //! - [`report`]: one findings model printed as text, JSON or SARIF; exit codes.
+//! - [`hardening`]: no core dumps, memory locked where permitted, the test pause point.
 //! - [`cli`]: flags to configuration, and the entry point.
 
 pub mod checks;
 pub mod cli;
 pub mod fix;
 pub mod forensics;
+pub mod hardening;
 pub mod ovsdb;
 pub mod report;
 pub mod secret;

@@ -118,6 +118,14 @@ impl FingerprintKey {
     /// Fingerprint of raw key bytes that are not (yet) held in a [`Psk`], such as a slice of a
     /// log record being scanned in place.
     pub fn fingerprint_bytes(&self, bytes: &[u8]) -> Fingerprint {
+        let fp = self.hmac(bytes);
+        // The HMAC state (with the key's bytes in its block buffer) lived in `hmac`'s frame.
+        crate::hardening::scrub_stack();
+        fp
+    }
+
+    #[inline(never)]
+    fn hmac(&self, bytes: &[u8]) -> Fingerprint {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_slice())
             .expect("HMAC-SHA256 accepts keys of any length");
         mac.update(bytes);

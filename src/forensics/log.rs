@@ -251,7 +251,7 @@ impl<R: Read> LogReader<R> {
         };
         self.offset += len as u64;
         let digest = Sha1::digest(body);
-        if digest.as_slice() != sha {
+        if !hex_eq(digest.as_slice(), &sha) {
             return Ok(self.damaged(rec_offset, "SHA-1 mismatch: the record is corrupt".into()));
         }
         let index = self.index;
@@ -308,8 +308,17 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
+/// Whether `hex` (lowercase) spells `bytes`.
+fn hex_eq(bytes: &[u8], hex: &[u8; 40]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .zip(hex.chunks_exact(2))
+        .all(|(b, h)| DIGITS[usize::from(b >> 4)] == h[0] && DIGITS[usize::from(b & 15)] == h[1])
+}
+
 /// Parses `OVSDB JSON <len> <40 hex>`.
-fn parse_header(h: &[u8]) -> Result<(u64, [u8; 20]), &'static str> {
+fn parse_header(h: &[u8]) -> Result<(u64, [u8; 40]), &'static str> {
     let rest = h
         .strip_prefix(b"OVSDB JSON ")
         .ok_or("record header does not start with \"OVSDB JSON\"")?;
@@ -321,13 +330,18 @@ fn parse_header(h: &[u8]) -> Result<(u64, [u8; 20]), &'static str> {
     if len.is_empty() || len.len() > 19 || !len.iter().all(u8::is_ascii_digit) {
         return Err("record header has an invalid length");
     }
-    let len: u64 = std::str::from_utf8(len)
-        .ok()
-        .and_then(|s| s.parse().ok())
+    let len = len
+        .iter()
+        .try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .ok_or("record header has an invalid length")?;
-    let mut out = [0u8; 20];
-    if sha.len() != 40 || hex::decode_to_slice(sha, &mut out).is_err() {
+    let mut out = [0u8; 40];
+    if sha.len() != 40 || !sha.iter().all(u8::is_ascii_hexdigit) {
         return Err("record header has an invalid SHA-1");
+    }
+    for (o, c) in out.iter_mut().zip(sha) {
+        *o = c.to_ascii_lowercase();
     }
     Ok((len, out))
 }

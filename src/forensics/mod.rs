@@ -195,9 +195,30 @@ struct Replay {
     /// Interface uuid -> (name, key fingerprint in options:psk).
     rows: HashMap<String, (Option<String>, Option<Fingerprint>)>,
     keys: BTreeMap<Fingerprint, KeyHistory>,
+    /// The last key fingerprinted and its fingerprint: consecutive records mostly carry the same
+    /// key, and an HMAC costs more than a comparison. Wiped on drop.
+    last: Option<(zeroize::Zeroizing<Vec<u8>>, Fingerprint)>,
 }
 
 impl Replay {
+    fn fingerprint(&mut self, fp_key: &FingerprintKey, value: &[u8]) -> Fingerprint {
+        if let Some((bytes, fp)) = &self.last {
+            if bytes.as_slice() == value {
+                return *fp;
+            }
+        }
+        let fp = fp_key.fingerprint_bytes(value);
+        match &mut self.last {
+            Some((bytes, last)) => {
+                bytes.zeroize();
+                bytes.extend_from_slice(value);
+                *last = fp;
+            }
+            None => self.last = Some((zeroize::Zeroizing::new(value.to_vec()), fp)),
+        }
+        fp
+    }
+
     fn seen(
         &mut self,
         fp: Fingerprint,
@@ -269,7 +290,7 @@ impl Replay {
         }
         if let Some(c) = &txn.comment {
             for (value, iface) in comment_keys(c) {
-                let fp = fp_key.fingerprint_bytes(value.as_bytes());
+                let fp = self.fingerprint(fp_key, value.as_bytes());
                 self.seen(fp, iface, txn.date, false, &mut counted);
             }
         }
@@ -362,7 +383,7 @@ fn looks_like_object(body: &[u8]) -> bool {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Scans the file at `path` (read-only; safe on a live database and on a copy).

@@ -509,3 +509,9 @@ pub async fn unixctl(
         }),
     }
 }
+
+/// Decodes one message the way the reader does (for the fuzz tests). True when it is usable.
+#[doc(hidden)]
+pub fn fuzz_classify(bytes: &[u8]) -> bool {
+    classify(bytes, 0).is_ok()
+}

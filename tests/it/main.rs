@@ -2,6 +2,8 @@
 
 mod check;
 mod forensics;
+mod fuzz;
 mod harness;
+mod memory;
 mod output;
 mod ovsdb_client;

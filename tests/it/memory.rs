@@ -1,0 +1,186 @@
+//! Zeroization, proven on the real binary: run it to its test pause point (after its work is done
+//! and every key it held has been dropped), read its whole memory through /proc/PID/maps and
+//! /proc/PID/mem, and look for every key it saw. Also checks that core dumps are off.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::process::{Command, Stdio};
+
+use crate::harness::Node;
+
+const CURRENT: &str = "Zq7CurrentKeyMaterial-5e1d9a3b7c";
+const OLD: &str = "Wx4OldKeyMaterial-8f2b6c0d4e91a7";
+const DEFAULT: &str = "changeme";
+
+/// Every readable, private mapping of `pid` (heap, stacks, anonymous), concatenated.
+fn read_memory(pid: u32) -> Vec<u8> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = vec![];
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let range = parts.next().unwrap();
+        let perms = parts.next().unwrap();
+        let path = line.split_whitespace().nth(5).unwrap_or("");
+        // Skip read-only file mappings (the binary's own text and libraries) and kernel pages.
+        if !perms.starts_with("rw") || path.starts_with("[v") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_ok() && mem.read_exact(&mut buf).is_ok() {
+            out.extend_from_slice(&buf);
+        }
+    }
+    out
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// Runs psk-guard to its pause point and returns (memory image, /proc status text).
+fn run_paused(args: &[&str]) -> (Vec<u8>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(args)
+        .env("PSK_GUARD_TEST_PAUSE", "1")
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "psk-guard exited before its pause point"
+        );
+        if line.starts_with("psk-guard: paused") {
+            break;
+        }
+    }
+    let pid = child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let image = read_memory(pid);
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    child.wait().unwrap();
+    (image, status)
+}
+
+fn node_with_keys() -> Node {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", OLD);
+    node.set_psk("n1-abc123", CURRENT);
+    node.add_tunnel("n2-def456", "node2", "10.0.0.3", DEFAULT);
+    node
+}
+
+fn assert_clean(what: &str, image: &[u8]) {
+    assert!(
+        image.len() > 100_000,
+        "{what}: memory image too small ({} bytes)",
+        image.len()
+    );
+    for k in [CURRENT, OLD] {
+        assert_eq!(
+            count(image, k.as_bytes()),
+            0,
+            "{what}: a copy of a key is left in process memory"
+        );
+    }
+}
+
+#[test]
+fn check_leaves_no_key_in_memory() {
+    let node = node_with_keys();
+    for fmt in ["text", "json", "sarif"] {
+        let (image, status) = run_paused(&[
+            "check",
+            "--db",
+            &node.db_arg(),
+            "--run-dir",
+            node.run_dir.to_str().unwrap(),
+            "-o",
+            fmt,
+        ]);
+        assert_clean(&format!("check -o {fmt}"), &image);
+        // The default key is a literal in the binary's read-only data, never in writable memory.
+        assert_eq!(
+            count(&image, b"changeme"),
+            0,
+            "check -o {fmt}: the default key's bytes from OVSDB remain"
+        );
+        assert!(status.contains("CoreDumping:\t0"));
+    }
+}
+
+#[test]
+fn scan_db_and_fix_leave_no_key_in_memory() {
+    let node = node_with_keys();
+    let (image, _) = run_paused(&["scan-db", node.conf_db.to_str().unwrap(), "-o", "json"]);
+    assert_clean("scan-db", &image);
+    let (image, _) = run_paused(&[
+        "fix",
+        "--db",
+        &node.db_arg(),
+        "--run-dir",
+        node.run_dir.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_clean("fix --dry-run", &image);
+}
+
+#[test]
+fn the_memory_scan_finds_a_key_that_is_not_wiped() {
+    // Control: the same scan on a process that keeps a key (its own argv) must find it, or the
+    // tests above would prove nothing.
+    let (image, _) = run_paused(&["scan-db", "/nonexistent", "--fingerprint-salt", CURRENT]);
+    assert!(
+        count(&image, CURRENT.as_bytes()) > 0,
+        "the scan cannot see memory"
+    );
+}
+
+#[test]
+fn core_dumps_are_disabled() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(["scan-db", "/nonexistent"])
+        .env("PSK_GUARD_TEST_PAUSE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("paused") {
+        line.clear();
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    // The process reports PR_GET_DUMPABLE and its locked memory at the pause point.
+    assert!(line.contains("dumpable=0"), "{line}");
+    let locked: u64 = line
+        .split("locked_kb=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        locked > 0,
+        "running as root, memory must be locked against swap: {line}"
+    );
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    child.wait().unwrap();
+}
