@@ -4,7 +4,7 @@
 //! PROPTEST_CASES (scripts/fuzz runs 1,000,000 per target; the suite runs the default).
 
 use proptest::prelude::*;
-use psk_guard::forensics::{log, scan_reader};
+use psk_guard::forensics::scan_reader;
 use psk_guard::ovsdb::client::fuzz_classify;
 use psk_guard::ovsdb::frame::FrameBuf;
 use psk_guard::ovsdb::types::TransactReply;

@@ -4,6 +4,7 @@ mod check;
 mod forensics;
 mod fuzz;
 mod harness;
+mod hostile;
 mod memory;
 mod output;
 mod ovsdb_client;
