@@ -84,6 +84,72 @@ pub enum Command {
     /// Fix this node: compact conf.db so old keys leave the disk, and tighten modes (never
     /// loosen). Prints the plan first; --dry-run stops there.
     Fix(FixArgs),
+    /// Rotate the IPsec PSK: new random key in the antrea-ipsec Secret, rolled out to every node,
+    /// verified, old keys purged from disk. Exclusive (Lease), crash-safe and resumable.
+    Rotate(RotateArgs),
+    /// Node half of `rotate --strategy push` (run by its Jobs): write the key from an environment
+    /// variable into every IPsec tunnel of this node in one transaction, at a shared instant.
+    PushKey(PushKeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// Namespace of Antrea's Secret, DaemonSet and ConfigMap.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    #[arg(long, default_value = "antrea-ipsec")]
+    pub secret: String,
+    /// Key of the PSK in the Secret.
+    #[arg(long, default_value = "psk")]
+    pub key: String,
+    #[arg(long, default_value = "antrea-agent")]
+    pub daemonset: String,
+    /// Antrea's agent ConfigMap (to refuse certificate mode).
+    #[arg(long, default_value = "antrea-config")]
+    pub config_map: String,
+    #[arg(long, value_enum, default_value_t = crate::rotation::Strategy::Restart)]
+    pub strategy: crate::rotation::Strategy,
+    /// Use this key (a file holding it) instead of a generated one; it is checked for strength.
+    #[arg(long)]
+    pub psk_file: Option<PathBuf>,
+    /// Only read and print the rotation record on the Secret.
+    #[arg(long)]
+    pub status: bool,
+    /// Image of the per-node Jobs.
+    #[arg(long, default_value = concat!("ghcr.io/psk-guard/psk-guard:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Service account of the per-node Jobs.
+    #[arg(long, default_value = "psk-guard-node")]
+    pub service_account: String,
+    #[arg(long, default_value = "psk-guard-rotation")]
+    pub lease: String,
+    /// Seconds without renewal after which a dead run's Lease may be taken over.
+    #[arg(long, default_value_t = 60)]
+    pub lease_duration: u64,
+    /// Seconds to wait for the DaemonSet rollout.
+    #[arg(long, default_value_t = 900)]
+    pub rollout_timeout: u64,
+    /// Seconds to wait for each per-node Job.
+    #[arg(long, default_value_t = 300)]
+    pub job_timeout: u64,
+    /// For push: milliseconds between creating the Jobs and the shared write instant.
+    #[arg(long, default_value_t = 3000)]
+    pub push_lead_ms: u64,
+    /// Skip purging old keys from conf.db after the rotation.
+    #[arg(long)]
+    pub no_compact: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PushKeyArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Environment variable holding the key.
+    #[arg(long, default_value = "ANTREA_IPSEC_PSK")]
+    pub from_env: String,
+    /// Write at this instant (Unix milliseconds), so all nodes change together.
+    #[arg(long)]
+    pub at_unix_ms: Option<u128>,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +198,9 @@ pub struct FixArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only compact conf.db (no mode changes).
+    #[arg(long)]
+    pub only_compact: bool,
 }
 
 fn paths(n: &NodeArgs) -> anyhow::Result<(PathBuf, Paths)> {
@@ -254,12 +323,64 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 db_target: a.node.db.clone(),
                 ctl: a.ctl.clone(),
                 dry_run: a.dry_run,
+                only_compact: a.only_compact,
                 timeout,
             };
             let mut stderr = std::io::stderr();
             let (report, code) = rt.block_on(fix::run(&cfg, &fp_key, &mut stderr));
             emit(&report, g)?;
             Ok(ExitCode::from(code))
+        }
+        Command::Rotate(a) => {
+            let cfg = crate::rotation::RotateConfig {
+                namespace: a.namespace.clone(),
+                secret: a.secret.clone(),
+                key: a.key.clone(),
+                daemonset: a.daemonset.clone(),
+                config_map: a.config_map.clone(),
+                strategy: a.strategy,
+                psk_file: a.psk_file.clone(),
+                image: a.image.clone(),
+                service_account: a.service_account.clone(),
+                lease: a.lease.clone(),
+                lease_duration: Duration::from_secs(a.lease_duration.max(3)),
+                api_timeout: timeout,
+                rollout_timeout: Duration::from_secs(a.rollout_timeout),
+                job_timeout: Duration::from_secs(a.job_timeout),
+                push_lead: Duration::from_millis(a.push_lead_ms),
+                compact: !a.no_compact,
+            };
+            let result = if a.status {
+                rt.block_on(crate::rotation::status(&cfg))
+            } else {
+                rt.block_on(crate::rotation::run(&cfg))
+            };
+            match result {
+                Ok(r) => {
+                    emit(&r.report, g)?;
+                    Ok(ExitCode::from(r.code))
+                }
+                Err(e) => {
+                    eprintln!("psk-guard: rotate: {e}");
+                    Ok(ExitCode::from(crate::rotation::error_code(&e)))
+                }
+            }
+        }
+        Command::PushKey(a) => {
+            let (sock, _) = paths(&a.node)?;
+            let psk = crate::rotation::node::key_from_env(&a.from_env)?;
+            let summary = rt
+                .block_on(crate::rotation::node::push(
+                    &sock,
+                    &psk,
+                    a.at_unix_ms,
+                    timeout,
+                    &fp_key,
+                ))
+                .with_context(|| format!("push-key to {}", a.node.db))?;
+            drop(psk);
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

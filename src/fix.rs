@@ -25,6 +25,8 @@ pub struct FixConfig {
     /// unixctl socket override; otherwise found from `ovsdb-server.pid`.
     pub ctl: Option<PathBuf>,
     pub dry_run: bool,
+    /// Only compaction (what a rotation asks for): no mode changes.
+    pub only_compact: bool,
     pub timeout: Duration,
 }
 
@@ -140,7 +142,12 @@ pub async fn run(
 
     // 1. Plan.
     let mut plan = vec![];
-    for (path, mask) in all_rules(&cfg.paths).await {
+    let rules = if cfg.only_compact {
+        vec![]
+    } else {
+        all_rules(&cfg.paths).await
+    };
+    for (path, mask) in rules {
         if let State::Present { mode, .. } = files::stat(&path).await {
             if mode & mask != 0 {
                 plan.push(Action::Chmod {
@@ -176,7 +183,7 @@ pub async fn run(
             Err(why) => {
                 let _ = writeln!(plan_out, "psk-guard fix: {old_keys} old key(s) remain in {}, but compaction needs the running ovsdb-server: {why}. Changed nothing.", cfg.paths.conf_db.display());
                 report.not_checked("compaction of conf.db", why);
-                finish(&mut report, &cfg.paths, scan.ok().as_ref(), &plan, false).await;
+                finish(&mut report, cfg, scan.ok().as_ref(), &plan, false).await;
                 return (report, EXIT_ERROR);
             }
         }
@@ -198,7 +205,7 @@ pub async fn run(
         let _ = writeln!(plan_out, "  (nothing to fix)");
     }
     if cfg.dry_run {
-        finish(&mut report, &cfg.paths, scan.ok().as_ref(), &plan, false).await;
+        finish(&mut report, cfg, scan.ok().as_ref(), &plan, false).await;
         let code = if plan.is_empty() {
             EXIT_OK
         } else {
@@ -245,7 +252,7 @@ pub async fn run(
     .await
     .ok()
     .and_then(Result::ok);
-    let remaining = finish(&mut report, &cfg.paths, rescan.as_ref(), &plan, true).await;
+    let remaining = finish(&mut report, cfg, rescan.as_ref(), &plan, true).await;
     let code = if failures.is_empty() && remaining == 0 {
         EXIT_OK
     } else {
@@ -258,12 +265,15 @@ pub async fn run(
 /// Returns how many remaining findings are ones the plan set out to fix.
 async fn finish(
     report: &mut Report,
-    paths: &Paths,
+    cfg: &FixConfig,
     scan: Option<&forensics::Scan>,
     plan: &[Action],
     applied: bool,
 ) -> usize {
-    files::check(paths, report).await;
+    let paths = &cfg.paths;
+    if !cfg.only_compact {
+        files::check(paths, report).await;
+    }
     if let Some(s) = scan {
         forensics::findings(&paths.conf_db, s, report);
     }

@@ -8,15 +8,19 @@
 //! - [`checks`]: `psk-guard check`, the node checks: tunnel keys in OVSDB, file modes and owners.
 //! - [`forensics`]: the conf.db log reader and the history of keys still on disk (`scan-db`).
 //! - [`fix`]: `psk-guard fix`: compaction and mode tightening, planned, applied, verified.
+//! - [`cluster`]: the Kubernetes client, permission preflight, Lease, Events, per-node Jobs.
+//! - [`rotation`]: `psk-guard rotate`: the phases, the record on the Secret, rollout, `push-key`.
 //! - [`report`]: one findings model printed as text, JSON or SARIF; exit codes.
 //! - [`hardening`]: no core dumps, memory locked where permitted, the test pause point.
 //! - [`cli`]: flags to configuration, and the entry point.
 
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod fix;
 pub mod forensics;
 pub mod hardening;
 pub mod ovsdb;
 pub mod report;
+pub mod rotation;
 pub mod secret;

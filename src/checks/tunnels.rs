@@ -18,6 +18,7 @@ pub const TUNNEL_TYPES: &[&str] = &["geneve", "gre", "vxlan", "stt"];
 /// One IPsec tunnel interface (the key, if any, held as a [`Psk`]).
 #[derive(Debug)]
 pub struct Tunnel {
+    pub uuid: String,
     pub name: String,
     pub kind: String,
     pub remote_ip: Option<String>,
@@ -101,9 +102,11 @@ pub async fn read(client: &Client) -> Result<Vec<Tunnel>, crate::ovsdb::Error> {
         if !(is_marked || (is_tunnel_type && (psk.is_some() || remote_name.is_some()))) {
             continue;
         }
+        let peer_node = marked.get(&uuid).cloned().flatten();
         out.push(Tunnel {
+            uuid,
             remote_ip: opt("remote_ip"),
-            peer_node: marked.get(&uuid).cloned().flatten(),
+            peer_node,
             remote_name,
             psk,
             name,

@@ -1,0 +1,922 @@
+//! `psk-guard rotate`: change the IPsec PSK in the `antrea-ipsec` Secret and on every node, with
+//! the shortest mixed-key window, verified, and resumable after a crash at any point.
+//!
+//! The run is a sequence of phases recorded in annotations on the Secret ([`record`]), written in
+//! the same optimistic-concurrency update as the key itself, so that a rerun resumes the same
+//! rotation: `secret-written` (new key stored) → `rolled-out` (nodes have it) → `verified`
+//! (every node's tunnels carry it) → `compacted` (old keys purged from every conf.db) → `done`.
+//! A Lease makes runs exclusive. Nothing is written before the preflight has passed.
+
+pub mod node;
+pub mod record;
+pub mod rollout;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use serde_json::json;
+use zeroize::Zeroize;
+
+use crate::cluster::jobs::{self, NodeJob, Outcome};
+use crate::cluster::{self, lease, ClusterError, Permission};
+use crate::report::{Code, Finding, Report, Severity, Subject, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
+use crate::secret::{FingerprintKey, Psk};
+use record::{Phase, Record};
+
+/// How the new key reaches the nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// Restart the antrea-agent pods (works with stock Antrea; the window is the rollout).
+    Restart,
+    /// Write the key into every node's OVSDB at one shared instant, then restart the agents.
+    Push,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Restart => "restart",
+            Strategy::Push => "push",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RotateConfig {
+    pub namespace: String,
+    pub secret: String,
+    pub key: String,
+    pub daemonset: String,
+    pub config_map: String,
+    pub strategy: Strategy,
+    pub psk_file: Option<PathBuf>,
+    pub image: String,
+    pub service_account: String,
+    pub lease: String,
+    pub lease_duration: Duration,
+    pub api_timeout: Duration,
+    pub rollout_timeout: Duration,
+    pub job_timeout: Duration,
+    /// For `push`: how far ahead the shared write instant is set, so every Job is ready.
+    pub push_lead: Duration,
+    pub compact: bool,
+}
+
+/// The permissions `rotate` uses (also the source of truth for the RBAC manifests).
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "secrets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "update",
+        group: "",
+        resource: "secrets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "configmaps",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "get",
+        group: "apps",
+        resource: "daemonsets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "patch",
+        group: "apps",
+        resource: "daemonsets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "pods",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "delete",
+        group: "",
+        resource: "pods",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "pods",
+        subresource: "log",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "create",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "get",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "delete",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "get",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "create",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "update",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "create",
+        group: "",
+        resource: "events",
+        subresource: "",
+        name_scoped: false,
+    },
+];
+
+/// The Secret's key, moved into a [`Psk`]; the copy in the object is wiped.
+fn take_key(secret: &mut Secret, key: &str, what: &str) -> Result<Psk, ClusterError> {
+    let data = secret.data.as_mut();
+    let Some(bytes) = data.and_then(|d| d.get_mut(key)) else {
+        return Err(ClusterError::Precondition(format!(
+            "{what} has no key {key:?} (is IPsec enabled? pass --secret/--key if Antrea's Secret is named differently)"
+        )));
+    };
+    let raw = std::mem::take(&mut bytes.0);
+    match String::from_utf8(raw) {
+        Ok(s) => Ok(Psk::new(s)),
+        Err(e) => {
+            let mut raw = e.into_bytes();
+            raw.zeroize();
+            Err(ClusterError::Precondition(format!(
+                "{what} key {key:?} is not UTF-8 text, so it cannot be Antrea's PSK (ANTREA_IPSEC_PSK): fix the Secret by hand first"
+            )))
+        }
+    }
+}
+
+/// A new key: 32 bytes from the OS CSPRNG, base64url without padding (43 characters of
+/// `A-Za-z0-9-_`: nothing strongSwan's ipsec.secrets or a shell would interpret).
+pub fn generate_key() -> Result<Psk, ClusterError> {
+    use base64::Engine;
+    use rand::TryRngCore;
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut raw[..])
+        .map_err(|e| {
+            ClusterError::Precondition(format!("the OS random number generator failed: {e}"))
+        })?;
+    let mut s = String::with_capacity(43);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&raw[..], &mut s);
+    Ok(Psk::new(s))
+}
+
+/// Reads an operator-supplied key and refuses a weak or unsafe one.
+pub fn key_from_file(path: &std::path::Path) -> Result<Psk, ClusterError> {
+    let mut text = std::fs::read_to_string(path).map_err(|e| {
+        ClusterError::Precondition(format!(
+            "cannot read --psk-file {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    while text.ends_with('\n') || text.ends_with('\r') {
+        text.pop();
+    }
+    let psk = Psk::new(text);
+    if psk
+        .expose_secret()
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(ClusterError::Precondition(format!(
+            "--psk-file {}: the key contains a quote, backslash or control character, which strongSwan's ipsec.secrets cannot carry safely",
+            path.display()
+        )));
+    }
+    let s = crate::secret::assess(&psk);
+    if s.is_weak() || s.len < 32 {
+        return Err(ClusterError::Precondition(format!(
+            "--psk-file {}: the key is too weak ({} bytes, about {:.0} bits of entropy{}); use at least 32 random characters, or let psk-guard generate one",
+            path.display(),
+            s.len,
+            s.entropy_bits,
+            if s.is_default { ", a well-known default" } else { "" }
+        )));
+    }
+    Ok(psk)
+}
+
+struct Ctx<'a> {
+    cfg: &'a RotateConfig,
+    client: Client,
+    secrets: Api<Secret>,
+    uid: Option<String>,
+    interactive: bool,
+}
+
+impl Ctx<'_> {
+    fn what(&self) -> String {
+        format!("secret {}/{}", self.cfg.namespace, self.cfg.secret)
+    }
+    async fn event(&self, reason: &str, message: &str, warning: bool) {
+        cluster::event(
+            &self.client,
+            &self.cfg.namespace,
+            &self.cfg.secret,
+            self.uid.as_deref(),
+            reason,
+            message,
+            warning,
+        )
+        .await;
+    }
+    fn progress(&self, msg: &str) {
+        eprintln!("psk-guard rotate: {msg}");
+    }
+}
+
+/// Test-only: with `PSK_GUARD_TEST_PAUSE_AFTER=<phase>`, stop after recording that phase until
+/// stdin has a line (tests kill the process there to prove resumption).
+fn pause_after(phase: Phase) {
+    if std::env::var("PSK_GUARD_TEST_PAUSE_AFTER").is_ok_and(|p| p == phase.as_str()) {
+        eprintln!(
+            "psk-guard: paused after {} {}",
+            phase.as_str(),
+            std::process::id()
+        );
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+}
+
+/// Runs the preflight only (no writes). Returns the Secret's current key and the DaemonSet.
+async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterError> {
+    let cfg = ctx.cfg;
+    let names = |resource: &str| -> Option<String> {
+        match resource {
+            "secrets" => Some(cfg.secret.clone()),
+            "daemonsets" => Some(cfg.daemonset.clone()),
+            "configmaps" => Some(cfg.config_map.clone()),
+            "leases" => Some(cfg.lease.clone()),
+            _ => None,
+        }
+    };
+    let missing =
+        cluster::missing_permissions(&ctx.client, &cfg.namespace, PERMISSIONS, names).await?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|p| format!("{p} in {}", cfg.namespace))
+            .collect();
+        return Err(ClusterError::Forbidden(list.join(", ")));
+    }
+    let mut secret = ctx.secrets.get(&cfg.secret).await.map_err(|e| {
+        let mut err = ClusterError::api("get", ctx.what(), e);
+        if err.is_not_found() {
+            err = ClusterError::Precondition(format!(
+                "{} not found: is Antrea's IPsec enabled, and is --namespace/--secret right?",
+                ctx.what()
+            ));
+        }
+        err
+    })?;
+    let current = take_key(&mut secret, &cfg.key, &ctx.what())?;
+    let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
+    let ds = ds_api.get(&cfg.daemonset).await.map_err(|e| {
+        ClusterError::api(
+            "get",
+            format!("daemonset {}/{}", cfg.namespace, cfg.daemonset),
+            e,
+        )
+    })?;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
+    match cms.get_opt(&cfg.config_map).await {
+        Ok(Some(cm)) => {
+            let conf = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("antrea-agent.conf"))
+                .cloned()
+                .unwrap_or_default();
+            if record::cert_mode(&conf) {
+                return Err(ClusterError::Precondition(
+                    "Antrea runs IPsec in certificate mode (ipsec.authenticationMode: cert): there is no PSK to rotate; certificates rotate by themselves".into(),
+                ));
+            }
+        }
+        Ok(None) => tracing::info!("no ConfigMap {}: assuming PSK mode", cfg.config_map),
+        Err(e) => {
+            return Err(ClusterError::api(
+                "get",
+                format!("configmap {}/{}", cfg.namespace, cfg.config_map),
+                e,
+            ))
+        }
+    }
+    Ok((secret, current, ds))
+}
+
+/// Writes the record (and, for a new rotation, the key) with optimistic concurrency. On a 409 the
+/// Secret is re-read: if its key is still `expect_key_fp` the write is retried, else it aborts.
+async fn write_record(
+    ctx: &Ctx<'_>,
+    rec: &Record,
+    new_key: Option<&Psk>,
+    expect_key_fp: crate::secret::Fingerprint,
+    fp_key: &FingerprintKey,
+) -> Result<Secret, ClusterError> {
+    for _attempt in 0..5 {
+        let mut secret = ctx
+            .secrets
+            .get(&ctx.cfg.secret)
+            .await
+            .map_err(|e| ClusterError::api("get", ctx.what(), e))?;
+        let current = take_key(&mut secret, &ctx.cfg.key, &ctx.what())?;
+        if fp_key.fingerprint(&current) != expect_key_fp {
+            return Err(ClusterError::Precondition(format!(
+                "the key in {} was changed by someone else during the rotation: stopping. Inspect it, then rerun psk-guard rotate (it will start over from the key it finds)",
+                ctx.what()
+            )));
+        }
+        let keep = new_key.unwrap_or(&current);
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        data.insert(
+            ctx.cfg.key.clone(),
+            k8s_openapi::ByteString(keep.expose_secret().as_bytes().to_vec()),
+        );
+        rec.apply(
+            secret
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new),
+        );
+        let result = ctx
+            .secrets
+            .replace(&ctx.cfg.secret, &PostParams::default(), &secret)
+            .await;
+        // The object held the key's bytes: wipe them.
+        if let Some(b) = secret.data.as_mut().and_then(|d| d.get_mut(&ctx.cfg.key)) {
+            b.0.zeroize();
+        }
+        match result {
+            Ok(mut s) => {
+                if let Some(b) = s.data.as_mut().and_then(|d| d.get_mut(&ctx.cfg.key)) {
+                    b.0.zeroize();
+                }
+                return Ok(s);
+            }
+            Err(kube::Error::Api(st)) if st.is_conflict() => {
+                tracing::info!("409 Conflict writing the Secret: re-reading");
+                continue;
+            }
+            Err(e) => return Err(ClusterError::api("update", ctx.what(), e)),
+        }
+    }
+    Err(ClusterError::Precondition(format!(
+        "{} kept changing (5 conflicts in a row): try again",
+        ctx.what()
+    )))
+}
+
+/// Outcome of `rotate`: the report and the exit status.
+pub struct Rotated {
+    pub report: Report,
+    pub code: u8,
+}
+
+/// Reads the rotation record back (`rotate --status`); writes nothing.
+pub async fn status(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
+    let client = cluster::client(cfg.api_timeout).await?;
+    let secrets: Api<Secret> = Api::namespaced(client, &cfg.namespace);
+    let mut secret = secrets.get(&cfg.secret).await.map_err(|e| {
+        ClusterError::api("get", format!("secret {}/{}", cfg.namespace, cfg.secret), e)
+    })?;
+    if let Some(d) = secret.data.as_mut() {
+        for v in d.values_mut() {
+            v.0.zeroize();
+        }
+    }
+    let rec = Record::read(secret.metadata.annotations.as_ref());
+    let mut report = Report::new("rotate", crate::secret::SaltOrigin::Given);
+    report
+        .target
+        .insert("secret".into(), format!("{}/{}", cfg.namespace, cfg.secret));
+    let code = match &rec {
+        Some(r) if r.phase == Phase::Done => EXIT_OK,
+        Some(_) => EXIT_FINDINGS,
+        None => EXIT_OK,
+    };
+    report.data = Some(match rec {
+        Some(r) => r.to_json(),
+        None => json!({"rotation": null}),
+    });
+    Ok(Rotated { report, code })
+}
+
+/// The names of the nodes running the agent (from its pods).
+async fn agent_nodes(ctx: &Ctx<'_>, ds: &DaemonSet) -> Result<Vec<String>, ClusterError> {
+    let pods = rollout::agent_pods(&ctx.client, &ctx.cfg.namespace, ds).await?;
+    let mut nodes: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+fn node_job(
+    ctx: &Ctx<'_>,
+    purpose: &'static str,
+    id: &str,
+    args: Vec<String>,
+    env_secret: bool,
+) -> NodeJob {
+    NodeJob {
+        namespace: ctx.cfg.namespace.clone(),
+        image: ctx.cfg.image.clone(),
+        purpose,
+        run_id: id.to_owned(),
+        args,
+        env_from_secret: env_secret.then(|| {
+            (
+                "ANTREA_IPSEC_PSK".to_owned(),
+                ctx.cfg.secret.clone(),
+                ctx.cfg.key.clone(),
+            )
+        }),
+        service_account: ctx.cfg.service_account.clone(),
+        timeout: ctx.cfg.job_timeout,
+    }
+}
+
+const NODE_ARGS: [&str; 4] = [
+    "--db",
+    "unix:/var/run/antrea/openvswitch/db.sock",
+    "--run-dir",
+    "/var/run/antrea",
+];
+
+/// Runs (or resumes) a rotation.
+pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
+    let started = Instant::now();
+    let client = cluster::client(cfg.api_timeout).await?;
+    let ctx = Ctx {
+        cfg,
+        secrets: Api::namespaced(client.clone(), &cfg.namespace),
+        client,
+        uid: None,
+        interactive: std::io::stderr().is_terminal(),
+    };
+    // 1. Preflight: nothing is written before it passes.
+    let (secret, current, ds) = preflight(&ctx).await?;
+    let ctx = Ctx {
+        uid: secret.metadata.uid.clone(),
+        ..ctx
+    };
+    let new_key = match &cfg.psk_file {
+        Some(p) => Some(key_from_file(p)?),
+        None => None,
+    };
+    // 2. Exclusive.
+    let holder = format!("{}-{:08x}", cluster::hostname(), rand::random::<u32>());
+    let guard = lease::acquire(
+        &ctx.client,
+        &cfg.namespace,
+        &cfg.lease,
+        &holder,
+        cfg.lease_duration,
+    )
+    .await?;
+    let result = rotate_locked(&ctx, secret, current, new_key, ds, started).await;
+    guard.release().await;
+    result
+}
+
+async fn rotate_locked(
+    ctx: &Ctx<'_>,
+    secret: Secret,
+    current: Psk,
+    new_key: Option<Psk>,
+    ds: DaemonSet,
+    started: Instant,
+) -> Result<Rotated, ClusterError> {
+    let cfg = ctx.cfg;
+    let existing =
+        Record::read(secret.metadata.annotations.as_ref()).filter(|r| r.phase != Phase::Done);
+    let (mut rec, fp_key) = match existing {
+        Some(rec) => {
+            let fp_key = FingerprintKey::given(&rec.salt);
+            if fp_key.fingerprint(&current) != rec.new_fingerprint {
+                return Err(ClusterError::Precondition(format!(
+                    "{} records an unfinished rotation {} (phase {}), but its key is not the one that rotation wrote: someone edited it. Check the Secret, then remove the record (kubectl -n {} annotate secret {} psk-guard.io/phase-) to start a new rotation",
+                    ctx.what(), rec.id, rec.phase.as_str(), cfg.namespace, cfg.secret
+                )));
+            }
+            ctx.progress(&format!(
+                "resuming rotation {} from phase {}",
+                rec.id,
+                rec.phase.as_str()
+            ));
+            ctx.event(
+                "RotationResumed",
+                &format!(
+                    "psk-guard resumes rotation {} at phase {}",
+                    rec.id,
+                    rec.phase.as_str()
+                ),
+                false,
+            )
+            .await;
+            (rec, fp_key)
+        }
+        None => {
+            let new = match new_key {
+                Some(k) => k,
+                None => generate_key()?,
+            };
+            let rec = Record::new(cfg.strategy, &current, &new);
+            let fp_key = FingerprintKey::given(&rec.salt);
+            if rec.old_fingerprint == rec.new_fingerprint {
+                return Err(ClusterError::Precondition(
+                    "the new key equals the current one: nothing to rotate".into(),
+                ));
+            }
+            write_record(ctx, &rec, Some(&new), rec.old_fingerprint, &fp_key).await?;
+            drop(new);
+            ctx.progress(&format!(
+                "rotation {}: new key {} stored in {} (old key {})",
+                rec.id,
+                rec.new_fingerprint,
+                ctx.what(),
+                rec.old_fingerprint
+            ));
+            ctx.event(
+                "RotationStarted",
+                &format!(
+                    "psk-guard rotation {} ({}): new key {} replaces {}",
+                    rec.id, rec.strategy, rec.new_fingerprint, rec.old_fingerprint
+                ),
+                false,
+            )
+            .await;
+            pause_after(Phase::SecretWritten);
+            (rec, fp_key)
+        }
+    };
+    drop(current);
+    let strategy = rec.strategy_enum().unwrap_or(cfg.strategy);
+    let nodes = agent_nodes(ctx, &ds).await?;
+    let mut node_rows: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = nodes
+        .iter()
+        .map(|n| (n.clone(), serde_json::Map::new()))
+        .collect();
+    if matches!(rec.phase, Phase::Verified | Phase::Compacted) {
+        for row in node_rows.values_mut() {
+            row.insert("converged".into(), json!(true));
+            row.insert("verified_by_earlier_run".into(), json!(true));
+        }
+    }
+    let mut report = Report::new("rotate", crate::secret::SaltOrigin::Given);
+    report
+        .target
+        .insert("secret".into(), format!("{}/{}", cfg.namespace, cfg.secret));
+    report.target.insert(
+        "daemonset".into(),
+        format!("{}/{}", cfg.namespace, cfg.daemonset),
+    );
+    let mut timings = serde_json::Map::new();
+
+    // 3. Roll out.
+    if rec.phase == Phase::SecretWritten {
+        let t = Instant::now();
+        if strategy == Strategy::Push {
+            let at = std::time::SystemTime::now() + cfg.push_lead;
+            let at_ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            let mut args = vec![
+                "push-key".to_owned(),
+                "--from-env".into(),
+                "ANTREA_IPSEC_PSK".into(),
+                "--at-unix-ms".into(),
+                at_ms.to_string(),
+                "-o".into(),
+                "json".into(),
+            ];
+            args.extend(NODE_ARGS.map(String::from));
+            ctx.progress(&format!(
+                "pushing the new key to {} node(s) at one instant",
+                nodes.len()
+            ));
+            let results = jobs::run_on_nodes(
+                &ctx.client,
+                &node_job(ctx, "push", &rec.id, args, true),
+                &nodes,
+            )
+            .await;
+            let failed: Vec<String> = results
+                .iter()
+                .filter(|(_, o)| !matches!(o, Outcome::Succeeded(_)))
+                .map(|(n, o)| format!("{n} ({})", outcome_word(o)))
+                .collect();
+            for (n, o) in &results {
+                node_rows
+                    .entry(n.clone())
+                    .or_default()
+                    .insert("pushed".into(), json!(matches!(o, Outcome::Succeeded(_))));
+            }
+            if !failed.is_empty() {
+                let msg = format!("pushing the key failed on {}: rerun psk-guard rotate to retry (the rotation resumes)", failed.join(", "));
+                ctx.event("PushFailed", &msg, true).await;
+                return Err(ClusterError::Precondition(msg));
+            }
+        }
+        rollout::restart(
+            &ctx.client,
+            &cfg.namespace,
+            &ds,
+            &rec.id,
+            &nodes,
+            cfg.rollout_timeout,
+            ctx.interactive,
+        )
+        .await?;
+        timings.insert("rollout_ms".into(), json!(t.elapsed().as_millis() as u64));
+        rec.phase = Phase::RolledOut;
+        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        ctx.event(
+            "RolledOut",
+            &format!(
+                "rotation {}: every antrea-agent restarted with the new key",
+                rec.id
+            ),
+            false,
+        )
+        .await;
+        pause_after(Phase::RolledOut);
+    }
+
+    // 4. Verify every node.
+    if rec.phase == Phase::RolledOut {
+        let mut args = vec![
+            "check".to_owned(),
+            "-o".into(),
+            "json".into(),
+            "--no-history".into(),
+            "--fail-on".into(),
+            "never".into(),
+            "--fingerprint-salt".into(),
+            rec.salt.clone(),
+            "--expect-fingerprint".into(),
+            rec.new_fingerprint.to_string(),
+        ];
+        args.extend(NODE_ARGS.map(String::from));
+        let results = jobs::run_on_nodes(
+            &ctx.client,
+            &node_job(ctx, "verify", &rec.id, args, false),
+            &nodes,
+        )
+        .await;
+        let mut unconverged = vec![];
+        for (node, o) in &results {
+            let (ok, why) = verdict(o);
+            let row = node_rows.entry(node.clone()).or_default();
+            row.insert("converged".into(), json!(ok));
+            if !ok {
+                row.insert("detail".into(), json!(why));
+                unconverged.push(node.clone());
+                report.push(
+                    Finding::new(Code::PskUnexpectedFingerprint, Severity::High, Subject { kind: "node", name: node.clone() })
+                        .observed(why)
+                        .expected(format!("every tunnel carries key {}", rec.new_fingerprint))
+                        .remediation("check the node's antrea-agent pod, then rerun psk-guard rotate: it resumes this rotation"),
+                );
+            }
+        }
+        if !unconverged.is_empty() {
+            rec.unconverged = unconverged.clone();
+            write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+            ctx.event(
+                "VerifyFailed",
+                &format!(
+                    "rotation {}: not converged on {}",
+                    rec.id,
+                    unconverged.join(", ")
+                ),
+                true,
+            )
+            .await;
+            return Ok(finish(
+                report,
+                &rec,
+                node_rows,
+                timings,
+                started,
+                EXIT_FINDINGS,
+            ));
+        }
+        rec.unconverged.clear();
+        rec.phase = Phase::Verified;
+        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        ctx.event(
+            "Verified",
+            &format!(
+                "rotation {}: every node's tunnels carry the new key",
+                rec.id
+            ),
+            false,
+        )
+        .await;
+        pause_after(Phase::Verified);
+    }
+
+    // 5. Purge old keys from every node's disk.
+    if rec.phase == Phase::Verified {
+        if cfg.compact {
+            let mut args = vec![
+                "fix".to_owned(),
+                "--only-compact".into(),
+                "-o".into(),
+                "json".into(),
+            ];
+            args.extend(NODE_ARGS.map(String::from));
+            let results = jobs::run_on_nodes(
+                &ctx.client,
+                &node_job(ctx, "compact", &rec.id, args, false),
+                &nodes,
+            )
+            .await;
+            let failed: Vec<String> = results
+                .iter()
+                .filter(|(_, o)| !matches!(o, Outcome::Succeeded(_)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for (n, o) in &results {
+                node_rows.entry(n.clone()).or_default().insert(
+                    "compacted".into(),
+                    json!(matches!(o, Outcome::Succeeded(_))),
+                );
+            }
+            if !failed.is_empty() {
+                for n in &failed {
+                    report.push(
+                        Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject { kind: "node", name: n.clone() })
+                            .observed("compaction of conf.db failed or was not verified")
+                            .expected("no old key left in conf.db")
+                            .remediation("run psk-guard fix on the node, or rerun psk-guard rotate (it resumes at compaction)"),
+                    );
+                }
+                ctx.event(
+                    "CompactFailed",
+                    &format!(
+                        "rotation {}: old keys may remain on {}",
+                        rec.id,
+                        failed.join(", ")
+                    ),
+                    true,
+                )
+                .await;
+                return Ok(finish(
+                    report,
+                    &rec,
+                    node_rows,
+                    timings,
+                    started,
+                    EXIT_FINDINGS,
+                ));
+            }
+        }
+        rec.phase = Phase::Compacted;
+        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        pause_after(Phase::Compacted);
+    }
+    if rec.phase == Phase::Compacted {
+        rec.phase = Phase::Done;
+        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        ctx.event(
+            "RotationDone",
+            &format!(
+                "rotation {} done: every node uses key {}",
+                rec.id, rec.new_fingerprint
+            ),
+            false,
+        )
+        .await;
+    }
+    Ok(finish(report, &rec, node_rows, timings, started, EXIT_OK))
+}
+
+fn outcome_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded(_) => "succeeded",
+        Outcome::Failed(_) => "job failed",
+        Outcome::TimedOut => "timed out",
+        Outcome::NotCreated(_) => "job not created",
+    }
+}
+
+/// Whether a verify Job's report shows the node converged, and why not.
+fn verdict(o: &Outcome) -> (bool, String) {
+    let log = match o {
+        Outcome::Succeeded(l) => l,
+        other => return (false, format!("verification job {}", outcome_word(other))),
+    };
+    let Ok(r) = serde_json::from_str::<serde_json::Value>(log) else {
+        return (false, "the verification job printed no report".into());
+    };
+    let codes: Vec<&str> = r["findings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["code"].as_str()).collect())
+        .unwrap_or_default();
+    let bad = |c: &str| codes.contains(&c);
+    if bad("ovsdb-unreachable") {
+        (false, "OVSDB on the node could not be queried".into())
+    } else if bad("psk-unexpected-fingerprint") {
+        let n = codes
+            .iter()
+            .filter(|c| **c == "psk-unexpected-fingerprint")
+            .count();
+        (false, format!("{n} tunnel(s) still carry another key"))
+    } else {
+        (true, String::new())
+    }
+}
+
+fn finish(
+    mut report: Report,
+    rec: &Record,
+    nodes: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    timings: serde_json::Map<String, serde_json::Value>,
+    started: Instant,
+    code: u8,
+) -> Rotated {
+    let mut data = rec.to_json();
+    data["nodes"] = json!(nodes
+        .into_iter()
+        .map(|(n, mut m)| {
+            m.insert("node".into(), json!(n));
+            serde_json::Value::Object(m)
+        })
+        .collect::<Vec<_>>());
+    let mut timings = timings;
+    timings.insert(
+        "total_ms".into(),
+        json!(started.elapsed().as_millis() as u64),
+    );
+    data["timings"] = serde_json::Value::Object(timings);
+    report.data = Some(data);
+    report.sort();
+    Rotated { report, code }
+}
+
+/// The exit status for a rotation error: every error is "could not run" (nothing or only the
+/// recorded, resumable part was done).
+pub fn error_code(_e: &ClusterError) -> u8 {
+    EXIT_ERROR
+}

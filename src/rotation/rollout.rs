@@ -1,0 +1,168 @@
+//! Restarting the antrea-agent DaemonSet so every agent reads the Secret again: a pod-template
+//! annotation (RollingUpdate) or pod deletion (OnDelete), then following the rollout until
+//! `observedGeneration >= generation` and updated == available == desired, with a timeout and
+//! progress (a bar on a TTY, lines otherwise).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::cluster::ClusterError;
+
+pub const RESTART_ANNOTATION: &str = "psk-guard.io/rotation";
+
+fn selector(ds: &DaemonSet) -> String {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+pub async fn agent_pods(
+    client: &Client,
+    namespace: &str,
+    ds: &DaemonSet,
+) -> Result<Vec<Pod>, ClusterError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&selector(ds));
+    Ok(pods
+        .list(&lp)
+        .await
+        .map_err(|e| {
+            ClusterError::api(
+                "list",
+                format!(
+                    "pods of daemonset {namespace}/{}",
+                    ds.metadata.name.clone().unwrap_or_default()
+                ),
+                e,
+            )
+        })?
+        .items)
+}
+
+/// Restarts every agent once for rotation `id` and waits for the rollout.
+pub async fn restart(
+    client: &Client,
+    namespace: &str,
+    ds: &DaemonSet,
+    id: &str,
+    nodes: &[String],
+    timeout: Duration,
+    tty: bool,
+) -> Result<(), ClusterError> {
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let on_delete = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete");
+    let patch =
+        json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: id}}}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map_err(|e| ClusterError::api("patch", format!("daemonset {namespace}/{name}"), e))?;
+    if on_delete {
+        // An annotation rolls nothing under OnDelete: delete the pods not yet on this template.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        for p in agent_pods(client, namespace, ds).await? {
+            let current = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RESTART_ANNOTATION))
+                .map(String::as_str)
+                == Some(id);
+            if current {
+                continue;
+            }
+            if let Some(pn) = p.metadata.name {
+                pods.delete(&pn, &DeleteParams::default())
+                    .await
+                    .map_err(|e| ClusterError::api("delete", format!("pod {namespace}/{pn}"), e))?;
+            }
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let d = api
+            .get(&name)
+            .await
+            .map_err(|e| ClusterError::api("get", format!("daemonset {namespace}/{name}"), e))?;
+        let generation = d.metadata.generation.unwrap_or(0);
+        let st = d.status.unwrap_or_default();
+        let desired = st.desired_number_scheduled;
+        let updated = st.updated_number_scheduled.unwrap_or(0);
+        let available = st.number_available.unwrap_or(0);
+        if last != Some((updated, available)) {
+            if tty {
+                let width = 30usize;
+                let filled = if desired > 0 {
+                    (updated as usize * width) / desired as usize
+                } else {
+                    width
+                };
+                eprint!("\rpsk-guard rotate: rollout [{}{}] {updated}/{desired} updated, {available} available ", "#".repeat(filled), " ".repeat(width - filled.min(width)));
+            } else {
+                eprintln!(
+                    "psk-guard rotate: rollout {updated}/{desired} updated, {available} available"
+                );
+            }
+            last = Some((updated, available));
+        }
+        if st.observed_generation.unwrap_or(0) >= generation
+            && updated == desired
+            && available == desired
+        {
+            if tty {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            if tty {
+                eprintln!();
+            }
+            // Name the nodes whose agent has not come back on the new template.
+            let pods = agent_pods(client, namespace, ds).await.unwrap_or_default();
+            let done: Vec<String> = pods
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(RESTART_ANNOTATION))
+                        .map(String::as_str)
+                        == Some(id)
+                })
+                .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+                .collect();
+            let stuck: Vec<&str> = nodes
+                .iter()
+                .filter(|n| !done.contains(n))
+                .map(String::as_str)
+                .collect();
+            return Err(ClusterError::Timeout {
+                what: format!(
+                    "the rollout of daemonset {namespace}/{name} ({updated}/{desired} updated, {available} available; antrea-agent not restarted on: {}); check those nodes, then rerun psk-guard rotate to resume",
+                    if stuck.is_empty() { "(unknown)".to_owned() } else { stuck.join(", ") }
+                ),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

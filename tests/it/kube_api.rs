@@ -1,0 +1,482 @@
+//! A Kubernetes API test server on loopback, for the real kube client in the real binary. It keeps
+//! the semantics psk-guard relies on: `resourceVersion` on every write and 409 Conflict on a
+//! stale one, 404, 403 for a denied verb (and SelfSubjectAccessReview answering the same), merge
+//! and strategic-merge patches, label-selector lists, pod logs, `generation` bumped by spec
+//! changes. Controllers (the DaemonSet rollout, Job execution) live in `sim`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// (resource plural, namespace, name)
+pub type Key = (String, String, String);
+
+#[derive(Default)]
+pub struct State {
+    pub rv: u64,
+    pub objects: BTreeMap<Key, Value>,
+    /// Pod logs by (namespace, pod).
+    pub logs: BTreeMap<(String, String), String>,
+    /// (verb, resource[/subresource]) pairs that get 403.
+    pub denied: HashSet<(String, String)>,
+    /// Every request: (method, path, verb, resource).
+    pub requests: Vec<(String, String, String, String)>,
+    /// Faults: make the next N updates of secrets race with another writer (a 409 for the tool).
+    pub race_secret_updates: usize,
+    /// Fault: another writer changes the Secret's key on the next update.
+    pub foreign_key_change: Option<Vec<u8>>,
+    pub uid: u64,
+    /// Job names created, for the simulator to run.
+    pub new_jobs: Vec<Key>,
+}
+
+impl State {
+    pub fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    pub fn get(&self, res: &str, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&(res.into(), ns.into(), name.into()))
+    }
+
+    /// Inserts or replaces an object as a controller would (new resourceVersion).
+    pub fn put(&mut self, res: &str, ns: &str, mut obj: Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+        if obj["metadata"]["uid"].is_null() {
+            self.uid += 1;
+            obj["metadata"]["uid"] = json!(format!("uid-{}", self.uid));
+        }
+        if obj["metadata"]["namespace"].is_null() {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        self.objects.insert((res.into(), ns.into(), name), obj);
+    }
+
+    pub fn list(&self, res: &str, ns: &str) -> Vec<&Value> {
+        self.objects
+            .iter()
+            .filter(|((r, n, _), _)| r == res && n == ns)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    pub fn count(&self, method: &str, resource: &str) -> usize {
+        self.requests
+            .iter()
+            .filter(|(m, _, _, r)| m == method && r == resource)
+            .count()
+    }
+
+    /// Writes (anything but GET) the tool made.
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.requests
+            .iter()
+            .filter(|(m, _, _, r)| m != "GET" && r != "selfsubjectaccessreviews")
+            .map(|(m, p, _, _)| (m.clone(), p.clone()))
+            .collect()
+    }
+}
+
+pub type Shared = Arc<Mutex<State>>;
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+/// RFC 7386 merge patch (strategic merge patch is the same for the maps psk-guard patches).
+pub fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn matches_labels(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        obj["metadata"]["labels"][k].as_str() == Some(v)
+    })
+}
+
+struct Route {
+    group_version: String,
+    ns: Option<String>,
+    resource: String,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (gv, rest) = match *parts.first()? {
+        "api" => (parts.get(1)?.to_string(), &parts[2..]),
+        "apis" => (format!("{}/{}", parts.get(1)?, parts.get(2)?), &parts[3..]),
+        _ => return None,
+    };
+    let (ns, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    Some(Route {
+        group_version: gv,
+        ns,
+        resource: rest.first()?.to_string(),
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+fn kind_of(resource: &str) -> &'static str {
+    match resource {
+        "secrets" => "Secret",
+        "configmaps" => "ConfigMap",
+        "pods" => "Pod",
+        "events" => "Event",
+        "daemonsets" => "DaemonSet",
+        "jobs" => "Job",
+        "leases" => "Lease",
+        "nodes" => "Node",
+        _ => "Object",
+    }
+}
+
+fn query_param(q: &str, key: &str) -> Option<String> {
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+        })
+    })
+}
+
+fn handle(
+    state: &Shared,
+    method: &str,
+    path: &str,
+    query: &str,
+    ctype: &str,
+    body: &[u8],
+) -> (u16, Value, Option<String>) {
+    let Some(r) = route(path) else {
+        let (c, v) = status(404, "NotFound", "no such path");
+        return (c, v, None);
+    };
+    let verb = match (method, r.name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => "unknown",
+    };
+    let res_full = match &r.sub {
+        Some(s) => format!("{}/{}", r.resource, s),
+        None => r.resource.clone(),
+    };
+    let mut st = state.lock().unwrap();
+    st.requests
+        .push((method.into(), path.into(), verb.into(), r.resource.clone()));
+    if r.resource == "selfsubjectaccessreviews" {
+        let mut review: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+        let a = &review["spec"]["resourceAttributes"];
+        let res = match a["subresource"].as_str() {
+            Some(s) if !s.is_empty() => format!("{}/{}", a["resource"].as_str().unwrap_or(""), s),
+            _ => a["resource"].as_str().unwrap_or("").to_owned(),
+        };
+        let allowed = !st
+            .denied
+            .contains(&(a["verb"].as_str().unwrap_or("").to_owned(), res));
+        review["status"] = json!({"allowed": allowed});
+        return (201, review, None);
+    }
+    if st.denied.contains(&(verb.to_owned(), res_full.clone())) {
+        let (c, v) = status(
+            403,
+            "Forbidden",
+            &format!(
+                "{} \"{}\" is forbidden: cannot {verb}",
+                r.resource,
+                r.name.clone().unwrap_or_default()
+            ),
+        );
+        return (c, v, None);
+    }
+    let ns = r.ns.clone().unwrap_or_default();
+    // Pod logs are text.
+    if r.sub.as_deref() == Some("log") {
+        let name = r.name.clone().unwrap_or_default();
+        return match st.logs.get(&(ns, name)) {
+            Some(l) => (200, Value::Null, Some(l.clone())),
+            None => {
+                let (c, v) = status(404, "NotFound", "no log");
+                (c, v, None)
+            }
+        };
+    }
+    let key = (
+        r.resource.clone(),
+        ns.clone(),
+        r.name.clone().unwrap_or_default(),
+    );
+    match method {
+        "GET" if r.name.is_some() => match st.objects.get(&key) {
+            Some(o) => (200, o.clone(), None),
+            None => {
+                let (c, v) = status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{}\" not found", r.resource, key.2),
+                );
+                (c, v, None)
+            }
+        },
+        "GET" => {
+            let sel = query_param(query, "labelSelector").unwrap_or_default();
+            let items: Vec<Value> = st
+                .list(&r.resource, &ns)
+                .into_iter()
+                .filter(|o| matches_labels(o, &sel))
+                .cloned()
+                .collect();
+            let rv = st.rv.to_string();
+            (
+                200,
+                json!({"kind": format!("{}List", kind_of(&r.resource)), "apiVersion": r.group_version, "metadata": {"resourceVersion": rv}, "items": items}),
+                None,
+            )
+        }
+        "POST" => {
+            let mut obj: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(_) => {
+                    let (c, v) = status(400, "BadRequest", "invalid body");
+                    return (c, v, None);
+                }
+            };
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            let key = (r.resource.clone(), ns.clone(), name.clone());
+            if st.objects.contains_key(&key) {
+                let (c, v) = status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", r.resource),
+                );
+                return (c, v, None);
+            }
+            obj["metadata"]["generation"] = json!(1);
+            obj["metadata"]["creationTimestamp"] = json!("2026-11-26T00:00:00Z");
+            st.put(&r.resource, &ns, obj);
+            if r.resource == "jobs" {
+                st.new_jobs.push(key.clone());
+            }
+            (201, st.objects[&key].clone(), None)
+        }
+        "PUT" => {
+            let Some(current) = st.objects.get(&key).cloned() else {
+                let (c, v) = status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{}\" not found", r.resource, key.2),
+                );
+                return (c, v, None);
+            };
+            let mut obj: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+            if r.resource == "secrets" {
+                if st.race_secret_updates > 0 {
+                    // Another writer got there first: its change bumps the resourceVersion.
+                    st.race_secret_updates -= 1;
+                    let mut other = current.clone();
+                    other["metadata"]["annotations"]["someone-else"] = json!(st.rv.to_string());
+                    st.put("secrets", &ns, other);
+                } else if let Some(k) = st.foreign_key_change.take() {
+                    let mut other = current.clone();
+                    other["data"]["psk"] = json!(base64_encode(&k));
+                    st.put("secrets", &ns, other);
+                }
+            }
+            let current = st.objects[&key].clone();
+            let sent_rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            if !sent_rv.is_empty()
+                && sent_rv
+                    != current["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+            {
+                let (c, v) = status(409, "Conflict", &format!("Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again", r.resource, key.2));
+                return (c, v, None);
+            }
+            let spec_changed = obj["spec"] != current["spec"];
+            let mut generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            if spec_changed && r.resource != "secrets" {
+                generation += 1;
+            }
+            obj["metadata"]["generation"] = json!(generation);
+            obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
+            if r.resource == "daemonsets" {
+                obj["status"] = current["status"].clone();
+            }
+            st.put(&r.resource, &ns, obj);
+            (200, st.objects[&key].clone(), None)
+        }
+        "PATCH" => {
+            let Some(mut obj) = st.objects.get(&key).cloned() else {
+                let (c, v) = status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{}\" not found", r.resource, key.2),
+                );
+                return (c, v, None);
+            };
+            if !(ctype.contains("merge-patch")
+                || ctype.contains("strategic-merge-patch")
+                || ctype.contains("apply-patch"))
+            {
+                let (c, v) = status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!("patch type {ctype} is not supported by the test server"),
+                );
+                return (c, v, None);
+            }
+            let patch: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+            let before = obj["spec"].clone();
+            merge(&mut obj, &patch);
+            if obj["spec"] != before {
+                let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                obj["metadata"]["generation"] = json!(g);
+            }
+            st.put(&r.resource, &ns, obj);
+            (200, st.objects[&key].clone(), None)
+        }
+        "DELETE" => match st.objects.remove(&key) {
+            Some(o) => {
+                if r.resource == "jobs" {
+                    let job = key.2.clone();
+                    st.objects.retain(|(res, n, _), v| {
+                        !(res == "pods"
+                            && *n == ns
+                            && v["metadata"]["labels"]["job-name"].as_str() == Some(job.as_str()))
+                    });
+                }
+                (200, o, None)
+            }
+            None => {
+                let (c, v) = status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{}\" not found", r.resource, key.2),
+                );
+                (c, v, None)
+            }
+        },
+        _ => {
+            let (c, v) = status(405, "MethodNotAllowed", "method not allowed");
+            (c, v, None)
+        }
+    }
+}
+
+pub fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (code, value, text) = handle(&state, &method, &path, &query, &ctype, &body);
+    let (ct, bytes) = match text {
+        Some(t) => ("text/plain", Bytes::from(t)),
+        None => (
+            "application/json",
+            Bytes::from(serde_json::to_vec(&value).unwrap()),
+        ),
+    };
+    Ok(Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", ct)
+        .body(Full::new(bytes))
+        .unwrap())
+}
+
+/// Starts the server on 127.0.0.1 (an ephemeral port) on the current runtime.
+pub async fn start(state: Shared) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let svc = hyper::service::service_fn(move |req| serve(state.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A kubeconfig pointing at the server.
+pub fn kubeconfig(dir: &std::path::Path, addr: SocketAddr) -> std::path::PathBuf {
+    let p = dir.join("kubeconfig");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: http://{addr}\nusers:\n- name: sim\n  user:\n    token: test-token\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: kube-system\ncurrent-context: sim\n"
+        ),
+    )
+    .unwrap();
+    p
+}
