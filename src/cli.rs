@@ -21,11 +21,15 @@ pub const DEFAULT_RUN_DIR: &str = "/var/run/antrea";
 pub const DEFAULT_CONF_DB: &str = "/var/run/antrea/openvswitch/conf.db";
 
 const EXIT_HELP: &str = "\
-Exit codes:
+Exit codes (check, scan-db, fix, audit):
   0  nothing at or above --fail-on was found, and everything could be checked
   1  findings at or above --fail-on (default: high); for fix: something it set out to fix remains
   2  could not run, or a part could not be checked and nothing at or above --fail-on was found
      (a check that did not run is never reported as a pass)
+Exit codes (rotate):
+  0  the rotation is done and verified on every node
+  1  some node did not converge or was not compacted (rerun to resume)
+  2  could not run: preflight, permissions, Lease held, key edited meanwhile, rollout timeout
 
 Keys are never printed: they are named by a fingerprint, HMAC-SHA256 truncated to 64 bits, keyed
 by a salt that is random per run unless --fingerprint-salt (or PSK_GUARD_FINGERPRINT_SALT) is given.";
@@ -87,6 +91,10 @@ pub enum Command {
     /// Rotate the IPsec PSK: new random key in the antrea-ipsec Secret, rolled out to every node,
     /// verified, old keys purged from disk. Exclusive (Lease), crash-safe and resumable.
     Rotate(RotateArgs),
+    /// Audit the cluster against Antrea's security guide (Gatekeeper policy and webhook, agent
+    /// RBAC, controller placement, hostPath exposure, auth mode, Secret strength and readers);
+    /// with --nodes also run `check` on every node through pinned Jobs and merge the results.
+    Audit(AuditArgs),
     /// Node half of `rotate --strategy push` (run by its Jobs): write the key from an environment
     /// variable into every IPsec tunnel of this node in one transaction, at a shared instant.
     PushKey(PushKeyArgs),
@@ -138,6 +146,42 @@ pub struct RotateArgs {
     /// Skip purging old keys from conf.db after the rotation.
     #[arg(long)]
     pub no_compact: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Antrea's namespace.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    #[arg(long, default_value = "antrea-ipsec")]
+    pub secret: String,
+    #[arg(long, default_value = "psk")]
+    pub key: String,
+    #[arg(long, default_value = "antrea-config")]
+    pub config_map: String,
+    #[arg(long, default_value = "antrea-agent")]
+    pub agent_cluster_role: String,
+    /// Label (k=v) of antrea-controller's pods.
+    #[arg(long, default_value = "component=antrea-controller")]
+    pub controller_label: String,
+    /// A node to treat as secure for antrea-controller besides control-plane nodes (repeatable).
+    #[arg(long = "secure-node")]
+    pub secure_nodes: Vec<String>,
+    /// Also run `psk-guard check` on every node (one pinned Job per node) and merge the results.
+    #[arg(long)]
+    pub nodes: bool,
+    #[arg(long, default_value = concat!("ghcr.io/psk-guard/psk-guard:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    #[arg(long, default_value = "psk-guard-node")]
+    pub service_account: String,
+    /// Namespace of the per-node Jobs (needs the privileged Pod Security level for hostPath).
+    #[arg(long, default_value = "kube-system")]
+    pub job_namespace: String,
+    #[arg(long, default_value_t = 120)]
+    pub job_timeout: u64,
+    /// Per-node Jobs running at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
 }
 
 #[derive(Args, Debug)]
@@ -363,6 +407,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => {
                     eprintln!("psk-guard: rotate: {e}");
                     Ok(ExitCode::from(crate::rotation::error_code(&e)))
+                }
+            }
+        }
+        Command::Audit(a) => {
+            let cfg = crate::audit::AuditConfig {
+                namespace: a.namespace.clone(),
+                secret: a.secret.clone(),
+                key: a.key.clone(),
+                config_map: a.config_map.clone(),
+                agent_cluster_role: a.agent_cluster_role.clone(),
+                controller_label: a.controller_label.clone(),
+                secure_nodes: a.secure_nodes.clone(),
+                nodes: a.nodes,
+                image: a.image.clone(),
+                service_account: a.service_account.clone(),
+                job_namespace: a.job_namespace.clone(),
+                job_timeout: Duration::from_secs(a.job_timeout),
+                parallelism: a.parallelism,
+                api_timeout: timeout,
+            };
+            match rt.block_on(crate::audit::run(&cfg, &fp_key)) {
+                Ok(report) => {
+                    emit(&report, g)?;
+                    Ok(report.exit_code(g.fail_on))
+                }
+                Err(e) => {
+                    eprintln!("psk-guard: audit: {e}");
+                    Ok(ExitCode::from(EXIT_ERROR))
                 }
             }
         }

@@ -8,12 +8,14 @@
 //! - [`checks`]: `psk-guard check`, the node checks: tunnel keys in OVSDB, file modes and owners.
 //! - [`forensics`]: the conf.db log reader and the history of keys still on disk (`scan-db`).
 //! - [`fix`]: `psk-guard fix`: compaction and mode tightening, planned, applied, verified.
+//! - [`audit`]: `psk-guard audit`: the cluster-level recommendations, and the fan-out to nodes.
 //! - [`cluster`]: the Kubernetes client, permission preflight, Lease, Events, per-node Jobs.
 //! - [`rotation`]: `psk-guard rotate`: the phases, the record on the Secret, rollout, `push-key`.
 //! - [`report`]: one findings model printed as text, JSON or SARIF; exit codes.
 //! - [`hardening`]: no core dumps, memory locked where permitted, the test pause point.
 //! - [`cli`]: flags to configuration, and the entry point.
 
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod cluster;

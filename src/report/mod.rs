@@ -19,7 +19,19 @@ use serde::Serialize;
 use crate::secret::SaltOrigin;
 
 /// How bad a finding is. Ordered: `Info < Low < Medium < High < Critical`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -131,6 +143,24 @@ codes! {
         "psk-guard could not query ovsdb-server, so the tunnel keys were not checked. File checks still ran.";
     ConfDbLogDamaged => "conf-db-log-damaged", "conf.db log is truncated or corrupt",
         "Reading conf.db's log stopped at a record that is truncated or fails its SHA-1 check. Records before it were scanned; anything after it was not.";
+    IpsecAuthPsk => "ipsec-auth-psk", "IPsec uses pre-shared key authentication",
+        "antrea-agent.conf selects PSK authentication for IPsec (the default), so every node stores the cluster-wide key in plaintext in OVSDB. Antrea (v1.7+, feature gate IPsecCertAuth) supports certificate authentication with automatic rotation: set ipsec.authenticationMode: cert.";
+    GatekeeperPolicyMissing => "gatekeeper-policy-missing", "Gatekeeper policy for antrea-agent status updates is missing",
+        "Antrea's security guide mitigates the agent's ability to patch pods/status and nodes/status with a Gatekeeper ConstraintTemplate antreaagentstatusupdates and a Constraint of kind AntreaAgentStatusUpdates matching Pods and Nodes, so that a compromised agent can change only annotations.";
+    GatekeeperWebhookSkipsSubresources => "gatekeeper-webhook-skips-subresources", "Gatekeeper's webhook does not see status updates",
+        "Gatekeeper's ValidatingWebhookConfiguration must have a rule covering subresources (resources: ['*/*']); with only ['*'] requests to pods/status and nodes/status never reach Gatekeeper and the AntreaAgentStatusUpdates policy silently does not apply.";
+    AgentCanPatchStatus => "agent-can-patch-status", "antrea-agent may patch pods/status and nodes/status",
+        "The antrea-agent ClusterRole grants patch on pods/status or nodes/status (Antrea needs it). A compromised agent can use it to change other workloads' status; the Gatekeeper policy of Antrea's security guide limits it to annotations.";
+    ControllerNotOnSecureNode => "controller-not-on-secure-node", "antrea-controller does not run on a secure Node",
+        "Antrea's security guide recommends running antrea-controller on a control-plane Node (or another Node kept secure), because it holds the cluster's network policy and, in certificate mode, signs IPsec certificates.";
+    HostpathExposesAntrea => "hostpath-exposes-antrea", "A Pod mounts a host path that reaches /var/run/antrea",
+        "A Pod outside Antrea's own mounts /var/run/antrea or a parent of it (/var/run, /run, /var, /) from the host, so it can read conf.db (the PSK) and connect to db.sock. Multi-tenant clusters should forbid hostPath (Pod Security baseline or restricted, or a Gatekeeper policy).";
+    NamespaceAllowsHostpath => "namespace-allows-hostpath", "A namespace's Pod Security level allows hostPath",
+        "The namespace is not labelled pod-security.kubernetes.io/enforce=baseline or restricted, so Pods in it may mount host paths such as /var/run/antrea.";
+    SecretReadableBy => "secret-readable-by", "Someone else can read the antrea-ipsec Secret",
+        "An RBAC binding grants get, list or watch on Secrets in Antrea's namespace (or on antrea-ipsec by name), so its subject can read the IPsec PSK. Review each subject; grant secret access by resourceNames only where needed.";
+    NodeNotChecked => "node-not-checked", "A node could not be checked",
+        "audit --nodes could not run psk-guard check on this node (NotReady, the Job failed or timed out). Nothing about its keys or modes is known: it is not a pass.";
 }
 
 /// What a finding is about.
@@ -158,6 +188,12 @@ impl Subject {
         Subject {
             kind: "key",
             name: fp.to_string(),
+        }
+    }
+    pub fn named(kind: &'static str, name: impl Into<String>) -> Self {
+        Subject {
+            kind,
+            name: name.into(),
         }
     }
     pub fn ovsdb(target: &str) -> Self {

@@ -256,9 +256,12 @@ fn handle(
         },
         "GET" => {
             let sel = query_param(query, "labelSelector").unwrap_or_default();
+            // Without a namespace in the path: every namespace (and cluster-scoped objects).
             let items: Vec<Value> = st
-                .list(&r.resource, &ns)
-                .into_iter()
+                .objects
+                .iter()
+                .filter(|((res, n, _), _)| *res == r.resource && (r.ns.is_none() || *n == ns))
+                .map(|(_, v)| v)
                 .filter(|o| matches_labels(o, &sel))
                 .cloned()
                 .collect();

@@ -1,5 +1,6 @@
 //! The integration suite: one binary, real ovsdb-server processes (see `harness`).
 
+mod audit;
 mod check;
 mod forensics;
 mod fuzz;

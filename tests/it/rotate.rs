@@ -241,7 +241,8 @@ fn conflict_on_the_secret_write_is_retried() {
     let st = c.state.lock().unwrap();
     assert!(st.count("PUT", "secrets") >= 3, "the 409s were retried");
     assert!(
-        st.get("secrets", NS, "antrea-ipsec").unwrap()["metadata"]["annotations"]["someone-else"].is_string(),
+        st.get("secrets", NS, "antrea-ipsec").unwrap()["metadata"]["annotations"]["someone-else"]
+            .is_string(),
         "the other writer's change was kept"
     );
 }
@@ -446,14 +447,47 @@ fn status_reads_the_record_back() {
 #[test]
 #[ignore]
 fn bench_rotation() {
-    let n: usize = std::env::var("BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let delay: u64 = std::env::var("BENCH_RESTART_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::var("BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let delay: u64 = std::env::var("BENCH_RESTART_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     for strategy in ["restart", "push"] {
-        let c = Cluster::new(Options2 { nodes: n, key: OLD.into(), on_delete: false, restart_delay: Duration::from_millis(delay) });
+        let c = Cluster::new(Options2 {
+            nodes: n,
+            key: OLD.into(),
+            on_delete: false,
+            restart_delay: Duration::from_millis(delay),
+        });
         let t = std::time::Instant::now();
-        let out = c.psk_guard(&["rotate", "-o", "json", "--strategy", strategy, "--lease-duration", "30", "--push-lead-ms", "1500", "--rollout-timeout", "1800", "--job-timeout", "600"], &[]);
+        let out = c.psk_guard(
+            &[
+                "rotate",
+                "-o",
+                "json",
+                "--strategy",
+                strategy,
+                "--lease-duration",
+                "30",
+                "--push-lead-ms",
+                "1500",
+                "--rollout-timeout",
+                "1800",
+                "--job-timeout",
+                "600",
+            ],
+            &[],
+        );
         let total = t.elapsed();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let new = c.secret_key();
         assert!(c.node_keys().iter().all(|(_, k)| k == &vec![new.clone()]));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

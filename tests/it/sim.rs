@@ -42,6 +42,8 @@ pub struct Cluster {
     pub changes: Changes,
     /// Nodes whose agent restarts but keeps its old key (a stuck agent).
     pub stale: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Nodes whose Jobs fail without output (image pull error, eviction, ...).
+    pub failing_jobs: Arc<Mutex<std::collections::HashSet<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -267,10 +269,12 @@ impl Cluster {
             stale.clone(),
             stop.clone(),
         ));
+        let failing_jobs = Arc::new(Mutex::new(std::collections::HashSet::new()));
         rt.spawn(job_runner(
             state.clone(),
             infos.clone(),
             changes.clone(),
+            failing_jobs.clone(),
             stop.clone(),
         ));
         Cluster {
@@ -282,6 +286,7 @@ impl Cluster {
             kubeconfig,
             changes,
             stale,
+            failing_jobs,
             stop,
         }
     }
@@ -461,18 +466,35 @@ async fn daemonset_controller(
     }
 }
 
-async fn job_runner(state: Shared, infos: Vec<NodeInfo>, changes: Changes, stop: Arc<AtomicBool>) {
+async fn job_runner(
+    state: Shared,
+    infos: Vec<NodeInfo>,
+    changes: Changes,
+    failing: Arc<Mutex<std::collections::HashSet<String>>>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let jobs: Vec<_> = std::mem::take(&mut state.lock().unwrap().new_jobs);
         for key in jobs {
-            let (state, infos, changes) = (state.clone(), infos.clone(), changes.clone());
-            tokio::spawn(async move { run_job(state, infos, changes, key).await });
+            let (state, infos, changes, failing) = (
+                state.clone(),
+                infos.clone(),
+                changes.clone(),
+                failing.clone(),
+            );
+            tokio::spawn(async move { run_job(state, infos, changes, failing, key).await });
         }
     }
 }
 
-async fn run_job(state: Shared, infos: Vec<NodeInfo>, changes: Changes, key: kube_api::Key) {
+async fn run_job(
+    state: Shared,
+    infos: Vec<NodeInfo>,
+    changes: Changes,
+    failing: Arc<Mutex<std::collections::HashSet<String>>>,
+    key: kube_api::Key,
+) {
     let (job, secret) = {
         let st = state.lock().unwrap();
         (
@@ -489,6 +511,14 @@ async fn run_job(state: Shared, infos: Vec<NodeInfo>, changes: Changes, key: kub
     let Some(info) = infos.iter().find(|i| i.name == node) else {
         return;
     };
+    if failing.lock().unwrap().contains(&node) {
+        let mut st = state.lock().unwrap();
+        if let Some(mut j) = st.objects.get(&key).cloned() {
+            j["status"] = json!({"failed": 1});
+            st.put("jobs", NS, j);
+        }
+        return;
+    }
     let container = &spec["containers"][0];
     let host = info.run_dir.display().to_string();
     let args: Vec<String> = container["args"]
