@@ -95,6 +95,8 @@ pub enum Command {
     /// RBAC, controller placement, hostPath exposure, auth mode, Secret strength and readers);
     /// with --nodes also run `check` on every node through pinned Jobs and merge the results.
     Audit(AuditArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) or the man page (roff).
+    Generate(GenerateArgs),
     /// Node half of `rotate --strategy push` (run by its Jobs): write the key from an environment
     /// variable into every IPsec tunnel of this node in one transaction, at a shared instant.
     PushKey(PushKeyArgs),
@@ -182,6 +184,28 @@ pub struct AuditArgs {
     /// Per-node Jobs running at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// `man`, or a shell: bash, zsh, fish, elvish, powershell.
+    pub what: String,
+}
+
+/// The man page (roff) generated from the CLI definition.
+pub fn man_page() -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out);
+    out
+}
+
+/// Completions for `shell`, generated from the CLI definition.
+pub fn completions(shell: &str) -> Option<Vec<u8>> {
+    let shell: clap_complete::Shell = shell.parse().ok()?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "psk-guard", &mut out);
+    Some(out)
 }
 
 #[derive(Args, Debug)]
@@ -437,6 +461,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(EXIT_ERROR))
                 }
             }
+        }
+        Command::Generate(a) => {
+            let bytes = if a.what == "man" {
+                man_page()
+            } else {
+                completions(&a.what).with_context(|| {
+                    format!(
+                        "unknown target {:?}: use man, bash, zsh, fish, elvish or powershell",
+                        a.what
+                    )
+                })?
+            };
+            std::io::stdout()
+                .write_all(&bytes)
+                .context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::PushKey(a) => {
             let (sock, _) = paths(&a.node)?;

@@ -32,6 +32,8 @@ pub struct State {
     /// Fault: another writer changes the Secret's key on the next update.
     pub foreign_key_change: Option<Vec<u8>>,
     pub uid: u64,
+    /// Every (verb, resource[/subresource]) the client used.
+    pub used: std::collections::BTreeSet<(String, String)>,
     /// Job names created, for the simulator to run.
     pub new_jobs: Vec<Key>,
 }
@@ -200,6 +202,7 @@ fn handle(
     let mut st = state.lock().unwrap();
     st.requests
         .push((method.into(), path.into(), verb.into(), r.resource.clone()));
+    st.used.insert((verb.to_owned(), res_full.clone()));
     if r.resource == "selfsubjectaccessreviews" {
         let mut review: Value = serde_json::from_slice(body).unwrap_or(json!({}));
         let a = &review["spec"]["resourceAttributes"];

@@ -7,6 +7,7 @@ mod fuzz;
 mod harness;
 mod hostile;
 mod kube_api;
+mod manifests;
 mod memory;
 mod output;
 mod ovsdb_client;

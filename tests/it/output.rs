@@ -147,8 +147,9 @@ fn text_output_is_a_table_without_colour_when_piped() {
 fn help_lists_exit_codes() {
     let out = psk_guard(&["--help"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("Exit codes:"));
-    for c in ["check", "scan-db", "fix"] {
+    assert!(text.contains("Exit codes (check, scan-db, fix, audit):"));
+    assert!(text.contains("Exit codes (rotate):"));
+    for c in ["check", "scan-db", "fix", "rotate", "audit", "generate"] {
         assert!(text.contains(c), "{c} in --help");
     }
     snapshot("help.txt", &text);
@@ -256,4 +257,29 @@ fn docs_describe_every_finding_code_and_exit_code() {
         .take(2)
         .collect();
     assert_eq!(first, vec!["scripts/demo", "scripts/test"]);
+}
+
+#[test]
+fn committed_man_page_and_completions_match_the_cli() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (what, file) in [
+        ("man", "docs/man/psk-guard.1"),
+        ("bash", "docs/completions/psk-guard.bash"),
+        ("zsh", "docs/completions/_psk-guard"),
+        ("fish", "docs/completions/psk-guard.fish"),
+    ] {
+        let out = psk_guard(&["generate", what]);
+        assert_eq!(out.status.code(), Some(0));
+        let committed = std::fs::read(root.join(file)).unwrap();
+        assert!(
+            committed == out.stdout,
+            "{file} is stale: run scripts/gen-docs"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("rotate"),
+            "{file} covers every subcommand"
+        );
+    }
+    let out = psk_guard(&["generate", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -88,6 +88,24 @@ fn assert_rotated(c: &Cluster, out: &std::process::Output, old: &str) {
         .unwrap()
         .iter()
         .all(|n| n["converged"] == true));
+    // Every request the code made is one of the permissions it declares (and the manifests grant).
+    for (verb, res) in c.state.lock().unwrap().used.iter() {
+        if res == "selfsubjectaccessreviews" {
+            continue;
+        }
+        let declared = psk_guard::rotation::PERMISSIONS.iter().any(|p| {
+            p.verb == verb
+                && (if p.subresource.is_empty() {
+                    p.resource.to_owned()
+                } else {
+                    format!("{}/{}", p.resource, p.subresource)
+                }) == *res
+        });
+        assert!(
+            declared,
+            "rotate used {verb} {res}, which rotation::PERMISSIONS does not declare"
+        );
+    }
     let reasons: Vec<String> = c
         .state
         .lock()

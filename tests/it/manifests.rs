@@ -1,0 +1,263 @@
+//! The manifests in docs/deploy/, parsed into typed k8s-openapi objects and checked: RBAC grants
+//! exactly the permissions the code declares (and the e2e tests prove the code uses only those),
+//! name-scoped where Kubernetes allows, hardened security contexts, read-only host paths, and the
+//! Job/CronJob conventions.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{PodSpec, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use psk_guard::cluster::Permission;
+
+fn docs(file: &str) -> Vec<serde_json::Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/deploy")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .collect()
+}
+
+fn typed<T: serde::de::DeserializeOwned>(file: &str, kind: &str, name: &str) -> T {
+    let d = docs(file)
+        .into_iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind} {name} in {file}"));
+    serde_json::from_value(d)
+        .unwrap_or_else(|e| panic!("{kind} {name} in {file} is not a valid {kind}: {e}"))
+}
+
+type Grant = (String, String, String); // (group, resource[/sub], verb)
+
+fn granted(rules: &[PolicyRule]) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for r in rules {
+        for g in r.api_groups.clone().unwrap_or_default() {
+            for res in r.resources.clone().unwrap_or_default() {
+                for v in &r.verbs {
+                    out.insert((g.clone(), res.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn declared(perms: &[Permission]) -> BTreeSet<Grant> {
+    perms
+        .iter()
+        .map(|p| {
+            let res = if p.subresource.is_empty() {
+                p.resource.to_owned()
+            } else {
+                format!("{}/{}", p.resource, p.subresource)
+            };
+            (p.group.to_owned(), res, p.verb.to_owned())
+        })
+        .collect()
+}
+
+/// Every rule that grants a name-scoped permission names exactly that object; others name none.
+fn check_names(rules: &[PolicyRule], perms: &[Permission], name_of: impl Fn(&str) -> &'static str) {
+    for r in rules {
+        let names = r.resource_names.clone().unwrap_or_default();
+        for res in r.resources.clone().unwrap_or_default() {
+            for v in &r.verbs {
+                let p = perms
+                    .iter()
+                    .find(|p| {
+                        p.verb == v
+                            && (p.resource == res
+                                || format!("{}/{}", p.resource, p.subresource) == res)
+                    })
+                    .unwrap();
+                if p.name_scoped && !["create", "list"].contains(&p.verb) {
+                    assert_eq!(
+                        names,
+                        vec![name_of(p.resource).to_owned()],
+                        "{v} {res} must be scoped by resourceNames"
+                    );
+                } else {
+                    assert!(
+                        names.is_empty(),
+                        "{v} {res} cannot be name-scoped (or the code does not treat it so)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn names(resource: &str) -> &'static str {
+    match resource {
+        "secrets" => "antrea-ipsec",
+        "configmaps" => "antrea-config",
+        "daemonsets" => "antrea-agent",
+        "leases" => "psk-guard-rotation",
+        other => panic!("no name for {other}"),
+    }
+}
+
+#[test]
+fn rotation_rbac_is_exactly_what_the_code_uses() {
+    let role: Role = typed("rbac.yaml", "Role", "psk-guard-rotate");
+    let rules = role.rules.unwrap();
+    assert_eq!(
+        granted(&rules),
+        declared(psk_guard::rotation::PERMISSIONS),
+        "Role psk-guard-rotate vs rotation::PERMISSIONS"
+    );
+    check_names(&rules, psk_guard::rotation::PERMISSIONS, names);
+    let rb: RoleBinding = typed("rbac.yaml", "RoleBinding", "psk-guard-rotate");
+    assert_eq!(rb.role_ref.name, "psk-guard-rotate");
+    assert_eq!(rb.subjects.unwrap()[0].name, "psk-guard");
+}
+
+#[test]
+fn audit_rbac_is_exactly_what_the_code_uses() {
+    let cr: ClusterRole = typed("rbac.yaml", "ClusterRole", "psk-guard-audit");
+    let rules = cr.rules.unwrap();
+    assert_eq!(
+        granted(&rules),
+        declared(psk_guard::audit::PERMISSIONS),
+        "ClusterRole psk-guard-audit vs audit::PERMISSIONS"
+    );
+    check_names(&rules, psk_guard::audit::PERMISSIONS, names);
+    let nodes: Role = typed("rbac.yaml", "Role", "psk-guard-audit-nodes");
+    assert_eq!(
+        granted(&nodes.rules.unwrap()),
+        declared(psk_guard::audit::NODE_PERMISSIONS)
+    );
+    let crb: ClusterRoleBinding = typed("rbac.yaml", "ClusterRoleBinding", "psk-guard-audit");
+    assert_eq!(crb.role_ref.name, "psk-guard-audit");
+    let _: RoleBinding = typed("rbac.yaml", "RoleBinding", "psk-guard-audit-nodes");
+    let node_sa: ServiceAccount = typed("serviceaccounts.yaml", "ServiceAccount", "psk-guard-node");
+    assert_eq!(
+        node_sa.automount_service_account_token,
+        Some(false),
+        "node Jobs get no API token"
+    );
+    let _: ServiceAccount = typed("serviceaccounts.yaml", "ServiceAccount", "psk-guard");
+}
+
+fn assert_hardened(what: &str, spec: &PodSpec) {
+    for c in &spec.containers {
+        let sc = c
+            .security_context
+            .clone()
+            .unwrap_or_else(|| panic!("{what}: no securityContext"));
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
+        assert_eq!(
+            sc.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()]),
+            "{what}"
+        );
+        assert_eq!(
+            sc.seccomp_profile.unwrap().type_,
+            "RuntimeDefault",
+            "{what}"
+        );
+        assert!(sc.privileged != Some(true), "{what}");
+        for m in c.volume_mounts.clone().unwrap_or_default() {
+            assert_eq!(
+                m.read_only,
+                Some(true),
+                "{what}: host paths are mounted read-only"
+            );
+        }
+    }
+}
+
+#[test]
+fn jobs_and_cronjob_are_hardened_and_follow_the_conventions() {
+    let node: Job = typed("node-check-job.yaml", "Job", "psk-guard-check-NODE_NAME");
+    let spec = node.spec.unwrap();
+    let pod = spec.template.spec.unwrap();
+    assert_hardened("node check Job", &pod);
+    let terms = pod
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms;
+    assert_eq!(
+        terms[0].match_fields.as_ref().unwrap()[0].key,
+        "metadata.name",
+        "pinned like the DaemonSet controller pins"
+    );
+    assert_eq!(
+        pod.volumes.unwrap()[0].host_path.as_ref().unwrap().path,
+        "/var/run/antrea"
+    );
+    // The Jobs the code creates carry the same hardening as the template.
+    let code_job = psk_guard::cluster::jobs::manifest(
+        &psk_guard::cluster::jobs::NodeJob {
+            namespace: "kube-system".into(),
+            image: "x".into(),
+            purpose: "verify",
+            run_id: "0123abcd".into(),
+            args: vec!["check".into()],
+            env_from_secret: Some((
+                "ANTREA_IPSEC_PSK".into(),
+                "antrea-ipsec".into(),
+                "psk".into(),
+            )),
+            service_account: "psk-guard-node".into(),
+            timeout: std::time::Duration::from_secs(60),
+        },
+        "node-a",
+    );
+    let code_job: Job = serde_json::from_value(code_job).expect("the code's Job is a valid Job");
+    assert_hardened(
+        "the code's per-node Job",
+        code_job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap(),
+    );
+    assert!(
+        !serde_json::to_string(&code_job)
+            .unwrap()
+            .contains("\"value\""),
+        "the key reaches a Job only through secretKeyRef"
+    );
+
+    let audit: Job = typed("audit-job.yaml", "Job", "psk-guard-audit");
+    let aspec = audit.spec.unwrap();
+    assert_hardened("audit Job", aspec.template.spec.as_ref().unwrap());
+    assert_eq!(
+        aspec.template.spec.unwrap().service_account_name.as_deref(),
+        Some("psk-guard")
+    );
+
+    let cron: CronJob = typed("rotation-cronjob.yaml", "CronJob", "psk-guard-rotate");
+    let cspec = cron.spec.unwrap();
+    assert_eq!(cspec.concurrency_policy.as_deref(), Some("Forbid"));
+    let jspec = cspec.job_template.spec.unwrap();
+    assert!(jspec.backoff_limit.unwrap() <= 3);
+    assert!(jspec.active_deadline_seconds.is_some() && jspec.ttl_seconds_after_finished.is_some());
+    let rules = jspec.pod_failure_policy.unwrap().rules;
+    assert!(
+        rules.iter().any(|r| r.action == "FailJob"
+            && r.on_exit_codes
+                .as_ref()
+                .is_some_and(|e| e.operator == "In" && e.values.contains(&1))),
+        "exit 1 (findings/unconverged) is not retried"
+    );
+    let pod = jspec.template.spec.unwrap();
+    assert_hardened("rotation CronJob", &pod);
+    let args = pod.containers[0].args.clone().unwrap();
+    assert_eq!(&args[..1], &["rotate".to_owned()]);
+}
