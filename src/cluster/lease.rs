@@ -37,6 +37,13 @@ fn spec(holder: &str, duration: Duration, acquire: Option<String>) -> serde_json
     })
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,9 +83,14 @@ pub async fn acquire(
         Some(mut lease) => {
             let s = lease.spec.clone().unwrap_or_default();
             let current = s.holder_identity.clone().unwrap_or_default();
-            let renewed = s.renew_time.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+            let renewed_ms = s
+                .renew_time
+                .as_ref()
+                .map(|t| t.0.as_millisecond())
+                .unwrap_or(0);
+            let renewed = renewed_ms / 1000;
             let dur = i64::from(s.lease_duration_seconds.unwrap_or(0));
-            let expired = renewed + dur < now_secs();
+            let expired = renewed_ms + dur * 1000 < now_ms();
             if !current.is_empty() && current != holder && !expired {
                 return Err(ClusterError::Precondition(format!(
                     "another rotation is running: {what} is held by {current:?} (renewed {}s ago, expires after {dur}s without renewal). Wait for it, or for the lease to expire if that run died",

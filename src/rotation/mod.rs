@@ -85,6 +85,13 @@ pub const PERMISSIONS: &[Permission] = &[
         name_scoped: true,
     },
     Permission {
+        verb: "patch",
+        group: "",
+        resource: "secrets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
         verb: "get",
         group: "",
         resource: "configmaps",
@@ -422,6 +429,57 @@ async fn write_record(
     )))
 }
 
+/// Records a phase change without the key crossing the wire: a merge patch of the annotations
+/// only, preconditioned on the resourceVersion of our last write, answered as PartialObjectMetadata
+/// (no `data`). If anything changed the Secret since (409), it is re-read once to check that its
+/// key is still this rotation's new key, and the patch is retried on the fresh version.
+async fn record_phase(
+    ctx: &Ctx<'_>,
+    rec: &Record,
+    rv: &mut String,
+    fp_key: &FingerprintKey,
+) -> Result<(), ClusterError> {
+    for _attempt in 0..5 {
+        let mut ann = BTreeMap::new();
+        rec.apply(&mut ann);
+        let patch = json!({"metadata": {"resourceVersion": rv.as_str(), "annotations": ann}});
+        match ctx
+            .secrets
+            .patch_metadata(
+                &ctx.cfg.secret,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(meta) => {
+                *rv = meta.metadata.resource_version.unwrap_or_default();
+                return Ok(());
+            }
+            Err(kube::Error::Api(st)) if st.is_conflict() => {
+                let mut secret = ctx
+                    .secrets
+                    .get(&ctx.cfg.secret)
+                    .await
+                    .map_err(|e| ClusterError::api("get", ctx.what(), e))?;
+                let current = take_key(&mut secret, &ctx.cfg.key, &ctx.what())?;
+                if fp_key.fingerprint(&current) != rec.new_fingerprint {
+                    return Err(ClusterError::Precondition(format!(
+                        "the key in {} was changed by someone else during the rotation: stopping. Inspect it, then rerun psk-guard rotate",
+                        ctx.what()
+                    )));
+                }
+                *rv = secret.metadata.resource_version.unwrap_or_default();
+            }
+            Err(e) => return Err(ClusterError::api("patch", ctx.what(), e)),
+        }
+    }
+    Err(ClusterError::Precondition(format!(
+        "{} kept changing (5 conflicts in a row): try again",
+        ctx.what()
+    )))
+}
+
 /// Outcome of `rotate`: the report and the exit status.
 pub struct Rotated {
     pub report: Report,
@@ -548,6 +606,9 @@ async fn rotate_locked(
     let cfg = ctx.cfg;
     let existing =
         Record::read(secret.metadata.annotations.as_ref()).filter(|r| r.phase != Phase::Done);
+    // The resourceVersion of our last write (or of the Secret as read), the precondition of
+    // every phase update.
+    let mut rv = secret.metadata.resource_version.clone().unwrap_or_default();
     let (mut rec, fp_key) = match existing {
         Some(rec) => {
             let fp_key = FingerprintKey::given(&rec.salt);
@@ -586,7 +647,12 @@ async fn rotate_locked(
                     "the new key equals the current one: nothing to rotate".into(),
                 ));
             }
-            write_record(ctx, &rec, Some(&new), rec.old_fingerprint, &fp_key).await?;
+            let written = write_record(ctx, &rec, Some(&new), rec.old_fingerprint, &fp_key).await?;
+            rv = written
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default();
             drop(new);
             ctx.progress(&format!(
                 "rotation {}: new key {} stored in {} (old key {})",
@@ -689,7 +755,7 @@ async fn rotate_locked(
         .await?;
         timings.insert("rollout_ms".into(), json!(t.elapsed().as_millis() as u64));
         rec.phase = Phase::RolledOut;
-        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
         ctx.event(
             "RolledOut",
             &format!(
@@ -741,7 +807,7 @@ async fn rotate_locked(
         }
         if !unconverged.is_empty() {
             rec.unconverged = unconverged.clone();
-            write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+            record_phase(ctx, &rec, &mut rv, &fp_key).await?;
             ctx.event(
                 "VerifyFailed",
                 &format!(
@@ -763,7 +829,7 @@ async fn rotate_locked(
         }
         rec.unconverged.clear();
         rec.phase = Phase::Verified;
-        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
         ctx.event(
             "Verified",
             &format!(
@@ -833,12 +899,12 @@ async fn rotate_locked(
             }
         }
         rec.phase = Phase::Compacted;
-        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
         pause_after(Phase::Compacted);
     }
     if rec.phase == Phase::Compacted {
         rec.phase = Phase::Done;
-        write_record(ctx, &rec, None, rec.new_fingerprint, &fp_key).await?;
+        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
         ctx.event(
             "RotationDone",
             &format!(

@@ -48,7 +48,10 @@ fn agent_cluster_role() -> Value {
 }
 
 fn audit(c: &Cluster, extra: &[&str]) -> (Value, i32, String) {
-    let mut args = vec!["audit", "-o", "json", "--job-timeout", "60"];
+    let mut args = vec!["audit", "-o", "json"];
+    if !extra.contains(&"--job-timeout") {
+        args.extend_from_slice(&["--job-timeout", "60"]);
+    }
     args.extend_from_slice(extra);
     let out = c.psk_guard(&args, &[]);
     let v = serde_json::from_slice(&out.stdout)
@@ -360,4 +363,30 @@ fn fan_out_to_five_nodes_with_one_not_ready_and_one_failing_job() {
     }
     assert_eq!(code, 2, "nothing critical, but two nodes were not checked");
     assert_no_key("audit --nodes", r.to_string().as_bytes(), &[STRONG]);
+}
+
+#[test]
+fn fan_out_reports_a_job_that_times_out() {
+    let c = cluster(2, STRONG);
+    for info in &c.infos {
+        put(&c, "nodes", "", node(&info.name, true, false));
+    }
+    c.failing_jobs
+        .lock()
+        .unwrap()
+        .insert("hang:worker-01".into());
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "2", "--fail-on", "critical"],
+    );
+    let f = findings(&r, "node-not-checked");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["subject"]["name"], "worker-01");
+    assert_eq!(f[0]["observed"], "the check Job timed out");
+    assert_eq!(r["data"]["nodes"]["worker-00"]["status"], "checked");
+    assert_eq!(code, 2);
+    assert!(
+        c.state.lock().unwrap().list("jobs", NS).is_empty(),
+        "the timed-out Job is deleted too"
+    );
 }

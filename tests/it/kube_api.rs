@@ -180,6 +180,27 @@ fn handle(
     path: &str,
     query: &str,
     ctype: &str,
+    accept: &str,
+    body: &[u8],
+) -> (u16, Value, Option<String>) {
+    let (code, v, text) = handle_inner(state, method, path, query, ctype, body);
+    // Metadata-only responses (kube's get_metadata / patch_metadata).
+    if accept.contains("as=PartialObjectMetadata")
+        && (200..300).contains(&code)
+        && v["metadata"].is_object()
+    {
+        let meta = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": v["metadata"]});
+        return (code, meta, text);
+    }
+    (code, v, text)
+}
+
+fn handle_inner(
+    state: &Shared,
+    method: &str,
+    path: &str,
+    query: &str,
+    ctype: &str,
     body: &[u8],
 ) -> (u16, Value, Option<String>) {
     let Some(r) = route(path) else {
@@ -372,6 +393,21 @@ fn handle(
                 return (c, v, None);
             }
             let patch: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+            // A resourceVersion in the patch is a precondition, as in the real API server.
+            if let Some(want) = patch["metadata"]["resourceVersion"].as_str() {
+                if Some(want) != obj["metadata"]["resourceVersion"].as_str() {
+                    let (c, v) = status(409, "Conflict", &format!("Operation cannot be fulfilled on {} \"{}\": the object has been modified", r.resource, key.2));
+                    return (c, v, None);
+                }
+            }
+            if r.resource == "secrets" && st.race_secret_updates > 0 {
+                st.race_secret_updates -= 1;
+                let mut other = obj.clone();
+                other["metadata"]["annotations"]["someone-else"] = json!(st.rv.to_string());
+                st.put("secrets", &ns, other);
+                let (c, v) = status(409, "Conflict", "the object has been modified");
+                return (c, v, None);
+            }
             let before = obj["spec"].clone();
             merge(&mut obj, &patch);
             if obj["spec"] != before {
@@ -431,13 +467,19 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Full<By
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let body = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let (code, value, text) = handle(&state, &method, &path, &query, &ctype, &body);
+    let (code, value, text) = handle(&state, &method, &path, &query, &ctype, &accept, &body);
     let (ct, bytes) = match text {
         Some(t) => ("text/plain", Bytes::from(t)),
         None => (

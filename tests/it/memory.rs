@@ -184,3 +184,76 @@ fn core_dumps_are_disabled() {
     child.stdin.take().unwrap().write_all(b"\n").unwrap();
     child.wait().unwrap();
 }
+
+/// Runs rotate on a simulated cluster to its final pause point and counts, in its memory, copies
+/// of the old and new key in raw, base64 and base64url forms.
+pub fn rotate_memory_copies() -> Vec<(String, usize)> {
+    use base64::Engine;
+    let c = crate::sim::Cluster::new(crate::sim::Options2 {
+        nodes: 2,
+        key: "Old-Key-For-Memory-Scan-0123456789".into(),
+        on_delete: false,
+        restart_delay: std::time::Duration::from_millis(10),
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args([
+            "rotate",
+            "-o",
+            "json",
+            "--lease-duration",
+            "3",
+            "--push-lead-ms",
+            "300",
+            "--strategy",
+            "push",
+        ])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("PSK_GUARD_TEST_PAUSE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "rotate exited before its pause point"
+        );
+        if line.starts_with("psk-guard: paused") {
+            break;
+        }
+    }
+    let image = read_memory(child.id());
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let new = c.secret_key();
+    let mut out = vec![];
+    for (name, k) in [
+        ("old", "Old-Key-For-Memory-Scan-0123456789".to_owned()),
+        ("new", new),
+    ] {
+        out.push((format!("{name} raw"), count(&image, k.as_bytes())));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&k);
+        // A base64 copy may sit at any alignment; its middle is what any copy contains.
+        let core = &b64[4..b64.len() - 4];
+        out.push((format!("{name} base64"), count(&image, core.as_bytes())));
+    }
+    out
+}
+
+#[test]
+fn rotate_leaves_no_raw_key_in_memory() {
+    let copies = rotate_memory_copies();
+    eprintln!("rotate memory scan: {copies:?}");
+    for (what, n) in &copies {
+        if what.ends_with("raw") {
+            assert_eq!(
+                *n, 0,
+                "{what}: a decoded copy of a key is left in rotate's memory"
+            );
+        }
+    }
+}

@@ -511,6 +511,9 @@ async fn run_job(
     let Some(info) = infos.iter().find(|i| i.name == node) else {
         return;
     };
+    if failing.lock().unwrap().contains(&format!("hang:{node}")) {
+        return; // the Job never finishes (a pod stuck Pending, an unreachable node)
+    }
     if failing.lock().unwrap().contains(&node) {
         let mut st = state.lock().unwrap();
         if let Some(mut j) = st.objects.get(&key).cloned() {
