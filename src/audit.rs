@@ -249,7 +249,7 @@ pub async fn run(cfg: &AuditConfig, fp_key: &FingerprintKey) -> Result<Report, C
 
     // Secret: key strength, without printing it.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
-    match secrets.get_opt(&cfg.secret).await {
+    match cluster::retry("reading the Secret", || secrets.get_opt(&cfg.secret)).await {
         Ok(Some(mut s)) => {
             let subject = Subject::named("secret", format!("{}/{}", cfg.namespace, cfg.secret));
             match s.data.as_mut().and_then(|d| d.get_mut(&cfg.key)) {

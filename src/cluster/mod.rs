@@ -70,6 +70,42 @@ impl ClusterError {
     }
 }
 
+/// Attempts for an idempotent read before giving up.
+pub const ATTEMPTS: u32 = 4;
+
+/// Whether a failed call may succeed if repeated: transport failures, timeouts, 429 and 5xx.
+pub fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        _ => true,
+    }
+}
+
+/// Runs an idempotent read, retrying transient failures with exponential backoff (0.5 s, 1 s,
+/// 2 s). Writes are not retried this way: a write that went through but whose answer was lost
+/// would look like a conflict.
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && attempt < ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying in {:.1}s", delay.as_secs_f64());
+                eprintln!("psk-guard: {what} failed (attempt {attempt}/{ATTEMPTS}): {e}; retrying in {:.1}s", delay.as_secs_f64());
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service
 /// account, with every request bounded by `timeout`.
 pub async fn client(timeout: Duration) -> Result<Client, ClusterError> {
@@ -135,10 +171,12 @@ pub async fn missing_permissions(
             "spec": {"resourceAttributes": attrs},
         }))
         .map_err(|e| ClusterError::Precondition(format!("building an access review: {e}")))?;
-        let r = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| ClusterError::api("create", "selfsubjectaccessreview", e))?;
+        let pp = PostParams::default();
+        let r = retry("an access review (SelfSubjectAccessReview)", || {
+            api.create(&pp, &review)
+        })
+        .await
+        .map_err(|e| ClusterError::api("create", "selfsubjectaccessreview", e))?;
         if !r.status.map(|s| s.allowed).unwrap_or(false) {
             missing.push(*p);
         }

@@ -321,27 +321,31 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
             .collect();
         return Err(ClusterError::Forbidden(list.join(", ")));
     }
-    let mut secret = ctx.secrets.get(&cfg.secret).await.map_err(|e| {
-        let mut err = ClusterError::api("get", ctx.what(), e);
-        if err.is_not_found() {
-            err = ClusterError::Precondition(format!(
-                "{} not found: is Antrea's IPsec enabled, and is --namespace/--secret right?",
-                ctx.what()
-            ));
-        }
-        err
-    })?;
+    let mut secret = cluster::retry("reading the Secret", || ctx.secrets.get(&cfg.secret))
+        .await
+        .map_err(|e| {
+            let mut err = ClusterError::api("get", ctx.what(), e);
+            if err.is_not_found() {
+                err = ClusterError::Precondition(format!(
+                    "{} not found: is Antrea's IPsec enabled, and is --namespace/--secret right?",
+                    ctx.what()
+                ));
+            }
+            err
+        })?;
     let current = take_key(&mut secret, &cfg.key, &ctx.what())?;
     let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
-    let ds = ds_api.get(&cfg.daemonset).await.map_err(|e| {
-        ClusterError::api(
-            "get",
-            format!("daemonset {}/{}", cfg.namespace, cfg.daemonset),
-            e,
-        )
-    })?;
+    let ds = cluster::retry("reading the DaemonSet", || ds_api.get(&cfg.daemonset))
+        .await
+        .map_err(|e| {
+            ClusterError::api(
+                "get",
+                format!("daemonset {}/{}", cfg.namespace, cfg.daemonset),
+                e,
+            )
+        })?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
-    match cms.get_opt(&cfg.config_map).await {
+    match cluster::retry("reading the ConfigMap", || cms.get_opt(&cfg.config_map)).await {
         Ok(Some(cm)) => {
             let conf = cm
                 .data

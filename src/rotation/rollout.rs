@@ -35,20 +35,21 @@ pub async fn agent_pods(
 ) -> Result<Vec<Pod>, ClusterError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&selector(ds));
-    Ok(pods
-        .list(&lp)
-        .await
-        .map_err(|e| {
-            ClusterError::api(
-                "list",
-                format!(
-                    "pods of daemonset {namespace}/{}",
-                    ds.metadata.name.clone().unwrap_or_default()
-                ),
-                e,
-            )
-        })?
-        .items)
+    Ok(
+        crate::cluster::retry("listing the agent pods", || pods.list(&lp))
+            .await
+            .map_err(|e| {
+                ClusterError::api(
+                    "list",
+                    format!(
+                        "pods of daemonset {namespace}/{}",
+                        ds.metadata.name.clone().unwrap_or_default()
+                    ),
+                    e,
+                )
+            })?
+            .items,
+    )
 }
 
 /// Restarts every agent once for rotation `id` and waits for the rollout.
@@ -98,8 +99,7 @@ pub async fn restart(
     let deadline = Instant::now() + timeout;
     let mut last = None;
     loop {
-        let d = api
-            .get(&name)
+        let d = crate::cluster::retry("reading the DaemonSet", || api.get(&name))
             .await
             .map_err(|e| ClusterError::api("get", format!("daemonset {namespace}/{name}"), e))?;
         let generation = d.metadata.generation.unwrap_or(0);

@@ -44,12 +44,20 @@ fn run(cmd: &mut Command) -> Output {
 impl Node {
     /// A node with an empty Open_vSwitch database and a bridge `br-int`, modes as Antrea sets them.
     pub fn start() -> Node {
+        Node::start_with(|_| {})
+    }
+
+    /// Like [`Node::start`], calling `prepare(run_dir)` after the run directory exists and before
+    /// anything is put in it (e.g. to mount a file system there).
+    pub fn start_with(prepare: impl FnOnce(&Path)) -> Node {
         require_ovs();
         let dir = tempfile::Builder::new()
             .prefix("pskg")
             .tempdir_in("/tmp")
             .unwrap();
         let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        prepare(&run_dir);
         let ovs_dir = run_dir.join("openvswitch");
         std::fs::create_dir_all(&ovs_dir).unwrap();
         let conf_db = ovs_dir.join("conf.db");

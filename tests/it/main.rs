@@ -2,6 +2,7 @@
 
 mod audit;
 mod check;
+mod faults;
 mod forensics;
 mod fuzz;
 mod harness;

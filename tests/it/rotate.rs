@@ -517,3 +517,94 @@ fn bench_rotation() {
         );
     }
 }
+
+#[test]
+fn no_key_in_trace_logs_of_rotate_and_audit() {
+    let c = cluster(2, false);
+    let mut args = vec!["rotate", "-o", "json", "--strategy", "push"];
+    args.extend_from_slice(&FAST);
+    args.extend_from_slice(&["--rollout-timeout", "120"]);
+    let out = c.psk_guard(&args, &[("RUST_LOG", "trace")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+            .chars()
+            .take(2000)
+            .collect::<String>()
+    );
+    let new = c.secret_key();
+    assert!(out.stderr.len() > 1000, "trace logging is on");
+    assert_no_key("rotate stderr at trace", &out.stderr, &[OLD, &new]);
+    assert_no_key("rotate stdout", &out.stdout, &[OLD, &new]);
+    let out = c.psk_guard(&["audit", "-o", "sarif"], &[("RUST_LOG", "trace")]);
+    assert_no_key("audit stderr at trace", &out.stderr, &[OLD, &new]);
+    assert_no_key("audit stdout", &out.stdout, &[OLD, &new]);
+    let out = c.psk_guard(&["rotate", "--status"], &[("RUST_LOG", "trace")]);
+    assert_no_key("status at trace", &out.stderr, &[OLD, &new]);
+}
+
+/// An API server that cannot be reached, and one that accepts connections but never answers:
+/// each read is retried with backoff, then rotate and audit stop with a clear error, exit 2,
+/// within a bounded time.
+#[test]
+fn api_server_unreachable_or_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port (bound then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = crate::kube_api::kubeconfig(dir.path(), port);
+    let t = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(["rotate", "--timeout", "1"])
+        .env("KUBECONFIG", &down)
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("attempt 1/4") && err.contains("attempt 3/4"),
+        "retried with backoff: {err}"
+    );
+    assert!(err.contains("could not be reached"), "{err}");
+    assert!(
+        took >= Duration::from_millis(3500) && took < Duration::from_secs(30),
+        "backoff 0.5+1+2 s: {took:?}"
+    );
+    // Accepts, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = std::thread::spawn(move || {
+        let mut conns = vec![];
+        silent.set_nonblocking(true).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < end {
+            if let Ok((s, _)) = silent.accept() {
+                conns.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let dir2 = tempfile::tempdir().unwrap();
+    let slow = crate::kube_api::kubeconfig(dir2.path(), addr);
+    let t = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(["audit", "--timeout", "1", "-o", "json"])
+        .env("KUBECONFIG", &slow)
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_secs(60), "bounded: {took:?}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !r["incomplete"].as_array().unwrap().is_empty(),
+        "what could not be read is listed: {r:#}"
+    );
+    drop(hold);
+}
