@@ -595,6 +595,15 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
     )
     .await?;
     let result = rotate_locked(&ctx, secret, current, new_key, ds, started).await;
+    if let Err(e) = &result {
+        // Error texts name objects and fingerprints, never key bytes.
+        ctx.event(
+            "RotationFailed",
+            &format!("psk-guard rotate stopped: {e}. Rerun psk-guard rotate to resume"),
+            true,
+        )
+        .await;
+    }
     guard.release().await;
     result
 }

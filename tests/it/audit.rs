@@ -341,26 +341,14 @@ fn fan_out_to_five_nodes_with_one_not_ready_and_one_failing_job() {
         c.state.lock().unwrap().list("jobs", NS).is_empty(),
         "jobs cleaned up"
     );
-    for (verb, res) in c.state.lock().unwrap().used.iter() {
-        if res == "selfsubjectaccessreviews" {
-            continue;
-        }
-        let declared = psk_guard::audit::PERMISSIONS
-            .iter()
-            .chain(psk_guard::audit::NODE_PERMISSIONS)
-            .any(|p| {
-                p.verb == verb
-                    && (if p.subresource.is_empty() {
-                        p.resource.to_owned()
-                    } else {
-                        format!("{}/{}", p.resource, p.subresource)
-                    }) == *res
-            });
-        assert!(
-            declared,
-            "audit used {verb} {res}, which audit::PERMISSIONS does not declare"
-        );
-    }
+    crate::harness::assert_used_is_declared(
+        &c.state.lock().unwrap().used,
+        &[
+            psk_guard::audit::PERMISSIONS,
+            psk_guard::audit::NODE_PERMISSIONS,
+        ],
+        "audit",
+    );
     assert_eq!(code, 2, "nothing critical, but two nodes were not checked");
     assert_no_key("audit --nodes", r.to_string().as_bytes(), &[STRONG]);
 }

@@ -227,3 +227,62 @@ impl Drop for Node {
         self.stop();
     }
 }
+
+/// Spawns `cmd` (stdin and stderr piped) and reads its stderr until a line starting with `marker`
+/// (a test pause point); returns the child, still paused, and that line. Panics if it exits first.
+pub fn spawn_until(cmd: &mut Command, marker: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} exited before {marker:?}");
+        }
+        if line.starts_with(marker) {
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            return (child, line);
+        }
+    }
+}
+
+/// Lets a paused child go on (a line on its stdin) and waits for it.
+pub fn resume(mut child: std::process::Child) -> std::process::ExitStatus {
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    child.wait().unwrap()
+}
+
+/// Asserts that every (verb, resource) the API test server saw is among `perms`.
+pub fn assert_used_is_declared(
+    used: &std::collections::BTreeSet<(String, String)>,
+    perms: &[&[psk_guard::cluster::Permission]],
+    what: &str,
+) {
+    for (verb, res) in used {
+        if res == "selfsubjectaccessreviews" {
+            continue;
+        }
+        let declared = perms.iter().flat_map(|p| p.iter()).any(|p| {
+            let full = if p.subresource.is_empty() {
+                p.resource.to_owned()
+            } else {
+                format!("{}/{}", p.resource, p.subresource)
+            };
+            p.verb == verb && full == *res
+        });
+        assert!(
+            declared,
+            "{what} used {verb} {res}, which its permission list does not declare"
+        );
+    }
+}

@@ -2,8 +2,8 @@
 //! and every key it held has been dropped), read its whole memory through /proc/PID/maps and
 //! /proc/PID/mem, and look for every key it saw. Also checks that core dumps are off.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
 
 use crate::harness::Node;
 
@@ -44,32 +44,15 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
 
 /// Runs psk-guard to its pause point and returns (memory image, /proc status text).
 fn run_paused(args: &[&str]) -> (Vec<u8>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-guard"));
+    cmd.args(args)
         .env("PSK_GUARD_TEST_PAUSE", "1")
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "psk-guard exited before its pause point"
-        );
-        if line.starts_with("psk-guard: paused") {
-            break;
-        }
-    }
+        .env("RUST_LOG", "trace");
+    let (child, _) = crate::harness::spawn_until(&mut cmd, "psk-guard: paused");
     let pid = child.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let image = read_memory(pid);
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    child.wait().unwrap();
+    crate::harness::resume(child);
     (image, status)
 }
 
@@ -149,19 +132,10 @@ fn the_memory_scan_finds_a_key_that_is_not_wiped() {
 
 #[test]
 fn core_dumps_are_disabled() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
-        .args(["scan-db", "/nonexistent"])
-        .env("PSK_GUARD_TEST_PAUSE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 && !line.contains("paused") {
-        line.clear();
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-guard"));
+    cmd.args(["scan-db", "/nonexistent"])
+        .env("PSK_GUARD_TEST_PAUSE", "1");
+    let (child, line) = crate::harness::spawn_until(&mut cmd, "psk-guard: paused");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let core = limits
         .lines()
@@ -181,8 +155,7 @@ fn core_dumps_are_disabled() {
         locked > 0,
         "running as root, memory must be locked against swap: {line}"
     );
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    child.wait().unwrap();
+    crate::harness::resume(child);
 }
 
 /// Runs rotate on a simulated cluster to its final pause point and counts, in its memory, copies
@@ -195,40 +168,23 @@ pub fn rotate_memory_copies() -> Vec<(String, usize)> {
         on_delete: false,
         restart_delay: std::time::Duration::from_millis(10),
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
-        .args([
-            "rotate",
-            "-o",
-            "json",
-            "--lease-duration",
-            "3",
-            "--push-lead-ms",
-            "300",
-            "--strategy",
-            "push",
-        ])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("PSK_GUARD_TEST_PAUSE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "rotate exited before its pause point"
-        );
-        if line.starts_with("psk-guard: paused") {
-            break;
-        }
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-guard"));
+    cmd.args([
+        "rotate",
+        "-o",
+        "json",
+        "--lease-duration",
+        "3",
+        "--push-lead-ms",
+        "300",
+        "--strategy",
+        "push",
+    ])
+    .env("KUBECONFIG", &c.kubeconfig)
+    .env("PSK_GUARD_TEST_PAUSE", "1");
+    let (child, _) = crate::harness::spawn_until(&mut cmd, "psk-guard: paused");
     let image = read_memory(child.id());
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(crate::harness::resume(child).success());
     let new = c.secret_key();
     let mut out = vec![];
     for (name, k) in [

@@ -141,6 +141,14 @@ fn text_output_is_a_table_without_colour_when_piped() {
     assert!(!text.contains('\x1b'), "no colour when stdout is not a TTY");
     let out = check_out(&node, "text");
     assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+    let mut args = vec!["check".to_string()];
+    args.extend(node.node_args());
+    args.extend(["--color".to_string(), "always".to_string()]);
+    let out = psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\x1b[1;31mcritical"),
+        "--color always paints severities"
+    );
 }
 
 #[test]

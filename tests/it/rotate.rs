@@ -1,8 +1,8 @@
 //! `psk-guard rotate` end to end on the simulated cluster (real binary, real kube client, API test
 //! server, real ovsdb-servers), and its faults.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -89,23 +89,11 @@ fn assert_rotated(c: &Cluster, out: &std::process::Output, old: &str) {
         .iter()
         .all(|n| n["converged"] == true));
     // Every request the code made is one of the permissions it declares (and the manifests grant).
-    for (verb, res) in c.state.lock().unwrap().used.iter() {
-        if res == "selfsubjectaccessreviews" {
-            continue;
-        }
-        let declared = psk_guard::rotation::PERMISSIONS.iter().any(|p| {
-            p.verb == verb
-                && (if p.subresource.is_empty() {
-                    p.resource.to_owned()
-                } else {
-                    format!("{}/{}", p.resource, p.subresource)
-                }) == *res
-        });
-        assert!(
-            declared,
-            "rotate used {verb} {res}, which rotation::PERMISSIONS does not declare"
-        );
-    }
+    crate::harness::assert_used_is_declared(
+        &c.state.lock().unwrap().used,
+        &[psk_guard::rotation::PERMISSIONS],
+        "rotate",
+    );
     let reasons: Vec<String> = c
         .state
         .lock()
@@ -194,27 +182,11 @@ fn operator_supplied_key_is_checked() {
 fn crash_after(c: &Cluster, phase: &str, strategy: &str) {
     let mut args = vec!["rotate", "-o", "json", "--strategy", strategy];
     args.extend_from_slice(&FAST);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
-        .args(&args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-guard"));
+    cmd.args(&args)
         .env("KUBECONFIG", &c.kubeconfig)
-        .env("PSK_GUARD_TEST_PAUSE_AFTER", phase)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "rotate ended before phase {phase}"
-        );
-        if line.starts_with("psk-guard: paused after") {
-            break;
-        }
-    }
+        .env("PSK_GUARD_TEST_PAUSE_AFTER", phase);
+    let (mut child, _) = crate::harness::spawn_until(&mut cmd, "psk-guard: paused after");
     child.kill().unwrap();
     child.wait().unwrap();
 }
