@@ -230,6 +230,8 @@ impl Drop for Node {
 
 /// Spawns `cmd` (stdin and stderr piped) and reads its stderr until a line starting with `marker`
 /// (a test pause point); returns the child, still paused, and that line. Panics if it exits first.
+// The child is returned to the caller, who waits for it (`resume`, or kill and wait).
+#[allow(clippy::zombie_processes)]
 pub fn spawn_until(cmd: &mut Command, marker: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = cmd
