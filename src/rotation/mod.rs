@@ -484,6 +484,25 @@ async fn record_phase(
     )))
 }
 
+/// Moves the rotation to `phase`: records it on the Secret, then the Event, then the test pause
+/// point (the record comes first, so a crash after it resumes from the new phase).
+async fn advance(
+    ctx: &Ctx<'_>,
+    rec: &mut Record,
+    rv: &mut String,
+    fp_key: &FingerprintKey,
+    phase: Phase,
+    event: Option<(&str, String)>,
+) -> Result<(), ClusterError> {
+    rec.phase = phase;
+    record_phase(ctx, rec, rv, fp_key).await?;
+    if let Some((reason, message)) = event {
+        ctx.event(reason, &message, false).await;
+    }
+    pause_after(phase);
+    Ok(())
+}
+
 /// Outcome of `rotate`: the report and the exit status.
 pub struct Rotated {
     pub report: Report,
@@ -767,18 +786,19 @@ async fn rotate_locked(
         )
         .await?;
         timings.insert("rollout_ms".into(), json!(t.elapsed().as_millis() as u64));
-        rec.phase = Phase::RolledOut;
-        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
-        ctx.event(
-            "RolledOut",
-            &format!(
-                "rotation {}: every antrea-agent restarted with the new key",
-                rec.id
-            ),
-            false,
+        let msg = format!(
+            "rotation {}: every antrea-agent restarted with the new key",
+            rec.id
+        );
+        advance(
+            ctx,
+            &mut rec,
+            &mut rv,
+            &fp_key,
+            Phase::RolledOut,
+            Some(("RolledOut", msg)),
         )
-        .await;
-        pause_after(Phase::RolledOut);
+        .await?;
     }
 
     // 4. Verify every node.
@@ -841,18 +861,19 @@ async fn rotate_locked(
             ));
         }
         rec.unconverged.clear();
-        rec.phase = Phase::Verified;
-        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
-        ctx.event(
-            "Verified",
-            &format!(
-                "rotation {}: every node's tunnels carry the new key",
-                rec.id
-            ),
-            false,
+        let msg = format!(
+            "rotation {}: every node's tunnels carry the new key",
+            rec.id
+        );
+        advance(
+            ctx,
+            &mut rec,
+            &mut rv,
+            &fp_key,
+            Phase::Verified,
+            Some(("Verified", msg)),
         )
-        .await;
-        pause_after(Phase::Verified);
+        .await?;
     }
 
     // 5. Purge old keys from every node's disk.
@@ -911,22 +932,22 @@ async fn rotate_locked(
                 ));
             }
         }
-        rec.phase = Phase::Compacted;
-        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
-        pause_after(Phase::Compacted);
+        advance(ctx, &mut rec, &mut rv, &fp_key, Phase::Compacted, None).await?;
     }
     if rec.phase == Phase::Compacted {
-        rec.phase = Phase::Done;
-        record_phase(ctx, &rec, &mut rv, &fp_key).await?;
-        ctx.event(
-            "RotationDone",
-            &format!(
-                "rotation {} done: every node uses key {}",
-                rec.id, rec.new_fingerprint
-            ),
-            false,
+        let msg = format!(
+            "rotation {} done: every node uses key {}",
+            rec.id, rec.new_fingerprint
+        );
+        advance(
+            ctx,
+            &mut rec,
+            &mut rv,
+            &fp_key,
+            Phase::Done,
+            Some(("RotationDone", msg)),
         )
-        .await;
+        .await?;
     }
     Ok(finish(report, &rec, node_rows, timings, started, EXIT_OK))
 }
