@@ -371,33 +371,50 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
     Ok((secret, current, ds))
 }
 
-/// Writes the record (and, for a new rotation, the key) with optimistic concurrency. On a 409 the
-/// Secret is re-read: if its key is still `expect_key_fp` the write is retried, else it aborts.
-async fn write_record(
+/// Re-reads the Secret and moves its key out; fails if the key no longer has fingerprint
+/// `expect` (someone else changed it). `then` finishes the error message with what a rerun does.
+async fn reread_expecting(
+    ctx: &Ctx<'_>,
+    expect: crate::secret::Fingerprint,
+    fp_key: &FingerprintKey,
+    then: &str,
+) -> Result<(Secret, Psk), ClusterError> {
+    let mut secret = ctx
+        .secrets
+        .get(&ctx.cfg.secret)
+        .await
+        .map_err(|e| ClusterError::api("get", ctx.what(), e))?;
+    let current = take_key(&mut secret, &ctx.cfg.key, &ctx.what())?;
+    if fp_key.fingerprint(&current) != expect {
+        return Err(ClusterError::Precondition(format!(
+            "the key in {} was changed by someone else during the rotation: stopping. Inspect it, then rerun psk-guard rotate{then}",
+            ctx.what()
+        )));
+    }
+    Ok((secret, current))
+}
+
+/// Stores the new key and the record in one update with optimistic concurrency. Each attempt
+/// re-reads the Secret: if its key is no longer the old one (`rec.old_fingerprint`) it aborts; a
+/// 409 retries.
+async fn write_key(
     ctx: &Ctx<'_>,
     rec: &Record,
-    new_key: Option<&Psk>,
-    expect_key_fp: crate::secret::Fingerprint,
+    new_key: &Psk,
     fp_key: &FingerprintKey,
 ) -> Result<Secret, ClusterError> {
     for _attempt in 0..5 {
-        let mut secret = ctx
-            .secrets
-            .get(&ctx.cfg.secret)
-            .await
-            .map_err(|e| ClusterError::api("get", ctx.what(), e))?;
-        let current = take_key(&mut secret, &ctx.cfg.key, &ctx.what())?;
-        if fp_key.fingerprint(&current) != expect_key_fp {
-            return Err(ClusterError::Precondition(format!(
-                "the key in {} was changed by someone else during the rotation: stopping. Inspect it, then rerun psk-guard rotate (it will start over from the key it finds)",
-                ctx.what()
-            )));
-        }
-        let keep = new_key.unwrap_or(&current);
+        let (mut secret, _old) = reread_expecting(
+            ctx,
+            rec.old_fingerprint,
+            fp_key,
+            " (it will start over from the key it finds)",
+        )
+        .await?;
         let data = secret.data.get_or_insert_with(BTreeMap::new);
         data.insert(
             ctx.cfg.key.clone(),
-            k8s_openapi::ByteString(keep.expose_secret().as_bytes().to_vec()),
+            k8s_openapi::ByteString(new_key.expose_secret().as_bytes().to_vec()),
         );
         rec.apply(
             secret
@@ -461,18 +478,7 @@ async fn record_phase(
                 return Ok(());
             }
             Err(kube::Error::Api(st)) if st.is_conflict() => {
-                let mut secret = ctx
-                    .secrets
-                    .get(&ctx.cfg.secret)
-                    .await
-                    .map_err(|e| ClusterError::api("get", ctx.what(), e))?;
-                let current = take_key(&mut secret, &ctx.cfg.key, &ctx.what())?;
-                if fp_key.fingerprint(&current) != rec.new_fingerprint {
-                    return Err(ClusterError::Precondition(format!(
-                        "the key in {} was changed by someone else during the rotation: stopping. Inspect it, then rerun psk-guard rotate",
-                        ctx.what()
-                    )));
-                }
+                let (secret, _new) = reread_expecting(ctx, rec.new_fingerprint, fp_key, "").await?;
                 *rv = secret.metadata.resource_version.unwrap_or_default();
             }
             Err(e) => return Err(ClusterError::api("patch", ctx.what(), e)),
@@ -679,7 +685,7 @@ async fn rotate_locked(
                     "the new key equals the current one: nothing to rotate".into(),
                 ));
             }
-            let written = write_record(ctx, &rec, Some(&new), rec.old_fingerprint, &fp_key).await?;
+            let written = write_key(ctx, &rec, &new, &fp_key).await?;
             rv = written
                 .metadata
                 .resource_version
