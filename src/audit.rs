@@ -265,36 +265,12 @@ pub async fn run(cfg: &AuditConfig, fp_key: &FingerprintKey) -> Result<Report, C
                                     .detail("fingerprint", fp.to_string())
                                     .remediation("psk-guard rotate (a random 32-byte key)")
                             };
-                            if st.is_default {
-                                report.push(
-                                    base(Code::PskDefaultKey, Severity::Critical)
-                                        .observed("the Secret holds a well-known default key")
-                                        .expected("a random key unique to this cluster"),
-                                );
-                            } else {
-                                if st.too_short() {
-                                    report.push(
-                                        base(Code::PskTooShort, Severity::High)
-                                            .observed(format!("{}-byte key", st.len))
-                                            .expected(format!(
-                                                "at least {} bytes",
-                                                crate::secret::MIN_PSK_LEN
-                                            )),
-                                    );
-                                }
-                                if st.low_entropy() {
-                                    report.push(
-                                        base(Code::PskLowEntropy, Severity::High)
-                                            .observed(format!(
-                                                "about {:.0} bits of entropy",
-                                                st.entropy_bits
-                                            ))
-                                            .expected(format!(
-                                                "at least {:.0} bits",
-                                                crate::secret::MIN_ENTROPY_BITS
-                                            )),
-                                    );
-                                }
+                            for f in crate::checks::tunnels::weak_key_findings(
+                                &st,
+                                base,
+                                " in the Secret",
+                            ) {
+                                report.push(f);
                             }
                         }
                         Err(e) => {

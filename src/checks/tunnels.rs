@@ -124,6 +124,40 @@ pub struct KeyExposure {
     pub reasons: Vec<String>,
 }
 
+/// The findings for a weak key: a known default (critical, and then nothing else), too short,
+/// low entropy (high). `base` makes a finding with the subject and details; `place` ends the
+/// observed text (e.g. " on 3 tunnel(s)"). Shared by `check` (tunnel keys) and `audit` (the Secret).
+pub fn weak_key_findings(
+    st: &crate::secret::Strength,
+    base: impl Fn(Code, Severity) -> Finding,
+    place: &str,
+) -> Vec<Finding> {
+    if st.is_default {
+        return vec![base(Code::PskDefaultKey, Severity::Critical)
+            .observed(format!("a well-known default key{place}"))
+            .expected("a random key unique to this cluster")];
+    }
+    let mut out = vec![];
+    if st.too_short() {
+        out.push(
+            base(Code::PskTooShort, Severity::High)
+                .observed(format!("{}-byte key{place}", st.len))
+                .expected(format!("at least {} bytes", crate::secret::MIN_PSK_LEN)),
+        );
+    }
+    if st.low_entropy() {
+        out.push(
+            base(Code::PskLowEntropy, Severity::High)
+                .observed(format!("about {:.0} bits of entropy", st.entropy_bits))
+                .expected(format!(
+                    "at least {:.0} bits",
+                    crate::secret::MIN_ENTROPY_BITS
+                )),
+        );
+    }
+    out
+}
+
 /// Turns tunnels into findings.
 pub fn analyze(
     tunnels: &[Tunnel],
@@ -218,40 +252,8 @@ pub fn analyze(
                 .detail("example_interfaces", json!(names))
                 .remediation("rotate to a random 32-byte key: psk-guard rotate (or set a strong value in the antrea-ipsec Secret and restart antrea-agent)")
         };
-        if strength.is_default {
-            report.push(
-                base(Code::PskDefaultKey, Severity::Critical)
-                    .observed(format!(
-                        "a well-known default key on {} tunnel(s)",
-                        ts.len()
-                    ))
-                    .expected("a random key unique to this cluster"),
-            );
-            continue;
-        }
-        if strength.too_short() {
-            report.push(
-                base(Code::PskTooShort, Severity::High)
-                    .observed(format!(
-                        "{}-byte key on {} tunnel(s)",
-                        strength.len,
-                        ts.len()
-                    ))
-                    .expected(format!("at least {} bytes", crate::secret::MIN_PSK_LEN)),
-            );
-        }
-        if strength.low_entropy() {
-            report.push(
-                base(Code::PskLowEntropy, Severity::High)
-                    .observed(format!(
-                        "about {:.0} bits of entropy",
-                        strength.entropy_bits
-                    ))
-                    .expected(format!(
-                        "at least {:.0} bits",
-                        crate::secret::MIN_ENTROPY_BITS
-                    )),
-            );
+        for f in weak_key_findings(strength, base, &format!(" on {} tunnel(s)", ts.len())) {
+            report.push(f);
         }
     }
     if by_key.len() > 1 {
