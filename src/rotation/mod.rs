@@ -8,6 +8,7 @@
 //! A Lease makes runs exclusive. Nothing is written before the preflight has passed.
 
 pub mod node;
+mod phases;
 pub mod record;
 pub mod rollout;
 
@@ -23,10 +24,11 @@ use kube::Client;
 use serde_json::json;
 use zeroize::Zeroize;
 
-use crate::cluster::jobs::{self, NodeJob, Outcome};
+use crate::cluster::jobs::{NodeJob, Outcome};
 use crate::cluster::{self, lease, ClusterError, Permission};
-use crate::report::{Code, Finding, Report, Severity, Subject, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
+use crate::report::{Report, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
 use crate::secret::{FingerprintKey, Psk};
+use phases::{Run, Step};
 use record::{Phase, Record};
 
 /// How the new key reaches the nodes.
@@ -633,6 +635,8 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
     result
 }
 
+/// The phase machine: from the recorded phase, one function per phase ([`phases`]) until the
+/// rotation is done or a phase stops it.
 async fn rotate_locked(
     ctx: &Ctx<'_>,
     secret: Secret,
@@ -641,78 +645,32 @@ async fn rotate_locked(
     ds: DaemonSet,
     started: Instant,
 ) -> Result<Rotated, ClusterError> {
+    let (rec, rv, fp_key) = phases::start(ctx, &secret, current, new_key).await?;
+    let mut run = new_run(ctx, rec, rv, fp_key, ds, started).await?;
+    loop {
+        let step = match run.rec.phase {
+            Phase::SecretWritten => phases::roll_out(&mut run).await?,
+            Phase::RolledOut => phases::verify(&mut run).await?,
+            Phase::Verified => phases::compact(&mut run).await?,
+            Phase::Compacted => phases::done(&mut run).await?,
+            Phase::Done => Step::Stop(EXIT_OK),
+        };
+        if let Step::Stop(code) = step {
+            return Ok(run.finish(code));
+        }
+    }
+}
+
+/// The shared context of the phases: the target nodes and an empty report.
+async fn new_run<'a>(
+    ctx: &'a Ctx<'a>,
+    rec: Record,
+    rv: String,
+    fp_key: FingerprintKey,
+    ds: DaemonSet,
+    started: Instant,
+) -> Result<Run<'a>, ClusterError> {
     let cfg = ctx.cfg;
-    let existing =
-        Record::read(secret.metadata.annotations.as_ref()).filter(|r| r.phase != Phase::Done);
-    // The resourceVersion of our last write (or of the Secret as read), the precondition of
-    // every phase update.
-    let mut rv = secret.metadata.resource_version.clone().unwrap_or_default();
-    let (mut rec, fp_key) = match existing {
-        Some(rec) => {
-            let fp_key = FingerprintKey::given(&rec.salt);
-            if fp_key.fingerprint(&current) != rec.new_fingerprint {
-                return Err(ClusterError::Precondition(format!(
-                    "{} records an unfinished rotation {} (phase {}), but its key is not the one that rotation wrote: someone edited it. Check the Secret, then remove the record (kubectl -n {} annotate secret {} psk-guard.io/phase-) to start a new rotation",
-                    ctx.what(), rec.id, rec.phase.as_str(), cfg.namespace, cfg.secret
-                )));
-            }
-            ctx.progress(&format!(
-                "resuming rotation {} from phase {}",
-                rec.id,
-                rec.phase.as_str()
-            ));
-            ctx.event(
-                "RotationResumed",
-                &format!(
-                    "psk-guard resumes rotation {} at phase {}",
-                    rec.id,
-                    rec.phase.as_str()
-                ),
-                false,
-            )
-            .await;
-            (rec, fp_key)
-        }
-        None => {
-            let new = match new_key {
-                Some(k) => k,
-                None => generate_key()?,
-            };
-            let rec = Record::new(cfg.strategy, &current, &new);
-            let fp_key = FingerprintKey::given(&rec.salt);
-            if rec.old_fingerprint == rec.new_fingerprint {
-                return Err(ClusterError::Precondition(
-                    "the new key equals the current one: nothing to rotate".into(),
-                ));
-            }
-            let written = write_key(ctx, &rec, &new, &fp_key).await?;
-            rv = written
-                .metadata
-                .resource_version
-                .clone()
-                .unwrap_or_default();
-            drop(new);
-            ctx.progress(&format!(
-                "rotation {}: new key {} stored in {} (old key {})",
-                rec.id,
-                rec.new_fingerprint,
-                ctx.what(),
-                rec.old_fingerprint
-            ));
-            ctx.event(
-                "RotationStarted",
-                &format!(
-                    "psk-guard rotation {} ({}): new key {} replaces {}",
-                    rec.id, rec.strategy, rec.new_fingerprint, rec.old_fingerprint
-                ),
-                false,
-            )
-            .await;
-            pause_after(Phase::SecretWritten);
-            (rec, fp_key)
-        }
-    };
-    drop(current);
     let strategy = rec.strategy_enum().unwrap_or(cfg.strategy);
     let nodes = agent_nodes(ctx, &ds).await?;
     let mut node_rows: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = nodes
@@ -733,229 +691,19 @@ async fn rotate_locked(
         "daemonset".into(),
         format!("{}/{}", cfg.namespace, cfg.daemonset),
     );
-    let mut timings = serde_json::Map::new();
-
-    // 3. Roll out.
-    if rec.phase == Phase::SecretWritten {
-        let t = Instant::now();
-        if strategy == Strategy::Push {
-            let at = std::time::SystemTime::now() + cfg.push_lead;
-            let at_ms = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            let mut args = vec![
-                "push-key".to_owned(),
-                "--from-env".into(),
-                "ANTREA_IPSEC_PSK".into(),
-                "--at-unix-ms".into(),
-                at_ms.to_string(),
-                "-o".into(),
-                "json".into(),
-            ];
-            args.extend(NODE_ARGS.map(String::from));
-            ctx.progress(&format!(
-                "pushing the new key to {} node(s) at one instant",
-                nodes.len()
-            ));
-            let results = jobs::run_on_nodes(
-                &ctx.client,
-                &node_job(ctx, "push", &rec.id, args, true),
-                &nodes,
-            )
-            .await;
-            let failed: Vec<String> = results
-                .iter()
-                .filter(|(_, o)| !matches!(o, Outcome::Succeeded(_)))
-                .map(|(n, o)| format!("{n} ({})", outcome_word(o)))
-                .collect();
-            for (n, o) in &results {
-                node_rows
-                    .entry(n.clone())
-                    .or_default()
-                    .insert("pushed".into(), json!(matches!(o, Outcome::Succeeded(_))));
-            }
-            if !failed.is_empty() {
-                let msg = format!("pushing the key failed on {}: rerun psk-guard rotate to retry (the rotation resumes)", failed.join(", "));
-                ctx.event("PushFailed", &msg, true).await;
-                return Err(ClusterError::Precondition(msg));
-            }
-        }
-        rollout::restart(
-            &ctx.client,
-            &cfg.namespace,
-            &ds,
-            &rec.id,
-            &nodes,
-            cfg.rollout_timeout,
-            ctx.interactive,
-        )
-        .await?;
-        timings.insert("rollout_ms".into(), json!(t.elapsed().as_millis() as u64));
-        let msg = format!(
-            "rotation {}: every antrea-agent restarted with the new key",
-            rec.id
-        );
-        advance(
-            ctx,
-            &mut rec,
-            &mut rv,
-            &fp_key,
-            Phase::RolledOut,
-            Some(("RolledOut", msg)),
-        )
-        .await?;
-    }
-
-    // 4. Verify every node.
-    if rec.phase == Phase::RolledOut {
-        let mut args = vec![
-            "check".to_owned(),
-            "-o".into(),
-            "json".into(),
-            "--no-history".into(),
-            "--fail-on".into(),
-            "never".into(),
-            "--fingerprint-salt".into(),
-            rec.salt.clone(),
-            "--expect-fingerprint".into(),
-            rec.new_fingerprint.to_string(),
-        ];
-        args.extend(NODE_ARGS.map(String::from));
-        let results = jobs::run_on_nodes(
-            &ctx.client,
-            &node_job(ctx, "verify", &rec.id, args, false),
-            &nodes,
-        )
-        .await;
-        let mut unconverged = vec![];
-        for (node, o) in &results {
-            let (ok, why) = verdict(o);
-            let row = node_rows.entry(node.clone()).or_default();
-            row.insert("converged".into(), json!(ok));
-            if !ok {
-                row.insert("detail".into(), json!(why));
-                unconverged.push(node.clone());
-                report.push(
-                    Finding::new(Code::PskUnexpectedFingerprint, Severity::High, Subject { kind: "node", name: node.clone() })
-                        .observed(why)
-                        .expected(format!("every tunnel carries key {}", rec.new_fingerprint))
-                        .remediation("check the node's antrea-agent pod, then rerun psk-guard rotate: it resumes this rotation"),
-                );
-            }
-        }
-        if !unconverged.is_empty() {
-            rec.unconverged = unconverged.clone();
-            record_phase(ctx, &rec, &mut rv, &fp_key).await?;
-            ctx.event(
-                "VerifyFailed",
-                &format!(
-                    "rotation {}: not converged on {}",
-                    rec.id,
-                    unconverged.join(", ")
-                ),
-                true,
-            )
-            .await;
-            return Ok(finish(
-                report,
-                &rec,
-                node_rows,
-                timings,
-                started,
-                EXIT_FINDINGS,
-            ));
-        }
-        rec.unconverged.clear();
-        let msg = format!(
-            "rotation {}: every node's tunnels carry the new key",
-            rec.id
-        );
-        advance(
-            ctx,
-            &mut rec,
-            &mut rv,
-            &fp_key,
-            Phase::Verified,
-            Some(("Verified", msg)),
-        )
-        .await?;
-    }
-
-    // 5. Purge old keys from every node's disk.
-    if rec.phase == Phase::Verified {
-        if cfg.compact {
-            let mut args = vec![
-                "fix".to_owned(),
-                "--only-compact".into(),
-                "-o".into(),
-                "json".into(),
-            ];
-            args.extend(NODE_ARGS.map(String::from));
-            let results = jobs::run_on_nodes(
-                &ctx.client,
-                &node_job(ctx, "compact", &rec.id, args, false),
-                &nodes,
-            )
-            .await;
-            let failed: Vec<String> = results
-                .iter()
-                .filter(|(_, o)| !matches!(o, Outcome::Succeeded(_)))
-                .map(|(n, _)| n.clone())
-                .collect();
-            for (n, o) in &results {
-                node_rows.entry(n.clone()).or_default().insert(
-                    "compacted".into(),
-                    json!(matches!(o, Outcome::Succeeded(_))),
-                );
-            }
-            if !failed.is_empty() {
-                for n in &failed {
-                    report.push(
-                        Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject { kind: "node", name: n.clone() })
-                            .observed("compaction of conf.db failed or was not verified")
-                            .expected("no old key left in conf.db")
-                            .remediation("run psk-guard fix on the node, or rerun psk-guard rotate (it resumes at compaction)"),
-                    );
-                }
-                ctx.event(
-                    "CompactFailed",
-                    &format!(
-                        "rotation {}: old keys may remain on {}",
-                        rec.id,
-                        failed.join(", ")
-                    ),
-                    true,
-                )
-                .await;
-                return Ok(finish(
-                    report,
-                    &rec,
-                    node_rows,
-                    timings,
-                    started,
-                    EXIT_FINDINGS,
-                ));
-            }
-        }
-        advance(ctx, &mut rec, &mut rv, &fp_key, Phase::Compacted, None).await?;
-    }
-    if rec.phase == Phase::Compacted {
-        let msg = format!(
-            "rotation {} done: every node uses key {}",
-            rec.id, rec.new_fingerprint
-        );
-        advance(
-            ctx,
-            &mut rec,
-            &mut rv,
-            &fp_key,
-            Phase::Done,
-            Some(("RotationDone", msg)),
-        )
-        .await?;
-    }
-    Ok(finish(report, &rec, node_rows, timings, started, EXIT_OK))
+    Ok(Run {
+        ctx,
+        rec,
+        rv,
+        fp_key,
+        strategy,
+        ds,
+        nodes,
+        node_rows,
+        report,
+        timings: serde_json::Map::new(),
+        started,
+    })
 }
 
 fn outcome_word(o: &Outcome) -> &'static str {

@@ -1,0 +1,346 @@
+//! The phases of a rotation, one function each, sharing one [`Run`]. The machine itself is the
+//! loop in [`super::rotate_locked`]: it matches on the recorded phase and calls the function that
+//! moves the rotation out of it. Every phase either records the next phase on the Secret (so a
+//! crash resumes after it) or stops the run with an exit status and findings.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::json;
+
+use super::record::{Phase, Record};
+use super::{
+    advance, finish, generate_key, node_job, outcome_word, pause_after, record_phase, rollout,
+    verdict, write_key, Ctx, Rotated, Strategy, NODE_ARGS,
+};
+use crate::cluster::jobs::{self, Outcome};
+use crate::cluster::ClusterError;
+use crate::report::{Code, Finding, Report, Severity, Subject};
+use crate::secret::{FingerprintKey, Psk};
+
+/// What a phase function tells the machine: go on with the (newly recorded) phase, or stop here
+/// with this exit status.
+pub(super) enum Step {
+    Next,
+    Stop(u8),
+}
+
+/// The context every phase shares: the run's configuration and client, the rotation record and
+/// the precondition for its next write, the target nodes, and the report being built.
+pub(super) struct Run<'a> {
+    pub ctx: &'a Ctx<'a>,
+    pub rec: Record,
+    /// The resourceVersion of our last write to the Secret: the precondition of the next one.
+    pub rv: String,
+    pub fp_key: FingerprintKey,
+    pub strategy: Strategy,
+    pub ds: DaemonSet,
+    pub nodes: Vec<String>,
+    /// Per-node results for the report, by node name.
+    pub node_rows: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    pub report: Report,
+    pub timings: serde_json::Map<String, serde_json::Value>,
+    pub started: Instant,
+}
+
+impl Run<'_> {
+    /// Records `phase` (and its Event): see [`advance`].
+    async fn advance(
+        &mut self,
+        phase: Phase,
+        event: Option<(&str, String)>,
+    ) -> Result<Step, ClusterError> {
+        advance(
+            self.ctx,
+            &mut self.rec,
+            &mut self.rv,
+            &self.fp_key,
+            phase,
+            event,
+        )
+        .await?;
+        Ok(Step::Next)
+    }
+
+    fn row(&mut self, node: &str) -> &mut serde_json::Map<String, serde_json::Value> {
+        self.node_rows.entry(node.to_owned()).or_default()
+    }
+
+    /// The rotation's result so far, with exit status `code`.
+    pub fn finish(self, code: u8) -> Rotated {
+        finish(
+            self.report,
+            &self.rec,
+            self.node_rows,
+            self.timings,
+            self.started,
+            code,
+        )
+    }
+}
+
+/// The first step: resume the unfinished rotation recorded on the Secret (if its key is the one
+/// that rotation wrote), or write a new key with a new record (phase `secret-written`).
+/// Returns the record, the resourceVersion of the Secret as read or written, and the
+/// fingerprint key of the rotation.
+pub(super) async fn start(
+    ctx: &Ctx<'_>,
+    secret: &Secret,
+    current: Psk,
+    new_key: Option<Psk>,
+) -> Result<(Record, String, FingerprintKey), ClusterError> {
+    let existing =
+        Record::read(secret.metadata.annotations.as_ref()).filter(|r| r.phase != Phase::Done);
+    let rv = secret.metadata.resource_version.clone().unwrap_or_default();
+    match existing {
+        Some(rec) => resume(ctx, rec, &current).await.map(|(r, k)| (r, rv, k)),
+        None => write_new_key(ctx, &current, new_key).await,
+    }
+}
+
+async fn resume(
+    ctx: &Ctx<'_>,
+    rec: Record,
+    current: &Psk,
+) -> Result<(Record, FingerprintKey), ClusterError> {
+    let cfg = ctx.cfg;
+    let fp_key = FingerprintKey::given(&rec.salt);
+    if fp_key.fingerprint(current) != rec.new_fingerprint {
+        return Err(ClusterError::Precondition(format!(
+            "{} records an unfinished rotation {} (phase {}), but its key is not the one that rotation wrote: someone edited it. Check the Secret, then remove the record (kubectl -n {} annotate secret {} psk-guard.io/phase-) to start a new rotation",
+            ctx.what(), rec.id, rec.phase.as_str(), cfg.namespace, cfg.secret
+        )));
+    }
+    ctx.progress(&format!(
+        "resuming rotation {} from phase {}",
+        rec.id,
+        rec.phase.as_str()
+    ));
+    let msg = format!(
+        "psk-guard resumes rotation {} at phase {}",
+        rec.id,
+        rec.phase.as_str()
+    );
+    ctx.event("RotationResumed", &msg, false).await;
+    Ok((rec, fp_key))
+}
+
+async fn write_new_key(
+    ctx: &Ctx<'_>,
+    current: &Psk,
+    new_key: Option<Psk>,
+) -> Result<(Record, String, FingerprintKey), ClusterError> {
+    let new = match new_key {
+        Some(k) => k,
+        None => generate_key()?,
+    };
+    let rec = Record::new(ctx.cfg.strategy, current, &new);
+    let fp_key = FingerprintKey::given(&rec.salt);
+    if rec.old_fingerprint == rec.new_fingerprint {
+        return Err(ClusterError::Precondition(
+            "the new key equals the current one: nothing to rotate".into(),
+        ));
+    }
+    let written = write_key(ctx, &rec, &new, &fp_key).await?;
+    drop(new);
+    let rv = written.metadata.resource_version.unwrap_or_default();
+    ctx.progress(&format!(
+        "rotation {}: new key {} stored in {} (old key {})",
+        rec.id,
+        rec.new_fingerprint,
+        ctx.what(),
+        rec.old_fingerprint
+    ));
+    let msg = format!(
+        "psk-guard rotation {} ({}): new key {} replaces {}",
+        rec.id, rec.strategy, rec.new_fingerprint, rec.old_fingerprint
+    );
+    ctx.event("RotationStarted", &msg, false).await;
+    pause_after(Phase::SecretWritten);
+    Ok((rec, rv, fp_key))
+}
+
+/// `secret-written` → `rolled-out`: the new key reaches every node, by the rotation's strategy.
+pub(super) async fn roll_out(run: &mut Run<'_>) -> Result<Step, ClusterError> {
+    let t = Instant::now();
+    if run.strategy == Strategy::Push {
+        push(run).await?;
+    }
+    restart_agents(run).await?;
+    run.timings
+        .insert("rollout_ms".into(), json!(t.elapsed().as_millis() as u64));
+    let msg = format!(
+        "rotation {}: every antrea-agent restarted with the new key",
+        run.rec.id
+    );
+    run.advance(Phase::RolledOut, Some(("RolledOut", msg)))
+        .await
+}
+
+/// `push`: every node's OVSDB gets the new key at one shared instant.
+async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
+    let ctx = run.ctx;
+    let at = std::time::SystemTime::now() + ctx.cfg.push_lead;
+    let at_ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut args = vec![
+        "push-key".to_owned(),
+        "--from-env".into(),
+        "ANTREA_IPSEC_PSK".into(),
+        "--at-unix-ms".into(),
+        at_ms.to_string(),
+        "-o".into(),
+        "json".into(),
+    ];
+    args.extend(NODE_ARGS.map(String::from));
+    ctx.progress(&format!(
+        "pushing the new key to {} node(s) at one instant",
+        run.nodes.len()
+    ));
+    let job = node_job(ctx, "push", &run.rec.id, args, true);
+    let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
+    let mut failed = vec![];
+    for (n, o) in &results {
+        let ok = matches!(o, Outcome::Succeeded(_));
+        run.row(n).insert("pushed".into(), json!(ok));
+        if !ok {
+            failed.push(format!("{n} ({})", outcome_word(o)));
+        }
+    }
+    if !failed.is_empty() {
+        let msg = format!(
+            "pushing the key failed on {}: rerun psk-guard rotate to retry (the rotation resumes)",
+            failed.join(", ")
+        );
+        ctx.event("PushFailed", &msg, true).await;
+        return Err(ClusterError::Precondition(msg));
+    }
+    Ok(())
+}
+
+/// Both strategies end by restarting the agents, so each reads the new key from the Secret.
+async fn restart_agents(run: &mut Run<'_>) -> Result<(), ClusterError> {
+    let ctx = run.ctx;
+    rollout::restart(
+        &ctx.client,
+        &ctx.cfg.namespace,
+        &run.ds,
+        &run.rec.id,
+        &run.nodes,
+        ctx.cfg.rollout_timeout,
+        ctx.interactive,
+    )
+    .await
+}
+
+/// `rolled-out` → `verified`: a check Job on every node confirms each tunnel carries the new
+/// key. Nodes that do not are recorded as unconverged and the run stops with findings.
+pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
+    let ctx = run.ctx;
+    let mut args = vec![
+        "check".to_owned(),
+        "-o".into(),
+        "json".into(),
+        "--no-history".into(),
+        "--fail-on".into(),
+        "never".into(),
+        "--fingerprint-salt".into(),
+        run.rec.salt.clone(),
+        "--expect-fingerprint".into(),
+        run.rec.new_fingerprint.to_string(),
+    ];
+    args.extend(NODE_ARGS.map(String::from));
+    let job = node_job(ctx, "verify", &run.rec.id, args, false);
+    let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
+    let mut unconverged = vec![];
+    for (node, o) in &results {
+        let (ok, why) = verdict(o);
+        let row = run.row(node);
+        row.insert("converged".into(), json!(ok));
+        if ok {
+            continue;
+        }
+        row.insert("detail".into(), json!(why));
+        unconverged.push(node.clone());
+        run.report.push(
+            Finding::new(Code::PskUnexpectedFingerprint, Severity::High, Subject { kind: "node", name: node.clone() })
+                .observed(why)
+                .expected(format!("every tunnel carries key {}", run.rec.new_fingerprint))
+                .remediation("check the node's antrea-agent pod, then rerun psk-guard rotate: it resumes this rotation"),
+        );
+    }
+    if !unconverged.is_empty() {
+        run.rec.unconverged = unconverged.clone();
+        record_phase(ctx, &run.rec, &mut run.rv, &run.fp_key).await?;
+        let msg = format!(
+            "rotation {}: not converged on {}",
+            run.rec.id,
+            unconverged.join(", ")
+        );
+        ctx.event("VerifyFailed", &msg, true).await;
+        return Ok(Step::Stop(crate::report::EXIT_FINDINGS));
+    }
+    run.rec.unconverged.clear();
+    let msg = format!(
+        "rotation {}: every node's tunnels carry the new key",
+        run.rec.id
+    );
+    run.advance(Phase::Verified, Some(("Verified", msg))).await
+}
+
+/// `verified` → `compacted`: with `--compact`, a Job on every node purges the old keys from
+/// conf.db's history. A node where that fails is a finding, and the run stops.
+pub(super) async fn compact(run: &mut Run<'_>) -> Result<Step, ClusterError> {
+    let ctx = run.ctx;
+    if !ctx.cfg.compact {
+        return run.advance(Phase::Compacted, None).await;
+    }
+    let mut args = vec![
+        "fix".to_owned(),
+        "--only-compact".into(),
+        "-o".into(),
+        "json".into(),
+    ];
+    args.extend(NODE_ARGS.map(String::from));
+    let job = node_job(ctx, "compact", &run.rec.id, args, false);
+    let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
+    let mut failed = vec![];
+    for (n, o) in &results {
+        let ok = matches!(o, Outcome::Succeeded(_));
+        run.row(n).insert("compacted".into(), json!(ok));
+        if !ok {
+            failed.push(n.clone());
+        }
+    }
+    if failed.is_empty() {
+        return run.advance(Phase::Compacted, None).await;
+    }
+    for n in &failed {
+        run.report.push(
+            Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject { kind: "node", name: n.clone() })
+                .observed("compaction of conf.db failed or was not verified")
+                .expected("no old key left in conf.db")
+                .remediation("run psk-guard fix on the node, or rerun psk-guard rotate (it resumes at compaction)"),
+        );
+    }
+    let msg = format!(
+        "rotation {}: old keys may remain on {}",
+        run.rec.id,
+        failed.join(", ")
+    );
+    ctx.event("CompactFailed", &msg, true).await;
+    Ok(Step::Stop(crate::report::EXIT_FINDINGS))
+}
+
+/// `compacted` → `done`.
+pub(super) async fn done(run: &mut Run<'_>) -> Result<Step, ClusterError> {
+    let msg = format!(
+        "rotation {} done: every node uses key {}",
+        run.rec.id, run.rec.new_fingerprint
+    );
+    run.advance(Phase::Done, Some(("RotationDone", msg))).await
+}
