@@ -1,0 +1,204 @@
+//! `psk-guard audit`: the cluster-level recommendations of Antrea's security guide, and with
+//! `--nodes` the node check on every node through pinned Jobs, merged into one report.
+//!
+//! Everything is read-only except the `--nodes` Jobs (created, awaited, deleted). The cluster is
+//! read once ([`snapshot`]); each question is a module that takes the snapshot and returns
+//! findings, so a new check is one new module and one row of [`QUESTIONS`]. An object that cannot
+//! be read is an `incomplete` entry, never a pass, and nothing is concluded from it.
+//!
+//! - [`snapshot`]: lists the cluster once, paginated; records what could not be read.
+//! - [`mode`]: the IPsec authentication mode and the strength of the key in the Secret.
+//! - [`gatekeeper`]: the Gatekeeper policy on the agent's status updates, and its webhook.
+//! - [`workloads`]: workloads that reach the key on a node (host paths).
+//! - [`placement`]: where antrea-controller runs.
+//! - [`rbac`]: who can read the key through RBAC.
+//! - [`nodes`]: `--nodes`, the node check on every node, merged.
+
+use std::time::Duration;
+
+use crate::cluster::{self, ClusterError, Permission};
+use crate::report::{Finding, Report};
+use crate::secret::FingerprintKey;
+
+pub mod gatekeeper;
+pub mod mode;
+pub mod nodes;
+pub mod placement;
+pub mod rbac;
+pub mod snapshot;
+pub mod workloads;
+
+pub use snapshot::Snapshot;
+pub use workloads::reaches_antrea_run;
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub namespace: String,
+    pub secret: String,
+    pub key: String,
+    pub config_map: String,
+    pub agent_cluster_role: String,
+    pub controller_label: String,
+    pub secure_nodes: Vec<String>,
+    pub nodes: bool,
+    pub image: String,
+    pub service_account: String,
+    pub job_namespace: String,
+    pub job_timeout: Duration,
+    pub parallelism: usize,
+    pub api_timeout: Duration,
+}
+
+/// The permissions `audit` uses (and `audit --nodes` adds the Job ones).
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "secrets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "configmaps",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "pods",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "namespaces",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "nodes",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "rbac.authorization.k8s.io",
+        resource: "roles",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "rbac.authorization.k8s.io",
+        resource: "rolebindings",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "rbac.authorization.k8s.io",
+        resource: "clusterroles",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "rbac.authorization.k8s.io",
+        resource: "clusterrolebindings",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "admissionregistration.k8s.io",
+        resource: "validatingwebhookconfigurations",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "templates.gatekeeper.sh",
+        resource: "constrainttemplates",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "constraints.gatekeeper.sh",
+        resource: "antreaagentstatusupdates",
+        subresource: "",
+        name_scoped: false,
+    },
+];
+
+/// The extra permissions of `audit --nodes` (in the Job namespace).
+pub const NODE_PERMISSIONS: &[Permission] = &[
+    Permission {
+        verb: "create",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "get",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "delete",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "pods",
+        subresource: "log",
+        name_scoped: false,
+    },
+];
+
+/// One audit question: the snapshot in, findings out.
+pub type Question = fn(&Snapshot, &AuditConfig) -> Vec<Finding>;
+
+/// The questions, in the order their findings are gathered (the report is sorted afterwards).
+pub const QUESTIONS: &[(&str, Question)] = &[
+    ("mode", mode::check),
+    ("gatekeeper", gatekeeper::check),
+    ("workloads", workloads::check),
+    ("placement", placement::check),
+    ("rbac", rbac::check),
+];
+
+/// Reads the cluster once, asks every question, and with `--nodes` runs the node check.
+pub async fn run(cfg: &AuditConfig, fp_key: &FingerprintKey) -> Result<Report, ClusterError> {
+    let client = cluster::client(cfg.api_timeout).await?;
+    let mut report = Report::new("audit", fp_key.origin());
+    report
+        .target
+        .insert("namespace".into(), cfg.namespace.clone());
+    let mut snap = snapshot::load(&client, cfg, fp_key).await;
+    report.incomplete.append(&mut snap.incomplete);
+    for (_, question) in QUESTIONS {
+        for f in question(&snap, cfg) {
+            report.push(f);
+        }
+    }
+    if cfg.nodes {
+        let nodes = snap.nodes.as_deref().unwrap_or_default();
+        nodes::fan_out(cfg, &client, nodes, &mut report).await;
+    }
+    report.sort();
+    Ok(report)
+}
