@@ -247,6 +247,71 @@ pub fn assess_bytes(key: &[u8]) -> Strength {
     }
 }
 
+/// The bytes a JSON string literal spells (`raw`, quotes included, as serde_json's `RawValue`
+/// or a scanner found it), decoded into a buffer that is wiped on drop; `None` when `raw` is not
+/// a valid JSON string. For key-bearing strings with escapes: decoding through serde_json would
+/// leave the unescaped key in its unwiped scratch buffer.
+pub fn json_string_bytes(raw: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    fn hex4(h: &[u8]) -> Option<u32> {
+        let s = std::str::from_utf8(h).ok()?;
+        u32::from_str_radix(s, 16)
+            .ok()
+            .filter(|_| s.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let mut out = Zeroizing::new(Vec::with_capacity(inner.len()));
+    let mut i = 0;
+    while i < inner.len() {
+        let b = inner[i];
+        if b == b'"' || b < 0x20 {
+            return None;
+        }
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let e = *inner.get(i + 1)?;
+        i += 2;
+        let c = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(inner.get(i..i + 4)?)?;
+                i += 4;
+                let code = match hi {
+                    0xD800..=0xDBFF => {
+                        if inner.get(i..i + 2)? != b"\\u" {
+                            return None;
+                        }
+                        let lo = hex4(inner.get(i + 2..i + 6)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return None;
+                        }
+                        i += 6;
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    c => c,
+                };
+                char::from_u32(code)?
+            }
+            _ => return None,
+        };
+        let mut tmp = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+        tmp.zeroize();
+    }
+    std::str::from_utf8(&out).ok()?;
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +334,30 @@ mod tests {
         let s = a.fingerprint(&p).to_string();
         assert_eq!(s.len(), "hmac-sha256:".len() + 16);
         assert_eq!(Fingerprint::parse(&s), Some(a.fingerprint(&p)));
+    }
+
+    #[test]
+    fn json_strings_decode_like_serde_json() {
+        for lit in [
+            r#""plain""#,
+            r#""a\"b\\c\/d\b\f\n\r\t""#,
+            r#""\u0041\u00e9\u20ac\ud83d\ude00""#,
+            r#""""#,
+        ] {
+            let want: String = serde_json::from_str(lit).unwrap();
+            let got = json_string_bytes(lit.as_bytes()).unwrap();
+            assert_eq!(got.as_slice(), want.as_bytes(), "{lit}");
+        }
+        for bad in [
+            r#""\ud83d""#,
+            r#""\x""#,
+            r#""\u12""#,
+            "x",
+            r#""a"b""#,
+            "\"\u{1}\"",
+        ] {
+            assert!(json_string_bytes(bad.as_bytes()).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -50,14 +50,18 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
         timeout: cfg.timeout,
         ..Options::default()
     };
+    // The history scan reads conf.db on a blocking thread while ovsdb-server answers the query.
+    let history = cfg
+        .history
+        .then(|| crate::forensics::start_history(&cfg.paths.conf_db, fp_key));
     let queried = async {
         let client = Client::connect(&cfg.db_sock, opts).await?;
         client.require_db(VSWITCH_DB).await?;
-        tunnels::read(&client).await
+        tunnels::read(&client, fp_key).await
     }
     .await;
     match queried {
-        Ok(ts) => tunnels::analyze(&ts, fp_key, &exposure, cfg.expect, &mut report),
+        Ok(ts) => tunnels::analyze(&ts, &exposure, cfg.expect, &mut report),
         Err(e) => {
             tracing::warn!(error = %e, "OVSDB query failed");
             report.push(
@@ -69,8 +73,8 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
             report.not_checked("tunnel keys in OVSDB", e.to_string());
         }
     }
-    if cfg.history {
-        crate::forensics::check_history(&cfg.paths.conf_db, fp_key, &mut report).await;
+    if let Some(task) = history {
+        crate::forensics::finish_history(&cfg.paths.conf_db, task, &mut report).await;
     }
     report.sort();
     report

@@ -2,42 +2,58 @@
 //! with their keys.
 //!
 //! A tunnel is an interface whose Port carries `external_ids:antrea-type=ipsec-tunnel`, or a
-//! geneve/gre/vxlan/stt interface with `options:psk` or `options:remote_name`. Each key is moved
-//! out of the reply straight into a [`Psk`]; findings name keys only by fingerprint.
+//! geneve/gre/vxlan/stt interface with `options:psk` or `options:remote_name`.
+//!
+//! The reply is decoded where it arrived, in the client's frame buffer (see
+//! [`crate::ovsdb::types::RowSink`]): each row goes straight into a compact [`Tunnel`] or is
+//! dropped, and each key is fingerprinted and judged from the frame bytes it is in, which the
+//! buffer wipes right after. No key is copied out (only a key written with JSON escapes is decoded
+//! into a buffer that is wiped on drop), and only the columns used are asked for.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::json;
+use serde_json::value::RawValue;
+use zeroize::{Zeroize, Zeroizing};
 
-use crate::ovsdb::{Client, Condition, OpResult, Operation, Value, VSWITCH_DB};
+use crate::ovsdb::types::{decode_transact, RowSink};
+use crate::ovsdb::{Client, Condition, Operation, Value, VSWITCH_DB};
 use crate::report::{Code, Finding, Report, Severity, Subject};
-use crate::secret::{assess, Fingerprint, FingerprintKey, Psk};
+use crate::secret::{assess_bytes, Fingerprint, FingerprintKey, Strength};
 
 pub const TUNNEL_TYPES: &[&str] = &["geneve", "gre", "vxlan", "stt"];
 
-/// One IPsec tunnel interface (the key, if any, held as a [`Psk`]).
+/// What is known of a tunnel's key: no key bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFacts {
+    pub fingerprint: Fingerprint,
+    pub strength: Strength,
+}
+
+/// One IPsec tunnel interface. Holds no key, only facts about it.
 #[derive(Debug)]
 pub struct Tunnel {
     pub uuid: String,
     pub name: String,
+    /// Interface `type` (geneve, gre, ...).
     pub kind: String,
     pub remote_ip: Option<String>,
+    /// Port `external_ids:node-name`.
     pub peer_node: Option<String>,
-    pub remote_name: Option<String>,
-    pub psk: Option<Psk>,
+    /// `options:remote_name` is set (certificate authentication).
+    pub remote_name: bool,
+    /// The Port carries `external_ids:antrea-type=ipsec-tunnel`.
+    pub marked: bool,
+    /// `options:psk`, fingerprinted and judged.
+    pub key: Option<KeyFacts>,
 }
 
-fn string_col(row: &crate::ovsdb::Row, col: &str) -> Option<String> {
-    row.get(col)
-        .and_then(Value::as_atom)
-        .and_then(|a| a.as_str())
-        .map(str::to_owned)
-}
-
-/// Reads every tunnel interface in one transaction (two selects).
-pub async fn read(client: &Client) -> Result<Vec<Tunnel>, crate::ovsdb::Error> {
-    let ops = [
-        Operation::select("Interface", vec![], &["_uuid", "name", "type", "options"]),
+/// The operations: Ports marked as Antrea IPsec tunnels first (so the Interface rows after them
+/// can be joined as they stream by), then every Interface, each with only the columns used.
+fn ops() -> [Operation; 2] {
+    [
         Operation::select(
             "Port",
             vec![Condition::new(
@@ -45,76 +61,337 @@ pub async fn read(client: &Client) -> Result<Vec<Tunnel>, crate::ovsdb::Error> {
                 "includes",
                 Value::string_map(&[("antrea-type", "ipsec-tunnel")]),
             )],
-            &["name", "interfaces", "external_ids"],
+            &["interfaces", "external_ids"],
         ),
-    ];
-    let mut results = client.transact_ok(VSWITCH_DB, &ops).await?;
-    let ports = match results.pop() {
-        Some(OpResult::Select { rows }) => rows,
-        _ => vec![],
-    };
-    let ifaces = match results.pop() {
-        Some(OpResult::Select { rows }) => rows,
-        _ => vec![],
-    };
-    // Interface uuid -> peer node name (or "" when the port has none), for ports marked IPsec.
-    let mut marked: HashMap<String, Option<String>> = HashMap::new();
-    for p in &ports {
-        let node = p
-            .get("external_ids")
-            .and_then(|m| m.map_get("node-name"))
-            .and_then(|a| a.as_str())
-            .map(str::to_owned);
-        if let Some(ifs) = p.get("interfaces") {
-            for a in ifs.as_set() {
-                if let Some(u) = a.as_uuid() {
-                    marked.insert(u.to_owned(), node.clone());
+        Operation::select("Interface", vec![], &["_uuid", "name", "type", "options"]),
+    ]
+}
+
+const PORT_OP: usize = 0;
+const IFACE_OP: usize = 1;
+
+/// Reads every tunnel interface in one transaction (two selects), sorted by name; keys are
+/// fingerprinted under `fp_key`.
+pub async fn read(
+    client: &Client,
+    fp_key: &FingerprintKey,
+) -> Result<Vec<Tunnel>, crate::ovsdb::Error> {
+    let ops = ops();
+    let names = crate::ovsdb::types::op_names(&ops);
+    let fp_key = fp_key.clone();
+    let (reply, mut tunnels) = client
+        .transact_with(VSWITCH_DB, &ops, move |bytes| {
+            let mut sink = Sink::new(&fp_key);
+            let reply = decode_transact(&names, bytes, &mut sink)?;
+            Ok((reply, sink.into_tunnels()))
+        })
+        .await?;
+    reply.into_results(&ops)?;
+    tunnels.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tunnels)
+}
+
+/// Decodes the raw `result` bytes of a reply to [`read`]'s transaction (for tests and fuzzing).
+#[doc(hidden)]
+pub fn decode_reply(bytes: &[u8], fp_key: &FingerprintKey) -> Result<Vec<Tunnel>, String> {
+    let ops = ops();
+    let names = crate::ovsdb::types::op_names(&ops);
+    let mut sink = Sink::new(fp_key);
+    let reply = decode_transact(&names, bytes, &mut sink).map_err(|e| e.to_string())?;
+    reply.into_results(&ops).map_err(|e| e.to_string())?;
+    Ok(sink.into_tunnels())
+}
+
+/// Turns rows into tunnels while the reply is parsed.
+struct Sink<'de, 'k> {
+    fp_key: &'k FingerprintKey,
+    /// Interface uuid -> peer node name, from the marked Ports (borrowed from the frame).
+    marked: HashMap<Cow<'de, str>, Option<Cow<'de, str>>>,
+    out: Vec<Tunnel>,
+    /// The last key judged and what it is: tunnels mostly share one key, and an HMAC costs more
+    /// than a comparison. The bytes are a copy, wiped on reuse and on drop.
+    last: Option<(Zeroizing<Vec<u8>>, KeyFacts)>,
+}
+
+impl<'de, 'k> Sink<'de, 'k> {
+    fn new(fp_key: &'k FingerprintKey) -> Self {
+        Sink {
+            fp_key,
+            marked: HashMap::new(),
+            out: Vec::new(),
+            last: None,
+        }
+    }
+
+    fn into_tunnels(mut self) -> Vec<Tunnel> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Fingerprints and judges a key given as a JSON string literal (quotes included).
+    fn judge(&mut self, raw: &[u8]) -> Option<KeyFacts> {
+        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        let unescaped;
+        let bytes: &[u8] = if inner.contains(&b'\\') {
+            unescaped = crate::secret::json_string_bytes(raw)?;
+            &unescaped
+        } else {
+            inner
+        };
+        if let Some((last, facts)) = &self.last {
+            if last.as_slice() == bytes {
+                return Some(facts.clone());
+            }
+        }
+        let facts = KeyFacts {
+            fingerprint: self.fp_key.fingerprint_bytes(bytes),
+            strength: assess_bytes(bytes),
+        };
+        let (buf, f) = self
+            .last
+            .get_or_insert_with(|| (Zeroizing::new(Vec::new()), facts.clone()));
+        buf.zeroize();
+        buf.extend_from_slice(bytes);
+        *f = facts.clone();
+        Some(facts)
+    }
+
+    fn port<A: MapAccess<'de>>(&mut self, mut row: A) -> Result<(), A::Error> {
+        let mut ifaces: Vec<Cow<'de, str>> = vec![];
+        let mut node = None;
+        while let Some(col) = row.next_key::<Text<'de>>()?.map(|t| t.0) {
+            match col.as_ref() {
+                "interfaces" => ifaces = row.next_value_seed(UuidSet)?,
+                "external_ids" => {
+                    node = row
+                        .next_value_seed(StringMap(|k: &str| k == "node-name"))?
+                        .into_iter()
+                        .next()
+                        .map(|(_, v)| v);
+                }
+                _ => {
+                    row.next_value::<IgnoredAny>()?;
                 }
             }
         }
-    }
-    let mut out = vec![];
-    for mut row in ifaces {
-        let uuid = row
-            .get("_uuid")
-            .and_then(Value::as_atom)
-            .and_then(|a| a.as_uuid())
-            .map(str::to_owned)
-            .unwrap_or_default();
-        let kind = string_col(&row, "type").unwrap_or_default();
-        let name = string_col(&row, "name").unwrap_or_default();
-        let psk = row
-            .get_mut("options")
-            .and_then(|o| o.map_get_mut("psk"))
-            .and_then(|a| match a {
-                crate::ovsdb::Atom::String(s) => Some(Psk::new(s.take())),
-                _ => None,
-            });
-        let opt = |k: &str| {
-            row.get("options")
-                .and_then(|o| o.map_get(k))
-                .and_then(|a| a.as_str())
-                .map(str::to_owned)
-        };
-        let remote_name = opt("remote_name");
-        let is_tunnel_type = TUNNEL_TYPES.contains(&kind.as_str());
-        let is_marked = marked.contains_key(&uuid);
-        if !(is_marked || (is_tunnel_type && (psk.is_some() || remote_name.is_some()))) {
-            continue;
+        for u in ifaces {
+            self.marked.insert(u, node.clone());
         }
-        let peer_node = marked.get(&uuid).cloned().flatten();
-        out.push(Tunnel {
-            uuid,
-            remote_ip: opt("remote_ip"),
-            peer_node,
-            remote_name,
-            psk,
-            name,
-            kind,
-        });
+        Ok(())
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+
+    fn interface<A: MapAccess<'de>>(&mut self, mut row: A) -> Result<(), A::Error> {
+        let mut uuid = None;
+        let (mut name, mut kind) = (None, None);
+        let (mut psk, mut remote_ip, mut remote_name) = (None, None, false);
+        while let Some(col) = row.next_key::<Text<'de>>()?.map(|t| t.0) {
+            match col.as_ref() {
+                "_uuid" => uuid = Some(row.next_value_seed(UuidAtom)?),
+                "name" => name = Some(row.next_value::<Text<'de>>()?.0),
+                "type" => kind = Some(row.next_value::<Text<'de>>()?.0),
+                "options" => {
+                    for (k, v) in row.next_value_seed(OptionsMap)? {
+                        match k.as_ref() {
+                            "psk" => psk = self.judge(v.get().as_bytes()),
+                            "remote_ip" => remote_ip = serde_json::from_str(v.get()).ok(),
+                            "remote_name" => remote_name = true,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {
+                    row.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let uuid = uuid.unwrap_or_default();
+        let kind = kind.unwrap_or_default();
+        let marked = self.marked.get(&uuid);
+        let is_tunnel_type = TUNNEL_TYPES.contains(&kind.as_ref());
+        if marked.is_none() && !(is_tunnel_type && (psk.is_some() || remote_name)) {
+            return Ok(());
+        }
+        self.out.push(Tunnel {
+            peer_node: marked.cloned().flatten().map(Cow::into_owned),
+            marked: marked.is_some(),
+            uuid: uuid.into_owned(),
+            name: name.map(Cow::into_owned).unwrap_or_default(),
+            kind: kind.into_owned(),
+            remote_ip,
+            remote_name,
+            key: psk,
+        });
+        Ok(())
+    }
+}
+
+impl<'de> RowSink<'de> for Sink<'de, '_> {
+    fn row<A: MapAccess<'de>>(&mut self, op: usize, row: A) -> Result<(), A::Error> {
+        match op {
+            PORT_OP => self.port(row),
+            IFACE_OP => self.interface(row),
+            _ => drain(row),
+        }
+    }
+}
+
+fn drain<'de, A: MapAccess<'de>>(mut row: A) -> Result<(), A::Error> {
+    while row.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// A string, borrowed from the frame unless it has escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `["uuid", "..."]`, borrowed.
+struct UuidAtom;
+
+impl<'de> DeserializeSeed<'de> for UuidAtom {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UuidAtom {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a uuid atom")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let tag = seq
+            .next_element::<Text<'de>>()?
+            .ok_or_else(|| de::Error::custom("empty array"))?
+            .0;
+        let id = seq
+            .next_element::<Text<'de>>()?
+            .ok_or_else(|| de::Error::custom("no uuid"))?
+            .0;
+        if tag != "uuid" || seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("not a uuid atom"));
+        }
+        Ok(id)
+    }
+}
+
+/// A set of uuids: `["set", [uuid, ...]]` or one bare uuid atom, borrowed.
+struct UuidSet;
+
+impl<'de> DeserializeSeed<'de> for UuidSet {
+    type Value = Vec<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UuidSet {
+    type Value = Vec<Cow<'de, str>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a set of uuids")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let tag = seq
+            .next_element::<Text<'de>>()?
+            .ok_or_else(|| de::Error::custom("empty array"))?
+            .0;
+        let out = match tag.as_ref() {
+            "set" => {
+                let items: Vec<Uuid<'de>> = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("no set elements"))?;
+                items.into_iter().map(|u| u.0).collect()
+            }
+            "uuid" => vec![
+                seq.next_element::<Text<'de>>()?
+                    .ok_or_else(|| de::Error::custom("no uuid"))?
+                    .0,
+            ],
+            _ => return Err(de::Error::custom("not a set of uuids")),
+        };
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("a tagged value has two elements"));
+        }
+        Ok(out)
+    }
+}
+
+struct Uuid<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Uuid<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        UuidAtom.deserialize(d).map(Uuid)
+    }
+}
+
+/// A string-to-string map `["map", [[k, v], ...]]` keeping the pairs whose key passes the filter.
+struct StringMap<F>(F);
+
+impl<'de, F: Fn(&str) -> bool> DeserializeSeed<'de> for StringMap<F> {
+    type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let pairs = OptionsMap.deserialize(d)?;
+        let mut out = vec![];
+        for (k, v) in pairs {
+            if (self.0)(&k) {
+                let v: Text<'de> = serde_json::from_str(v.get())
+                    .map_err(|_| de::Error::custom("a map value is not a string"))?;
+                out.push((k, v.0));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `["map", [[k, v], ...]]` with keys decoded and values left as raw JSON in the frame.
+struct OptionsMap;
+
+impl<'de> DeserializeSeed<'de> for OptionsMap {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionsMap {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an OVSDB map")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let tag = seq
+            .next_element::<Text<'de>>()?
+            .ok_or_else(|| de::Error::custom("empty array"))?
+            .0;
+        if tag != "map" {
+            return Err(de::Error::custom("not a map"));
+        }
+        let pairs: Vec<(Text<'de>, &'de RawValue)> = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::custom("no map pairs"))?;
+        let pairs = pairs.into_iter().map(|(k, v)| (k.0, v)).collect();
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("a tagged value has two elements"));
+        }
+        Ok(pairs)
+    }
 }
 
 /// Who besides root can reach the key material, as found by the file checks.
@@ -161,7 +438,6 @@ pub fn weak_key_findings(
 /// Turns tunnels into findings.
 pub fn analyze(
     tunnels: &[Tunnel],
-    fp_key: &FingerprintKey,
     exposure: &KeyExposure,
     expect: Option<Fingerprint>,
     report: &mut Report,
@@ -189,16 +465,16 @@ pub fn analyze(
     };
     let mut cert = 0usize;
     for t in tunnels {
-        let Some(psk) = &t.psk else {
-            if t.remote_name.is_some() {
+        let Some(key) = &t.key else {
+            if t.remote_name {
                 cert += 1;
             }
             continue;
         };
-        let fp = fp_key.fingerprint(psk);
+        let fp = key.fingerprint;
         by_key
             .entry(fp)
-            .or_insert_with(|| (vec![], assess(psk)))
+            .or_insert_with(|| (vec![], key.strength.clone()))
             .0
             .push(t);
         let mut f = Finding::new(Code::PskPlaintextInOvsdb, plaintext_sev, Subject::interface(&t.name))
@@ -282,5 +558,43 @@ pub fn analyze(
             .expected("certificate mode")
             .remediation("nothing to do"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_become_tunnels_straight_from_the_reply_bytes() {
+        let key = FingerprintKey::given("t");
+        // Ports first (as asked), then Interfaces; an escaped key, a marked port without a key, a
+        // certificate-mode tunnel, and rows that are not tunnels.
+        let reply = br#"[{"rows":[
+              {"interfaces":["uuid","u1"],"external_ids":["map",[["antrea-type","ipsec-tunnel"],["node-name","node1"]]]},
+              {"interfaces":["set",[["uuid","u4"]]],"external_ids":["map",[["antrea-type","ipsec-tunnel"]]]}]},
+            {"rows":[
+              {"_uuid":["uuid","u1"],"name":"t1","type":"geneve","options":["map",[["psk","k\u0065y-\"one\""],["remote_ip","10.0.0.2"]]]},
+              {"_uuid":["uuid","u2"],"name":"t2","type":"gre","options":["map",[["remote_name","node2"]]]},
+              {"_uuid":["uuid","u3"],"name":"veth","type":"","options":["map",[]]},
+              {"_uuid":["uuid","u4"],"name":"t4","type":"geneve","options":["map",[]]},
+              {"_uuid":["uuid","u5"],"name":"t5","type":"vxlan","options":["map",[["psk","key-\"one\""]]],"extra":[1,{"a":null}]}]}]"#;
+        let mut ts = decode_reply(reply, &key).unwrap();
+        ts.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["t1", "t2", "t4", "t5"]);
+        let want = key.fingerprint_bytes(br#"key-"one""#);
+        assert_eq!(ts[0].key.as_ref().unwrap().fingerprint, want);
+        assert_eq!(ts[0].key.as_ref().unwrap().strength.len, 9);
+        assert_eq!(ts[3].key.as_ref().unwrap().fingerprint, want);
+        assert_eq!(ts[0].peer_node.as_deref(), Some("node1"));
+        assert_eq!(ts[0].remote_ip.as_deref(), Some("10.0.0.2"));
+        assert!(ts[0].marked && ts[2].marked && !ts[3].marked);
+        assert!(ts[1].remote_name && ts[1].key.is_none());
+        assert_eq!(ts[2].peer_node, None);
+        // An operation error is an error, not an empty node.
+        let failed = br#"[{"error":"unknown column","details":"x"},null]"#;
+        assert!(decode_reply(failed, &key).is_err());
+        assert!(decode_reply(b"[{\"rows\":[]}]", &key).is_err());
     }
 }

@@ -466,12 +466,23 @@ pub fn findings(path: &Path, scan: &Scan, report: &mut Report) {
     }
 }
 
-/// The history part of `check`: scans conf.db (in a blocking task) and adds its findings.
-pub async fn check_history(path: &Path, fp_key: &FingerprintKey, report: &mut Report) {
+/// The history part of `check`, started: scans conf.db on a blocking thread (alongside the OVSDB
+/// query); [`finish_history`] joins it.
+pub fn start_history(
+    path: &Path,
+    fp_key: &FingerprintKey,
+) -> tokio::task::JoinHandle<Result<Scan, ScanError>> {
     let (p, k) = (path.to_owned(), fp_key.clone());
-    let result =
-        tokio::task::spawn_blocking(move || scan_file(&p, log::DEFAULT_MAX_RECORD, &k)).await;
-    match result {
+    tokio::task::spawn_blocking(move || scan_file(&p, log::DEFAULT_MAX_RECORD, &k))
+}
+
+/// Joins the scan [`start_history`] started and adds its findings.
+pub async fn finish_history(
+    path: &Path,
+    task: tokio::task::JoinHandle<Result<Scan, ScanError>>,
+    report: &mut Report,
+) {
+    match task.await {
         Ok(Ok(scan)) => findings(path, &scan, report),
         Ok(Err(ScanError::Open {
             kind: std::io::ErrorKind::NotFound,

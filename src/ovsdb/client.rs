@@ -5,7 +5,12 @@
 //! notifications go to a bounded channel. When the stream ends or breaks, every pending call fails
 //! with the reason. Requests are serialized into an exactly-sized buffer that is wiped after the
 //! write, because a transact may carry a key.
+//!
+//! A caller can hand a decoder along with its request ([`Client::call_with`]): the reader runs it
+//! on the `result` bytes while they are still in the frame buffer, so a large reply is parsed
+//! once, where it arrived, and never copied.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -23,7 +28,7 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::frame::{json_error, FrameBuf, FrameError, DEFAULT_MAX_MESSAGE};
-use super::types::{wipe_json, Operation, TransactReply};
+use super::types::{op_names, wipe_json, Operation, TransactReply};
 use super::Error;
 
 /// A message the server sent without being asked (`update`, `update2`, `locked`, ...).
@@ -46,9 +51,18 @@ enum Broken {
     Io(ErrorKind),
 }
 
-/// A reply: the raw bytes of `result` (wiped on drop) or the server's `error`.
+/// Runs in the reader on a reply's `result` bytes (borrowed from the frame buffer).
+type Decoder = Box<dyn FnOnce(&[u8]) -> Box<dyn Any + Send> + Send>;
+
+/// A reply's `result`: its raw bytes (wiped on drop), or what the caller's decoder made of them.
+enum ResultBody {
+    Raw(Zeroizing<Vec<u8>>),
+    Decoded(Box<dyn Any + Send>),
+}
+
+/// A reply: its `result`, or the server's `error`.
 struct ReplyBody {
-    result: Zeroizing<Vec<u8>>,
+    result: ResultBody,
     error: Option<Json>,
 }
 
@@ -83,7 +97,13 @@ fn exact_copy(b: &[u8]) -> Zeroizing<Vec<u8>> {
     v
 }
 
-fn classify(bytes: &[u8], offset: u64) -> Result<Action, FrameError> {
+/// Decides what to do with one message. `decoder` hands out the decoder a caller registered for
+/// a reply id, if any; it runs here, on the bytes in the frame, when the reply has no error.
+fn classify(
+    bytes: &[u8],
+    offset: u64,
+    decoder: &mut dyn FnMut(u64) -> Option<Decoder>,
+) -> Result<Action, FrameError> {
     let env: Envelope = serde_json::from_slice(bytes).map_err(|e| json_error(&e, offset))?;
     let id_null = env.id.is_none_or(|r| r.get() == "null");
     match env.method {
@@ -115,15 +135,25 @@ fn classify(bytes: &[u8], offset: u64) -> Result<Action, FrameError> {
                 }
                 _ => None,
             };
-            let result = exact_copy(env.result.map(RawValue::get).unwrap_or("null").as_bytes());
+            let raw = env.result.map(RawValue::get).unwrap_or("null").as_bytes();
+            let result = match decoder(id) {
+                Some(decode) if error.is_none() => ResultBody::Decoded(decode(raw)),
+                _ => ResultBody::Raw(exact_copy(raw)),
+            };
             Ok(Action::Reply(id, ReplyBody { result, error }))
         }
     }
 }
 
+/// A caller waiting for a reply, and the decoder it wants run on the reply's `result`.
+struct Waiter {
+    tx: oneshot::Sender<Reply>,
+    decode: Option<Decoder>,
+}
+
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    waiting: HashMap<u64, Waiter>,
     broken: Option<Broken>,
 }
 
@@ -229,8 +259,14 @@ impl Client {
                         };
                     }
                     let mut failed = None;
+                    let mut decoder = |id: u64| {
+                        lock(&pending)
+                            .waiting
+                            .get_mut(&id)
+                            .and_then(|w| w.decode.take())
+                    };
                     loop {
-                        match buf.with_next(classify) {
+                        match buf.with_next(|b, off| classify(b, off, &mut decoder)) {
                             Ok(Some(Ok(action))) => act(action, &pending, &writer, &ntx).await,
                             Ok(Some(Err(e))) | Err(e) => {
                                 failed = Some(Broken::Frame(e));
@@ -244,8 +280,8 @@ impl Client {
                     }
                 };
                 let mut p = lock(&pending);
-                for (_, tx) in p.waiting.drain() {
-                    let _ = tx.send(Err(broken.clone()));
+                for (_, w) in p.waiting.drain() {
+                    let _ = w.tx.send(Err(broken.clone()));
                 }
                 p.broken = Some(broken);
             })
@@ -277,6 +313,43 @@ impl Client {
     /// Sends a request and waits for its reply; returns the raw bytes of `result`, wiped on drop.
     /// `params` must be an array.
     pub async fn call_raw(&self, method: &str, params: Json) -> Result<Zeroizing<Vec<u8>>, Error> {
+        match self.request(method, params, None).await? {
+            ResultBody::Raw(bytes) => Ok(bytes),
+            ResultBody::Decoded(_) => Err(Error::Protocol {
+                method: "call",
+                what: "a reply was decoded although no decoder was registered".into(),
+            }),
+        }
+    }
+
+    /// Sends a request and waits for its reply; `decode` runs in the reader on the bytes of
+    /// `result` while they are in the frame buffer (which wipes them right after), so nothing is
+    /// copied. `params` must be an array.
+    pub async fn call_with<T: Send + 'static>(
+        &self,
+        method: &str,
+        params: Json,
+        decode: impl FnOnce(&[u8]) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let decoder: Decoder = Box::new(move |b| Box::new(decode(b)));
+        match self.request(method, params, Some(decoder)).await? {
+            ResultBody::Decoded(v) => v.downcast::<T>().map(|b| *b).map_err(|_| Error::Protocol {
+                method: "call",
+                what: "the decoded reply has another type".into(),
+            }),
+            ResultBody::Raw(_) => Err(Error::Protocol {
+                method: "call",
+                what: "the reply was not decoded".into(),
+            }),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        params: Json,
+        decode: Option<Decoder>,
+    ) -> Result<ResultBody, Error> {
         debug_assert!(params.is_array(), "JSON-RPC params must be an array");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -285,7 +358,7 @@ impl Client {
             if let Some(b) = p.broken.clone() {
                 return Err(self.broken_error(b));
             }
-            p.waiting.insert(id, tx);
+            p.waiting.insert(id, Waiter { tx, decode });
         }
         let mut msg = json!({"method": method, "params": params, "id": id});
         let bytes = encode(&msg);
@@ -408,15 +481,33 @@ impl Client {
 
     /// `transact`: runs `ops` atomically and returns each op's outcome and any commit error.
     pub async fn transact(&self, db: &str, ops: &[Operation]) -> Result<TransactReply, Error> {
+        let names = op_names(ops);
+        self.transact_with(db, ops, move |bytes| {
+            let mut rows = super::types::CollectRows::new(names.len());
+            let reply = super::types::decode_transact(&names, bytes, &mut rows)?;
+            Ok(rows.fill(reply))
+        })
+        .await
+    }
+
+    /// `transact` with the reply decoded by `decode` in the reader, on the frame bytes (see
+    /// [`Client::call_with`]); typically `decode` calls [`super::types::decode_transact`] with a
+    /// [`super::types::RowSink`] that keeps only what it needs of each row.
+    pub async fn transact_with<T: Send + 'static>(
+        &self,
+        db: &str,
+        ops: &[Operation],
+        decode: impl FnOnce(&[u8]) -> Result<T, super::types::ValueError> + Send + 'static,
+    ) -> Result<T, Error> {
         let mut params = vec![json!(db)];
         params.extend(ops.iter().map(Operation::to_json));
-        let mut params = Json::Array(params);
-        let sent = self.call_raw("transact", std::mem::take(&mut params)).await;
-        let result = sent.map_err(|e| unknown_db(e, db))?;
-        TransactReply::from_slice(ops, &result).map_err(|e| Error::Protocol {
-            method: "transact",
-            what: e.to_string(),
-        })
+        let params = Json::Array(params);
+        let sent = self.call_with("transact", params, decode).await;
+        sent.map_err(|e| unknown_db(e, db))?
+            .map_err(|e| Error::Protocol {
+                method: "transact",
+                what: e.to_string(),
+            })
     }
 
     /// `transact` where any failed op or commit is an error.
@@ -467,9 +558,9 @@ async fn act(
 ) {
     match action {
         Action::Reply(id, body) => {
-            let tx = lock(pending).waiting.remove(&id);
-            if let Some(tx) = tx {
-                let _ = tx.send(Ok(body));
+            let w = lock(pending).waiting.remove(&id);
+            if let Some(w) = w {
+                let _ = w.tx.send(Ok(body));
             }
         }
         Action::Answer(bytes) => {
@@ -513,5 +604,5 @@ pub async fn unixctl(
 /// Decodes one message the way the reader does (for the fuzz tests). True when it is usable.
 #[doc(hidden)]
 pub fn fuzz_classify(bytes: &[u8]) -> bool {
-    classify(bytes, 0).is_ok()
+    classify(bytes, 0, &mut |_| None).is_ok()
 }

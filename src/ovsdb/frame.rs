@@ -9,11 +9,23 @@
 //! [`FrameBuf`] owns the bytes. Replies carry keys, so the buffer never lets a copy escape: when it
 //! grows it wipes the old allocation, and the bytes of a message it hands out are wiped as they are
 //! consumed.
+//!
+//! Sized once: the buffer starts small (most messages are tiny) and, the first time a message does
+//! not fit, reserves room for the largest message allowed in one step. The reservation is virtual
+//! address space: the kernel backs a page only when a read writes to it (memory is locked with
+//! `MCL_ONFAULT`, see `hardening`), so a 3 MiB reply costs 3 MiB, with no doubling, no copy of
+//! the bytes already received, and no half-filled capacity. Only bytes that ever held data are
+//! wiped, so the untouched reservation is never faulted in.
 
 use zeroize::Zeroize;
 
 /// Default cap on one message: a reply for 10,000 tunnel interfaces is a few MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Initial capacity: enough for every message but large select replies.
+const INITIAL: usize = 16 * 1024;
+/// The most address space reserved in one step; beyond it (a `max_message` raised past it) the
+/// buffer doubles.
+const MAX_RESERVE: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -107,10 +119,17 @@ pub struct FrameBuf {
     max_message: usize,
 }
 
+/// Wipes the bytes that hold data and empties the vector, leaving its spare capacity untouched
+/// (bytes past `len` are always zero or never written: everything truncated is wiped first).
+fn wipe_len(v: &mut Vec<u8>) {
+    v.as_mut_slice().zeroize();
+    v.clear();
+}
+
 impl FrameBuf {
     pub fn new(max_message: usize) -> Self {
         FrameBuf {
-            data: Vec::with_capacity(16 * 1024),
+            data: Vec::with_capacity(INITIAL),
             start: 0,
             scanner: Scanner::default(),
             consumed: 0,
@@ -132,7 +151,8 @@ impl FrameBuf {
     }
 
     /// Makes room for at least `want` more bytes and returns the spare capacity to read into.
-    /// Growing copies into a fresh allocation and wipes the old one, so no stale copy is left.
+    /// Growing copies into a fresh allocation and wipes the old one, so no stale copy is left; the
+    /// first growth reserves room for a whole `max_message` (plus one read), so it is the only one.
     pub fn spare(&mut self, want: usize) -> &mut Vec<u8> {
         if self.start > 0 && (self.start >= self.data.len() / 2 || self.data.len() == self.start) {
             // Compact: move the pending bytes to the front and wipe what they leave behind.
@@ -143,11 +163,15 @@ impl FrameBuf {
             self.start = 0;
         }
         if self.data.capacity() - self.data.len() < want {
-            let new_cap = (self.data.len() + want).max(self.data.capacity() * 2);
+            let reserve = self.max_message.saturating_add(want).min(MAX_RESERVE);
+            let new_cap = (self.data.len() + want).max(if self.data.capacity() < reserve {
+                reserve
+            } else {
+                self.data.capacity() * 2
+            });
             let mut grown = Vec::with_capacity(new_cap);
             grown.extend_from_slice(&self.data);
-            // Vec::zeroize wipes the whole allocation (len and spare capacity), then clears.
-            self.data.zeroize();
+            wipe_len(&mut self.data);
             self.data = grown;
         }
         &mut self.data
@@ -214,7 +238,7 @@ pub fn json_error(e: &serde_json::Error, offset: u64) -> FrameError {
 
 impl Drop for FrameBuf {
     fn drop(&mut self) {
-        self.data.zeroize();
+        wipe_len(&mut self.data);
     }
 }
 
@@ -263,6 +287,26 @@ mod tests {
         let mut b = FrameBuf::new(16);
         b.extend(br#"{"a":"0123456789012345678901234567890"#);
         assert_eq!(b.next_message(), Err(FrameError::TooLarge { limit: 16 }));
+    }
+
+    #[test]
+    fn grows_once_and_wipes_what_it_releases() {
+        let mut b = FrameBuf::new(1 << 20);
+        let big = format!(r#"{{"id":1,"result":"{}"}}"#, "k".repeat(100_000));
+        for piece in big.as_bytes().chunks(4096) {
+            b.extend(piece);
+        }
+        let cap = b.data.capacity();
+        assert!(
+            cap >= 1 << 20,
+            "the first growth reserves a whole message: {cap}"
+        );
+        let v = b.next_message().unwrap().unwrap();
+        assert_eq!(v["id"], 1);
+        assert!(b.data.iter().all(|&x| x == 0), "consumed bytes are wiped");
+        b.extend(br#"{"id":2}"#);
+        assert_eq!(b.data.capacity(), cap, "no second growth");
+        assert_eq!(b.next_message().unwrap().unwrap()["id"], 2);
     }
 
     #[test]

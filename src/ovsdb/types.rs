@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value as Json};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -476,22 +476,25 @@ pub struct TransactReply {
     pub commit_error: Option<OpError>,
 }
 
-/// One entry of a transact result array, decoded straight from the reply bytes.
-#[derive(serde::Deserialize)]
-struct Entry {
-    #[serde(default)]
+/// Receives the rows of select results while the reply is parsed, straight from its bytes: no
+/// JSON tree, no per-row map unless the sink builds one.
+pub trait RowSink<'de> {
+    /// Called once per row of operation `op`'s select result with the row's columns unread. The
+    /// sink must read every entry of `row` (use [`de::IgnoredAny`] for columns it skips).
+    fn row<A: MapAccess<'de>>(&mut self, op: usize, row: A) -> Result<(), A::Error>;
+}
+
+/// One entry of a transact result array as parsed: the rows went to the sink.
+#[derive(Default)]
+struct RawEntry {
     error: Option<String>,
-    #[serde(default)]
     details: Option<String>,
-    #[serde(default)]
     uuid: Option<Atom>,
-    #[serde(default)]
-    rows: Option<Vec<Row>>,
-    #[serde(default)]
+    rows: bool,
     count: Option<u64>,
 }
 
-impl Entry {
+impl RawEntry {
     fn into_error(self) -> Result<OpError, Self> {
         match self.error {
             Some(error) => Ok(OpError {
@@ -503,10 +506,208 @@ impl Entry {
     }
 }
 
-impl TransactReply {
-    /// Decodes the raw `result` array of a transact reply for `ops`.
-    pub fn from_slice(ops: &[Operation], result: &[u8]) -> Result<Self, ValueError> {
-        let entries: Vec<Option<Entry>> = serde_json::from_slice(result).map_err(|e| {
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EntryField {
+    Error,
+    Details,
+    Uuid,
+    Rows,
+    Count,
+    #[serde(other)]
+    Other,
+}
+
+/// The result array: entry `i` is decoded for operation `ops[i]` (named by [`Operation::name`]).
+struct ResultsSeed<'a, S> {
+    ops: &'a [&'static str],
+    sink: &'a mut S,
+}
+
+impl<'de, S: RowSink<'de>> DeserializeSeed<'de> for ResultsSeed<'_, S> {
+    type Value = Vec<Option<RawEntry>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: RowSink<'de>> Visitor<'de> for ResultsSeed<'_, S> {
+    type Value = Vec<Option<RawEntry>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of operation results")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.ops.len() + 1);
+        loop {
+            let index = out.len();
+            if index > self.ops.len() {
+                // More entries than operations plus a commit error: counted, not decoded.
+                match seq.next_element::<de::IgnoredAny>()? {
+                    Some(_) => out.push(None),
+                    None => break,
+                }
+                continue;
+            }
+            let seed = EntrySeed {
+                index,
+                select: self.ops.get(index) == Some(&"select"),
+                sink: &mut *self.sink,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct EntrySeed<'a, S> {
+    index: usize,
+    select: bool,
+    sink: &'a mut S,
+}
+
+impl<'de, S: RowSink<'de>> DeserializeSeed<'de> for EntrySeed<'_, S> {
+    type Value = Option<RawEntry>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: RowSink<'de>> Visitor<'de> for EntrySeed<'_, S> {
+    type Value = Option<RawEntry>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an operation result object or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut e = RawEntry::default();
+        while let Some(field) = map.next_key::<EntryField>()? {
+            match field {
+                EntryField::Error => e.error = map.next_value()?,
+                EntryField::Details => e.details = map.next_value()?,
+                EntryField::Uuid => e.uuid = map.next_value()?,
+                EntryField::Count => e.count = map.next_value()?,
+                EntryField::Rows if self.select => {
+                    map.next_value_seed(RowsSeed {
+                        index: self.index,
+                        sink: &mut *self.sink,
+                    })?;
+                    e.rows = true;
+                }
+                EntryField::Rows | EntryField::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(e))
+    }
+}
+
+struct RowsSeed<'a, S> {
+    index: usize,
+    sink: &'a mut S,
+}
+
+impl<'de, S: RowSink<'de>> DeserializeSeed<'de> for RowsSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: RowSink<'de>> Visitor<'de> for RowsSeed<'_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of rows")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(RowSeed {
+                index: self.index,
+                sink: &mut *self.sink,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+struct RowSeed<'a, S> {
+    index: usize,
+    sink: &'a mut S,
+}
+
+impl<'de, S: RowSink<'de>> DeserializeSeed<'de> for RowSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: RowSink<'de>> Visitor<'de> for RowSeed<'_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.sink.row(self.index, map)
+    }
+}
+
+/// The sink of [`TransactReply::from_slice`]: every row as a [`Row`].
+pub(crate) struct CollectRows(Vec<Vec<Row>>);
+
+impl CollectRows {
+    pub(crate) fn new(ops: usize) -> Self {
+        CollectRows(vec![Vec::new(); ops])
+    }
+
+    /// Puts the collected rows into the select results of `reply`.
+    pub(crate) fn fill(self, mut reply: TransactReply) -> TransactReply {
+        for (r, got) in reply.results.iter_mut().zip(self.0) {
+            if let Some(Ok(OpResult::Select { rows })) = r {
+                *rows = got;
+            }
+        }
+        reply
+    }
+}
+
+impl<'de> RowSink<'de> for CollectRows {
+    fn row<A: MapAccess<'de>>(&mut self, op: usize, mut map: A) -> Result<(), A::Error> {
+        let mut row = Row::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value::<Value>()?;
+            row.insert(k, v);
+        }
+        self.0[op].push(row);
+        Ok(())
+    }
+}
+
+/// Decodes the raw `result` array of a transact reply for operations named `ops` (see
+/// [`Operation::name`]) in one pass over the bytes, handing each select row to `sink` as it is
+/// parsed. Select results in the returned reply have no rows: the sink has them.
+pub fn decode_transact<'de, S: RowSink<'de>>(
+    ops: &[&'static str],
+    result: &'de [u8],
+    sink: &mut S,
+) -> Result<TransactReply, ValueError> {
+    let mut d = serde_json::Deserializer::from_slice(result);
+    let entries = ResultsSeed { ops, sink }
+        .deserialize(&mut d)
+        .and_then(|v| d.end().map(|()| v))
+        .map_err(|e| {
             // serde's message could quote row data: keep only the category.
             ValueError::Shape {
                 expected: "an array of operation results",
@@ -516,45 +717,64 @@ impl TransactReply {
                 },
             }
         })?;
-        if entries.len() < ops.len() || entries.len() > ops.len() + 1 {
-            return Err(ValueError::Shape {
-                expected: "one result per operation (plus at most one commit error)",
-                found: "a different number of results",
-            });
-        }
-        let mut entries = entries.into_iter();
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            results.push(match entries.next().flatten() {
-                None => None,
-                Some(entry) => Some(match entry.into_error() {
-                    Ok(e) => Err(e),
-                    Err(entry) => Ok(decode_op_result(op, entry)?),
-                }),
-            });
-        }
-        let commit_error = match entries.next() {
-            Some(Some(entry)) => Some(entry.into_error().map_err(|_| ValueError::Shape {
-                expected: "an error object after the last operation result",
-                found: "an object without \"error\"",
-            })?),
-            Some(None) => {
-                return Err(ValueError::Shape {
-                    expected: "a commit error object",
-                    found: "null",
-                })
-            }
+    if entries.len() < ops.len() || entries.len() > ops.len() + 1 {
+        return Err(ValueError::Shape {
+            expected: "one result per operation (plus at most one commit error)",
+            found: "a different number of results",
+        });
+    }
+    let mut entries = entries.into_iter();
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        results.push(match entries.next().flatten() {
             None => None,
-        };
-        Ok(TransactReply {
-            results,
-            commit_error,
-        })
+            Some(entry) => Some(match entry.into_error() {
+                Ok(e) => Err(e),
+                Err(entry) => Ok(decode_op_result(op, entry)?),
+            }),
+        });
+    }
+    let commit_error = match entries.next() {
+        Some(Some(entry)) => Some(entry.into_error().map_err(|_| ValueError::Shape {
+            expected: "an error object after the last operation result",
+            found: "an object without \"error\"",
+        })?),
+        Some(None) => {
+            return Err(ValueError::Shape {
+                expected: "a commit error object",
+                found: "null",
+            })
+        }
+        None => None,
+    };
+    Ok(TransactReply {
+        results,
+        commit_error,
+    })
+}
+
+/// The names of `ops`, what [`decode_transact`] needs to know of them.
+pub fn op_names(ops: &[Operation]) -> Vec<&'static str> {
+    ops.iter().map(Operation::name).collect()
+}
+
+impl TransactReply {
+    /// Decodes the raw `result` array of a transact reply for `ops`, rows as [`Row`]s.
+    pub fn from_slice(ops: &[Operation], result: &[u8]) -> Result<Self, ValueError> {
+        let names = op_names(ops);
+        let mut rows = CollectRows::new(names.len());
+        let reply = decode_transact(&names, result, &mut rows)?;
+        Ok(rows.fill(reply))
     }
 
     /// The results if every operation and the commit succeeded; otherwise the first error, with
     /// the index and name of the operation that failed.
     pub fn into_results(self, ops: &[Operation]) -> Result<Vec<OpResult>, super::Error> {
+        self.into_results_named(&op_names(ops))
+    }
+
+    /// [`TransactReply::into_results`] for operations known by name.
+    pub fn into_results_named(self, ops: &[&'static str]) -> Result<Vec<OpResult>, super::Error> {
         let mut out = Vec::with_capacity(self.results.len());
         for (i, r) in self.results.into_iter().enumerate() {
             match r {
@@ -562,7 +782,7 @@ impl TransactReply {
                 Some(Err(e)) => {
                     return Err(super::Error::OpFailed {
                         index: i,
-                        op: ops[i].name(),
+                        op: ops[i],
                         error: e,
                     })
                 }
@@ -588,21 +808,18 @@ fn missing(expected: &'static str) -> ValueError {
     }
 }
 
-fn decode_op_result(op: &Operation, e: Entry) -> Result<OpResult, ValueError> {
+fn decode_op_result(op: &str, e: RawEntry) -> Result<OpResult, ValueError> {
     Ok(match op {
-        Operation::Insert { .. } => match e.uuid {
+        "insert" => match e.uuid {
             Some(Atom::Uuid(uuid)) => OpResult::Insert { uuid },
             _ => return Err(missing("an insert result with a \"uuid\"")),
         },
-        Operation::Select { .. } => OpResult::Select {
-            rows: e
-                .rows
-                .ok_or_else(|| missing("a select result with \"rows\""))?,
-        },
-        Operation::Update { .. } | Operation::Mutate { .. } | Operation::Delete { .. } => {
+        "select" if e.rows => OpResult::Select { rows: vec![] },
+        "select" => return Err(missing("a select result with \"rows\"")),
+        "update" | "mutate" | "delete" => {
             OpResult::Count(e.count.ok_or_else(|| missing("a result with \"count\""))?)
         }
-        Operation::Wait { .. } | Operation::Comment(_) => OpResult::Empty,
+        _ => OpResult::Empty,
     })
 }
 

@@ -50,10 +50,10 @@ pub async fn push(
     )
     .await?;
     client.require_db(VSWITCH_DB).await?;
-    let ts = tunnels::read(&client).await?;
+    let ts = tunnels::read(&client, fp_key).await?;
     let targets: Vec<&tunnels::Tunnel> = ts
         .iter()
-        .filter(|t| t.psk.is_some() || t.remote_name.is_none())
+        .filter(|t| t.key.is_some() || !t.remote_name)
         .collect();
     let mut ops: Vec<Operation> = targets
         .iter()

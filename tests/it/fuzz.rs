@@ -4,6 +4,7 @@
 //! PROPTEST_CASES (scripts/fuzz runs 1,000,000 per target; the suite runs the default).
 
 use proptest::prelude::*;
+use psk_guard::checks::tunnels::decode_reply;
 use psk_guard::forensics::scan_reader;
 use psk_guard::ovsdb::client::fuzz_classify;
 use psk_guard::ovsdb::frame::FrameBuf;
@@ -97,6 +98,7 @@ proptest! {
         let _ = serde_json::from_slice::<Value>(&bytes);
         let ops = [Operation::Comment("x".into()), Operation::select("Interface", vec![], &["options"])];
         let _ = TransactReply::from_slice(&ops, &bytes);
+        let _ = decode_reply(&bytes, &FingerprintKey::given("fuzz"));
     }
 
     #[test]
@@ -114,6 +116,11 @@ proptest! {
         let ops = [Operation::select("Interface", vec![], &["options"])];
         let reply = serde_json::json!([{"rows": [{"options": tree}]}]).to_string();
         let _ = TransactReply::from_slice(&ops, reply.as_bytes());
+        // The tunnel read path's streaming decoder, on the same shapes in every column it reads.
+        let key = FingerprintKey::given("fuzz");
+        let reply = serde_json::json!([{"rows": [{"interfaces": tree, "external_ids": tree}]},
+            {"rows": [{"_uuid": tree, "name": tree, "type": tree, "options": tree}]}]).to_string();
+        let _ = decode_reply(reply.as_bytes(), &key);
     }
 
     #[test]
