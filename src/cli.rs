@@ -45,12 +45,6 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 pub struct Global {
-    /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
-    pub output: Format,
-    /// Exit 1 when a finding is at least this severe.
-    #[arg(long, global = true, value_enum, default_value_t = FailOn::High)]
-    pub fail_on: FailOn,
     /// Salt for key fingerprints, so that runs sharing it can be compared (default: random per run).
     #[arg(
         long,
@@ -62,12 +56,39 @@ pub struct Global {
     /// Seconds to wait for a connection or a reply.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout: f64,
-    /// Colour in text output.
+    /// Colour in text output and in logs on a terminal (auto: only on a terminal, and not when
+    /// NO_COLOR is set to a non-empty value).
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
-    /// Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works.
-    #[arg(long, global = true, env = "PSK_GUARD_LOG", default_value = "warn")]
-    pub log: String,
+    /// Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over
+    /// RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given.
+    #[arg(long, global = true, env = "PSK_GUARD_LOG")]
+    pub log: Option<String>,
+    /// Print nothing on stderr but errors: no progress, no warnings.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+/// How a reporting command writes its report. stdout carries the report and nothing else.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Write the report to this file instead of stdout (atomically: a temporary file in the same
+    /// directory, mode 0600, renamed into place).
+    #[arg(long, value_name = "PATH")]
+    pub output_file: Option<PathBuf>,
+    /// Exit 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value_t = FailOn::High)]
+    pub fail_on: FailOn,
+    /// Accept every finding with this code (repeatable): listed as suppressed, not counted.
+    #[arg(long, value_name = "CODE")]
+    pub skip: Vec<String>,
+    /// Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see
+    /// docs/ignore-file.md): listed as suppressed with their reason, not counted.
+    #[arg(long, value_name = "FILE")]
+    pub ignore: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -104,6 +125,8 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RotateArgs {
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// Namespace of Antrea's Secret, DaemonSet and ConfigMap.
     #[arg(long, default_value = "kube-system")]
     pub namespace: String,
@@ -152,6 +175,8 @@ pub struct RotateArgs {
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// Antrea's namespace.
     #[arg(long, default_value = "kube-system")]
     pub namespace: String,
@@ -188,15 +213,57 @@ pub struct AuditArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// `man`, or a shell: bash, zsh, fish, elvish, powershell.
+    /// `man` (the page of psk-guard, or with SUBCOMMAND of psk-guard-SUBCOMMAND), or a shell:
+    /// bash, zsh, fish, elvish, powershell.
     pub what: String,
+    /// With `man`: the subcommand whose page to print (check, scan-db, fix, rotate, audit,
+    /// generate, push-key).
+    pub subcommand: Option<String>,
 }
 
-/// The man page (roff) generated from the CLI definition.
-pub fn man_page() -> Vec<u8> {
+/// The CLI definition with global flags propagated to every subcommand.
+fn built_command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    cmd
+}
+
+/// The names of the subcommands (each has its man page `psk-guard-NAME(1)`).
+pub fn subcommands() -> Vec<String> {
+    built_command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect()
+}
+
+/// The man page (roff) generated from the CLI definition: `psk-guard(1)`, or with a subcommand
+/// `psk-guard-<sub>(1)` with all its flags, the global ones included.
+pub fn man_page(sub: Option<&str>) -> Option<Vec<u8>> {
+    let cmd = built_command();
     let mut out = Vec::new();
-    let _ = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out);
-    out
+    match sub {
+        None => clap_mangen::Man::new(cmd).render(&mut out).ok()?,
+        Some(name) => {
+            let s = cmd.find_subcommand(name)?.clone();
+            // Generated once per process run: leaking the name is how clap takes a runtime name.
+            let full: &'static str = Box::leak(format!("psk-guard-{name}").into_boxed_str());
+            let man = clap_mangen::Man::new(
+                s.name(full)
+                    .bin_name(full)
+                    .version(env!("CARGO_PKG_VERSION")),
+            );
+            // A subcommand page has no subcommand list (`help`'s would name pages that do not
+            // exist); the rest as usual.
+            man.render_title(&mut out).ok()?;
+            man.render_name_section(&mut out).ok()?;
+            man.render_synopsis_section(&mut out).ok()?;
+            man.render_description_section(&mut out).ok()?;
+            man.render_options_section(&mut out).ok()?;
+            man.render_extra_section(&mut out).ok()?;
+            man.render_version_section(&mut out).ok()?;
+        }
+    }
+    Some(out)
 }
 
 /// Completions for `shell`, generated from the CLI definition.
@@ -236,6 +303,8 @@ pub struct NodeArgs {
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
     /// Report every tunnel whose key does not have this fingerprint (needs the same
     /// --fingerprint-salt the fingerprint was made with).
@@ -248,6 +317,8 @@ pub struct CheckArgs {
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// The conf.db file to read.
     #[arg(default_value = DEFAULT_CONF_DB)]
     pub path: PathBuf,
@@ -258,6 +329,8 @@ pub struct ScanArgs {
 
 #[derive(Args, Debug)]
 pub struct FixArgs {
+    #[command(flatten)]
+    pub report: ReportArgs,
     #[command(flatten)]
     pub node: NodeArgs,
     /// ovsdb-server's unixctl socket (default: found from RUN_DIR/openvswitch/ovsdb-server.pid).
@@ -279,11 +352,32 @@ fn paths(n: &NodeArgs) -> anyhow::Result<(PathBuf, Paths)> {
     Ok((sock, p))
 }
 
-fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+/// Whether colour is wanted on a stream that is (or is not) a terminal. `NO_COLOR` counts only
+/// when it is set to a non-empty value (no-color.org).
+fn use_color(c: Color, terminal: bool) -> bool {
+    match c {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    }
+}
+
+/// Logs go to stderr only, plain unless stderr is a terminal. `--log` (or `PSK_GUARD_LOG`) wins
+/// over `RUST_LOG`; `--quiet` keeps only errors.
+fn init_logging(g: &Global) {
+    let filter = if g.quiet {
+        "error".to_owned()
+    } else {
+        g.log
+            .clone()
+            .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "warn".to_owned())
+    };
+    let ansi = std::io::stderr().is_terminal() && use_color(g.color, true);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }
@@ -301,7 +395,8 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli.global.log);
+    init_logging(&cli.global);
+    report::set_quiet(cli.global.quiet);
     crate::hardening::harden();
     // `run` owns every key; by the time it returns they have all been dropped (and wiped).
     let code = match run(cli) {
@@ -315,15 +410,33 @@ pub fn main() -> ExitCode {
     code
 }
 
-fn emit(report: &Report, g: &Global) -> anyhow::Result<()> {
-    let color = match g.color {
-        Color::Always => true,
-        Color::Never => false,
-        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+/// Applies `--skip`/`--ignore`, then writes the report once: to stdout, or atomically to
+/// `--output-file`.
+fn emit(report: &mut Report, r: &ReportArgs, g: &Global) -> anyhow::Result<()> {
+    let filter = report::filter::Filter::new(&r.skip, r.ignore.as_deref())?;
+    if !filter.is_empty() {
+        filter.apply(report, report::today_utc());
+    }
+    let opts = report::WriteOptions {
+        format: r.output,
+        color: r.output_file.is_none() && use_color(g.color, std::io::stdout().is_terminal()),
+        fail_on: r.fail_on,
     };
-    let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    report::write(report, g.output, color, &mut stdout).context("writing the report to stdout")?;
-    stdout.flush().context("writing the report to stdout")?;
+    match &r.output_file {
+        Some(path) => report::write_file_atomic(path, |w| report::write(report, opts, w))
+            .with_context(|| format!("writing the report to {}", path.display())),
+        None => {
+            let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            report::write(report, opts, &mut stdout)
+                .and_then(|()| stdout.flush())
+                .context("writing the report to stdout")
+        }
+    }
+}
+
+/// Checks the flags every reporting command shares before it does any work.
+fn check_report_args(r: &ReportArgs) -> anyhow::Result<()> {
+    report::filter::Filter::new(&r.skip, r.ignore.as_deref())?;
     Ok(())
 }
 
@@ -364,13 +477,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 expect,
                 history: !a.no_history,
             };
-            let report = rt.block_on(checks::run(&cfg, &fp_key));
-            emit(&report, g)?;
-            Ok(report.exit_code(g.fail_on))
+            check_report_args(&a.report)?;
+            let mut report = rt.block_on(checks::run(&cfg, &fp_key));
+            emit(&mut report, &a.report, g)?;
+            Ok(report.exit_code(a.report.fail_on))
         }
         Command::ScanDb(a) => {
-            let scan = forensics::scan_file(&a.path, a.max_record, &fp_key)
-                .with_context(|| format!("cannot scan {}", a.path.display()))?;
+            check_report_args(&a.report)?;
+            let scan = forensics::scan_file(&a.path, a.max_record, &fp_key)?;
             let mut report = Report::new("scan-db", fp_key.origin());
             report
                 .target
@@ -378,11 +492,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             forensics::findings(&a.path, &scan, &mut report);
             report.data = Some(forensics::scan_data(&scan));
             report.sort();
-            emit(&report, g)?;
-            if g.output == Format::Text {
+            emit(&mut report, &a.report, g)?;
+            if a.report.output == Format::Text && a.report.output_file.is_none() {
                 print_keys(&scan);
             }
-            Ok(report.exit_code(g.fail_on))
+            Ok(report.exit_code(a.report.fail_on))
         }
         Command::Fix(a) => {
             let (_, paths) = paths(&a.node)?;
@@ -394,9 +508,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 only_compact: a.only_compact,
                 timeout,
             };
+            check_report_args(&a.report)?;
             let mut stderr = std::io::stderr();
-            let (report, code) = rt.block_on(fix::run(&cfg, &fp_key, &mut stderr));
-            emit(&report, g)?;
+            let (mut report, code) = rt.block_on(fix::run(&cfg, &fp_key, &mut stderr));
+            emit(&mut report, &a.report, g)?;
             Ok(ExitCode::from(code))
         }
         Command::Rotate(a) => {
@@ -418,14 +533,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 push_lead: Duration::from_millis(a.push_lead_ms),
                 compact: !a.no_compact,
             };
+            check_report_args(&a.report)?;
             let result = if a.status {
                 rt.block_on(crate::rotation::status(&cfg))
             } else {
                 rt.block_on(crate::rotation::run(&cfg))
             };
             match result {
-                Ok(r) => {
-                    emit(&r.report, g)?;
+                Ok(mut r) => {
+                    emit(&mut r.report, &a.report, g)?;
                     Ok(ExitCode::from(r.code))
                 }
                 Err(e) => {
@@ -451,10 +567,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 parallelism: a.parallelism,
                 api_timeout: timeout,
             };
+            check_report_args(&a.report)?;
             match rt.block_on(crate::audit::run(&cfg, &fp_key)) {
-                Ok(report) => {
-                    emit(&report, g)?;
-                    Ok(report.exit_code(g.fail_on))
+                Ok(mut report) => {
+                    emit(&mut report, &a.report, g)?;
+                    Ok(report.exit_code(a.report.fail_on))
                 }
                 Err(e) => {
                     eprintln!("psk-guard: audit: {e}");
@@ -464,7 +581,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Generate(a) => {
             let bytes = if a.what == "man" {
-                man_page()
+                man_page(a.subcommand.as_deref()).with_context(|| {
+                    format!(
+                        "no subcommand {:?}: use one of {}",
+                        a.subcommand.as_deref().unwrap_or(""),
+                        subcommands().join(", ")
+                    )
+                })?
+            } else if a.subcommand.is_some() {
+                anyhow::bail!("a subcommand is only taken with `generate man`")
             } else {
                 completions(&a.what).with_context(|| {
                     format!(
@@ -509,8 +634,12 @@ fn print_keys(scan: &forensics::Scan) {
             k.fingerprint,
             if k.current { "current" } else { "OLD" },
             k.records,
-            k.first_ms.map_or("-".into(), |m| m.to_string()),
-            k.last_ms.map_or("-".into(), |m| m.to_string()),
+            k.first_ms
+                .and_then(report::rfc3339_ms)
+                .unwrap_or_else(|| "-".into()),
+            k.last_ms
+                .and_then(report::rfc3339_ms)
+                .unwrap_or_else(|| "-".into()),
             if ifs.is_empty() {
                 "-".to_string()
             } else {

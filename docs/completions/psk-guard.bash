@@ -71,24 +71,12 @@ _psk__guard() {
 
     case "${cmd}" in
         psk__guard)
-            opts="-o -h -V --output --fail-on --fingerprint-salt --timeout --color --log --help --version check scan-db fix rotate audit generate push-key help"
+            opts="-q -h -V --fingerprint-salt --timeout --color --log --quiet --help --version check scan-db fix rotate audit generate push-key help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
-                    return 0
-                    ;;
                 --fingerprint-salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -113,12 +101,36 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__audit)
-            opts="-o -h --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fail-on)
+                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
+                    return 0
+                    ;;
+                --skip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ignore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -167,18 +179,6 @@ _psk__guard() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
-                    return 0
-                    ;;
                 --fingerprint-salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -203,12 +203,36 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__check)
-            opts="-o -h --db --run-dir --conf-db --expect-fingerprint --no-history --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --expect-fingerprint --no-history --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fail-on)
+                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
+                    return 0
+                    ;;
+                --skip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ignore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --db)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -223,18 +247,6 @@ _psk__guard() {
                     ;;
                 --expect-fingerprint)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
                     return 0
                     ;;
                 --fingerprint-salt)
@@ -261,12 +273,36 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__fix)
-            opts="-o -h --db --run-dir --conf-db --ctl --dry-run --only-compact --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fail-on)
+                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
+                    return 0
+                    ;;
+                --skip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ignore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --db)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -281,18 +317,6 @@ _psk__guard() {
                     ;;
                 --ctl)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
                     return 0
                     ;;
                 --fingerprint-salt)
@@ -319,24 +343,12 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__generate)
-            opts="-o -h --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-q -h --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
-                    return 0
-                    ;;
                 --fingerprint-salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -487,7 +499,7 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__push__subcmd__key)
-            opts="-o -h --db --run-dir --conf-db --from-env --at-unix-ms --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-q -h --db --run-dir --conf-db --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -511,18 +523,6 @@ _psk__guard() {
                     ;;
                 --at-unix-ms)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
                     return 0
                     ;;
                 --fingerprint-salt)
@@ -549,12 +549,36 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__rotate)
-            opts="-o -h --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --job-timeout --push-lead-ms --no-compact --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --job-timeout --push-lead-ms --no-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fail-on)
+                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
+                    return 0
+                    ;;
+                --skip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ignore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -611,18 +635,6 @@ _psk__guard() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
-                    return 0
-                    ;;
-                --fail-on)
-                    COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
-                    return 0
-                    ;;
                 --fingerprint-salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -647,26 +659,38 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__scan__subcmd__db)
-            opts="-o -h --max-record --output --fail-on --fingerprint-salt --timeout --color --log --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --max-record --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --max-record)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "text json sarif" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "text json sarif junit prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --fail-on)
                     COMPREPLY=($(compgen -W "info low medium high critical never" -- "${cur}"))
+                    return 0
+                    ;;
+                --skip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ignore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-record)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --fingerprint-salt)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_psk_guard_global_optspecs
-    string join \n o/output= fail-on= fingerprint-salt= timeout= color= log= h/help V/version
+    string join \n fingerprint-salt= timeout= color= log= q/quiet h/help V/version
 end
 
 function __fish_psk_guard_needs_command
@@ -24,22 +24,14 @@ function __fish_psk_guard_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c psk-guard -n "__fish_psk_guard_needs_command" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
-complete -c psk-guard -n "__fish_psk_guard_needs_command" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
-low\t''
-medium\t''
-high\t''
-critical\t''
-never\t'Never exit 1 for findings'"
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_needs_command" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_needs_command" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_needs_command" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
-complete -c psk-guard -n "__fish_psk_guard_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c psk-guard -n "__fish_psk_guard_needs_command" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_needs_command" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
+complete -c psk-guard -n "__fish_psk_guard_needs_command" -s h -l help -d 'Print help'
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -s V -l version -d 'Print version'
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -f -a "check" -d 'Check this node: plaintext, weak, mixed and old keys in OVSDB and conf.db, and the modes and owners of /var/run/antrea, conf.db and the sockets. Changes nothing'
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -f -a "scan-db" -d 'Read conf.db\'s log (a live file or a copy) and list every key it still holds, by fingerprint, with the interfaces, times and whether it is current. Changes nothing'
@@ -49,66 +41,98 @@ complete -c psk-guard -n "__fish_psk_guard_needs_command" -f -a "audit" -d 'Audi
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -f -a "generate" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) or the man page (roff)'
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -f -a "push-key" -d 'Node half of `rotate --strategy push` (run by its Jobs): write the key from an environment variable into every IPsec tunnel of this node in one transaction, at a shared instant'
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l db -d 'OVSDB server to query' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l expect-fingerprint -d 'Report every tunnel whose key does not have this fingerprint (needs the same --fingerprint-salt the fingerprint was made with)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'
+json\t'The JSON report (docs/report.schema.json)'
+sarif\t'SARIF 2.1.0, for GitHub code scanning and other SARIF viewers'
+junit\t'JUnit XML, one test case per finding, for CI dashboards'
+prometheus\t'Prometheus text format, for node-exporter\'s textfile collector'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l output-file -d 'Write the report to this file instead of stdout (atomically: a temporary file in the same directory, mode 0600, renamed into place)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
 low\t''
 medium\t''
 high\t''
 critical\t''
 never\t'Never exit 1 for findings'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l skip -d 'Accept every finding with this code (repeatable): listed as suppressed, not counted' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l ignore -d 'Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see docs/ignore-file.md): listed as suppressed with their reason, not counted' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l db -d 'OVSDB server to query' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l expect-fingerprint -d 'Report every tunnel whose key does not have this fingerprint (needs the same --fingerprint-salt the fingerprint was made with)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-history -d 'Skip the scan of conf.db\'s history'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l max-record -d 'Largest record accepted, in bytes' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'
+json\t'The JSON report (docs/report.schema.json)'
+sarif\t'SARIF 2.1.0, for GitHub code scanning and other SARIF viewers'
+junit\t'JUnit XML, one test case per finding, for CI dashboards'
+prometheus\t'Prometheus text format, for node-exporter\'s textfile collector'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l output-file -d 'Write the report to this file instead of stdout (atomically: a temporary file in the same directory, mode 0600, renamed into place)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
 low\t''
 medium\t''
 high\t''
 critical\t''
 never\t'Never exit 1 for findings'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l skip -d 'Accept every finding with this code (repeatable): listed as suppressed, not counted' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l ignore -d 'Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see docs/ignore-file.md): listed as suppressed with their reason, not counted' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l max-record -d 'Largest record accepted, in bytes' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l db -d 'OVSDB server to query' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l ctl -d 'ovsdb-server\'s unixctl socket (default: found from RUN_DIR/openvswitch/ovsdb-server.pid)' -r -F
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'
+json\t'The JSON report (docs/report.schema.json)'
+sarif\t'SARIF 2.1.0, for GitHub code scanning and other SARIF viewers'
+junit\t'JUnit XML, one test case per finding, for CI dashboards'
+prometheus\t'Prometheus text format, for node-exporter\'s textfile collector'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l output-file -d 'Write the report to this file instead of stdout (atomically: a temporary file in the same directory, mode 0600, renamed into place)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
 low\t''
 medium\t''
 high\t''
 critical\t''
 never\t'Never exit 1 for findings'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l skip -d 'Accept every finding with this code (repeatable): listed as suppressed, not counted' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l ignore -d 'Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see docs/ignore-file.md): listed as suppressed with their reason, not counted' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l db -d 'OVSDB server to query' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l ctl -d 'ovsdb-server\'s unixctl socket (default: found from RUN_DIR/openvswitch/ovsdb-server.pid)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l dry-run -d 'Print the plan and change nothing'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l only-compact -d 'Only compact conf.db (no mode changes)'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'
+json\t'The JSON report (docs/report.schema.json)'
+sarif\t'SARIF 2.1.0, for GitHub code scanning and other SARIF viewers'
+junit\t'JUnit XML, one test case per finding, for CI dashboards'
+prometheus\t'Prometheus text format, for node-exporter\'s textfile collector'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l output-file -d 'Write the report to this file instead of stdout (atomically: a temporary file in the same directory, mode 0600, renamed into place)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
+low\t''
+medium\t''
+high\t''
+critical\t''
+never\t'Never exit 1 for findings'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l skip -d 'Accept every finding with this code (repeatable): listed as suppressed, not counted' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l ignore -d 'Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see docs/ignore-file.md): listed as suppressed with their reason, not counted' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l namespace -d 'Namespace of Antrea\'s Secret, DaemonSet and ConfigMap' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l secret -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l key -d 'Key of the PSK in the Secret' -r
@@ -124,24 +148,30 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l lease-dur
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l rollout-timeout -d 'Seconds to wait for the DaemonSet rollout' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l job-timeout -d 'Seconds to wait for each per-node Job' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l push-lead-ms -d 'For push: milliseconds between creating the Jobs and the shared write instant' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l status -d 'Only read and print the rotation record on the Secret'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l no-compact -d 'Skip purging old keys from conf.db after the rotation'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'
+json\t'The JSON report (docs/report.schema.json)'
+sarif\t'SARIF 2.1.0, for GitHub code scanning and other SARIF viewers'
+junit\t'JUnit XML, one test case per finding, for CI dashboards'
+prometheus\t'Prometheus text format, for node-exporter\'s textfile collector'"
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l output-file -d 'Write the report to this file instead of stdout (atomically: a temporary file in the same directory, mode 0600, renamed into place)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
 low\t''
 medium\t''
 high\t''
 critical\t''
 never\t'Never exit 1 for findings'"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l color -d 'Colour in text output' -r -f -a "auto\t''
-always\t''
-never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l status -d 'Only read and print the rotation record on the Secret'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l no-compact -d 'Skip purging old keys from conf.db after the rotation'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l skip -d 'Accept every finding with this code (repeatable): listed as suppressed, not counted' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l ignore -d 'Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see docs/ignore-file.md): listed as suppressed with their reason, not counted' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l namespace -d 'Antrea\'s namespace' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l secret -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l key -r
@@ -154,60 +184,36 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l service-ac
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l job-namespace -d 'Namespace of the per-node Jobs (needs the privileged Pod Security level for hostPath)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l job-timeout -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l parallelism -d 'Per-node Jobs running at once' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
-low\t''
-medium\t''
-high\t''
-critical\t''
-never\t'Never exit 1 for findings'"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l nodes -d 'Also run `psk-guard check` on every node (one pinned Job per node) and merge the results'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
-low\t''
-medium\t''
-high\t''
-critical\t''
-never\t'Never exit 1 for findings'"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l db -d 'OVSDB server to query' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l from-env -d 'Environment variable holding the key' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l at-unix-ms -d 'Write at this instant (Unix milliseconds), so all nodes change together' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s o -l output -d 'Output format' -r -f -a "text\t''
-json\t''
-sarif\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l fail-on -d 'Exit 1 when a finding is at least this severe' -r -f -a "info\t''
-low\t''
-medium\t''
-high\t''
-critical\t''
-never\t'Never exit 1 for findings'"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l timeout -d 'Seconds to wait for a connection or a reply' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -d 'Colour in text output' -r -f -a "auto\t''
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace); RUST_LOG also works' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s h -l help -d 'Print help'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand help; and not __fish_seen_subcommand_from check scan-db fix rotate audit generate push-key help" -f -a "check" -d 'Check this node: plaintext, weak, mixed and old keys in OVSDB and conf.db, and the modes and owners of /var/run/antrea, conf.db and the sockets. Changes nothing'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand help; and not __fish_seen_subcommand_from check scan-db fix rotate audit generate push-key help" -f -a "scan-db" -d 'Read conf.db\'s log (a live file or a copy) and list every key it still holds, by fingerprint, with the interfaces, times and whether it is current. Changes nothing'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand help; and not __fish_seen_subcommand_from check scan-db fix rotate audit generate push-key help" -f -a "fix" -d 'Fix this node: compact conf.db so old keys leave the disk, and tighten modes (never loosen). Prints the plan first; --dry-run stops there'

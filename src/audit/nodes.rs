@@ -60,7 +60,7 @@ pub async fn fan_out(cfg: &AuditConfig, client: &Client, nodes: &[Node], report:
     for chunk in names.chunks(cfg.parallelism.max(1)) {
         for (node, outcome) in jobs::run_on_nodes(client, &job, chunk).await {
             done += 1;
-            eprintln!("psk-guard audit: {done}/{total} nodes checked");
+            crate::report::progress("audit", &format!("{done}/{total} nodes checked"));
             let parsed = match &outcome {
                 Outcome::Succeeded(log) | Outcome::Failed(log) => {
                     serde_json::from_str::<serde_json::Value>(log).ok()

@@ -32,6 +32,9 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     report
         .target
         .insert("run_dir".into(), cfg.paths.run_dir.display().to_string());
+    report
+        .target
+        .insert("conf_db".into(), cfg.paths.conf_db.display().to_string());
     files::check(&cfg.paths, &mut report).await;
 
     let mut exposure = tunnels::KeyExposure::default();

@@ -435,7 +435,26 @@ pub fn weak_key_findings(
     out
 }
 
-/// Turns tunnels into findings.
+/// The tunnels carrying one key, for a finding's details.
+fn tunnel_list(ts: &[&Tunnel]) -> serde_json::Value {
+    ts.iter()
+        .map(|t| {
+            let mut o = serde_json::Map::new();
+            o.insert("interface".into(), json!(t.name));
+            o.insert("tunnel_type".into(), json!(t.kind));
+            if let Some(n) = &t.peer_node {
+                o.insert("peer_node".into(), json!(n));
+            }
+            if let Some(ip) = &t.remote_ip {
+                o.insert("remote_ip".into(), json!(ip));
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect()
+}
+
+/// Turns tunnels into findings: one finding per key exposure (all tunnels sharing a key in one
+/// finding, listed in `details.tunnels`), not one per tunnel.
 pub fn analyze(
     tunnels: &[Tunnel],
     exposure: &KeyExposure,
@@ -477,11 +496,39 @@ pub fn analyze(
             .or_insert_with(|| (vec![], key.strength.clone()))
             .0
             .push(t);
-        let mut f = Finding::new(Code::PskPlaintextInOvsdb, plaintext_sev, Subject::interface(&t.name))
+    }
+    let conf_db = report.target.get("conf_db").cloned();
+    // One finding per key exposure: every tunnel sharing the key is listed in its details.
+    for (fp, (ts, strength)) in &by_key {
+        let subject = Subject::key(fp);
+        let stable = format!("key of {}", ts.first().map_or("", |t| t.name.as_str()));
+        let base = |code, sev| {
+            let f = Finding::new(code, sev, subject.clone())
+                .stable_name(stable.clone())
+                .detail("fingerprint", fp.to_string())
+                .detail("interfaces", ts.len())
+                .detail("tunnels", tunnel_list(ts));
+            match &conf_db {
+                Some(p) => f.located(p.clone(), None),
+                None => f,
+            }
+        };
+        let peers: Vec<&str> = ts
+            .iter()
+            .take(3)
+            .map(|t| {
+                t.peer_node
+                    .as_deref()
+                    .or(t.remote_ip.as_deref())
+                    .unwrap_or("an unknown peer")
+            })
+            .collect();
+        let mut f = base(Code::PskPlaintextInOvsdb, plaintext_sev)
             .observed(format!(
-                "plaintext PSK (key {fp}) on {} tunnel to {}",
-                if t.kind.is_empty() { "a" } else { &t.kind },
-                t.peer_node.as_deref().or(t.remote_ip.as_deref()).unwrap_or("an unknown peer")
+                "plaintext PSK on {} tunnel(s) (to {}{})",
+                ts.len(),
+                peers.join(", "),
+                if ts.len() > peers.len() { ", …" } else { "" }
             ))
             .expected(if exposure.reasons.is_empty() {
                 "no PSK in OVSDB (certificate mode); at least conf.db, db.sock and the run directory closed to non-root users".to_owned()
@@ -492,41 +539,24 @@ pub fn analyze(
                 "switch Antrea to certificate mode (ipsec.authenticationMode: cert, feature gate IPsecCertAuth) so no PSK is stored; until then keep the file modes tight and rotate the key regularly (psk-guard rotate)"
             } else {
                 "close access now (psk-guard fix tightens the modes), then rotate the key (psk-guard rotate): whoever could read it may have it; the lasting fix is certificate mode"
-            })
-            .detail("fingerprint", fp.to_string())
-            .detail("tunnel_type", t.kind.clone());
-        if let Some(n) = &t.peer_node {
-            f = f.detail("peer_node", n.clone());
-        }
-        if let Some(ip) = &t.remote_ip {
-            f = f.detail("remote_ip", ip.clone());
-        }
+            });
         if !exposure.reasons.is_empty() {
             f = f.detail("exposed_to", json!(exposure.reasons));
         }
         report.push(f);
         if let Some(want) = expect {
-            if fp != want {
+            if *fp != want {
                 report.push(
-                    Finding::new(Code::PskUnexpectedFingerprint, Severity::High, Subject::interface(&t.name))
-                        .observed(format!("key {fp}"))
+                    base(Code::PskUnexpectedFingerprint, Severity::High)
+                        .observed(format!("key {fp} on {} tunnel(s)", ts.len()))
                         .expected(format!("key {want}"))
                         .remediation("the node has not converged on the new key: restart its antrea-agent pod or re-run the rotation (psk-guard rotate resumes)")
-                        .detail("fingerprint", fp.to_string())
                         .detail("expected_fingerprint", want.to_string()),
                 );
             }
         }
-    }
-    for (fp, (ts, strength)) in &by_key {
-        let names: Vec<&str> = ts.iter().take(10).map(|t| t.name.as_str()).collect();
-        let subject = Subject::key(fp);
         let base = |code, sev| {
-            Finding::new(code, sev, subject.clone())
-                .detail("fingerprint", fp.to_string())
-                .detail("interfaces", ts.len())
-                .detail("example_interfaces", json!(names))
-                .remediation("rotate to a random 32-byte key: psk-guard rotate (or set a strong value in the antrea-ipsec Secret and restart antrea-agent)")
+            base(code, sev).remediation("rotate to a random 32-byte key: psk-guard rotate (or set a strong value in the antrea-ipsec Secret and restart antrea-agent)")
         };
         for f in weak_key_findings(strength, base, &format!(" on {} tunnel(s)", ts.len())) {
             report.push(f);

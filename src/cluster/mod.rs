@@ -95,8 +95,13 @@ where
         match call().await {
             Ok(v) => return Ok(v),
             Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                tracing::warn!(attempt, error = %e, "{what} failed; retrying in {:.1}s", delay.as_secs_f64());
-                eprintln!("psk-guard: {what} failed (attempt {attempt}/{ATTEMPTS}): {e}; retrying in {:.1}s", delay.as_secs_f64());
+                crate::report::progress(
+                    "",
+                    &format!(
+                        "{what} failed (attempt {attempt}/{ATTEMPTS}): {e}; retrying in {:.1}s",
+                        delay.as_secs_f64()
+                    ),
+                );
                 tokio::time::sleep(delay).await;
                 delay *= 2;
                 attempt += 1;

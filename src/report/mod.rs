@@ -1,12 +1,23 @@
-//! One result model for every command, printed as text, JSON or SARIF.
+//! One result model for every command, printed as text, JSON, SARIF, JUnit XML or Prometheus text.
 //!
 //! A [`Finding`] has a stable kebab-case [`Code`] (the catalog below is the single source of the
 //! codes, their titles and their help text, which `docs/findings.md` and SARIF rules reflect), a
 //! [`Severity`], a subject, what was observed, what was expected and what to do. What could not be
 //! checked is recorded in [`Report::incomplete`] and is never a silent pass. No field ever holds a
 //! key: keys appear only as fingerprints.
+//!
+//! # Layout
+//! - this file: the catalog, [`Finding`], [`Report`] and its [`Header`] (schema and tool version,
+//!   time, host), and [`write`], the one way a report leaves the process.
+//! - [`filter`]: `--skip CODE` and `--ignore FILE`; accepted findings move to
+//!   [`Report::suppressed`] with their reason, they are never dropped silently.
+//! - one module per format. Each writer walks the findings as an iterator and serializes them
+//!   straight to the output (no JSON tree per finding).
 
+pub mod filter;
 pub mod json;
+pub mod junit;
+pub mod prometheus;
 pub mod sarif;
 pub mod text;
 
@@ -31,6 +42,7 @@ use crate::secret::SaltOrigin;
     Serialize,
     serde::Deserialize,
     clap::ValueEnum,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -61,11 +73,12 @@ impl Severity {
 }
 
 /// The threshold of `--fail-on`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum FailOn {
     Info,
     Low,
     Medium,
+    #[default]
     High,
     Critical,
     /// Never exit 1 for findings.
@@ -73,7 +86,7 @@ pub enum FailOn {
 }
 
 impl FailOn {
-    fn threshold(self) -> Option<Severity> {
+    pub fn threshold(self) -> Option<Severity> {
         match self {
             FailOn::Info => Some(Severity::Info),
             FailOn::Low => Some(Severity::Low),
@@ -161,12 +174,16 @@ codes! {
         "An RBAC binding grants get, list or watch on Secrets in Antrea's namespace (or on antrea-ipsec by name), so its subject can read the IPsec PSK. Review each subject; grant secret access by resourceNames only where needed.";
     NodeNotChecked => "node-not-checked", "A node could not be checked",
         "audit --nodes could not run psk-guard check on this node (NotReady, the Job failed or timed out). Nothing about its keys or modes is known: it is not a pass.";
+    IgnoreEntryExpired => "ignore-entry-expired", "An entry of the ignore file has expired",
+        "An entry of the --ignore file has an expiry date that has passed, so it no longer suppresses anything: the findings it matched are reported again. Review the acceptance; renew the date or remove the entry.";
 }
 
 /// What a finding is about.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Subject {
-    /// `path`, `interface`, `key`, `ovsdb`, `file`.
+    /// `path`, `interface`, `key`, `ovsdb`, `node`, `node-path`, `ignore-entry`, or a Kubernetes
+    /// kind in lower case (`pod`, `clusterrole`, `namespace`, `secret`, ...).
+    #[schemars(with = "String")]
     pub kind: &'static str,
     pub name: String,
 }
@@ -204,17 +221,39 @@ impl Subject {
     }
 }
 
+/// The file a finding lives in (for a key or an interface: conf.db; for a server: its socket),
+/// with the byte where it starts when that is known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Location {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub byte_offset: Option<u64>,
+}
+
 /// One finding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Finding {
+    /// Stable kebab-case code, see docs/findings.md.
+    #[schemars(with = "String")]
     pub code: &'static str,
     pub severity: Severity,
+    #[schemars(with = "String")]
     pub title: &'static str,
     pub subject: Subject,
+    /// A name of the subject that does not change between runs and salts (for a key: the
+    /// interfaces that carry it), when `subject.name` does (a key's salted fingerprint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_name: Option<String>,
+    /// The file the finding lives in, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
     pub observed: String,
+    #[schemars(with = "String")]
     pub expected: Cow<'static, str>,
+    #[schemars(with = "String")]
     pub remediation: Cow<'static, str>,
-    /// Extra facts (peer node, remote IP, fingerprints, counts); never key bytes.
+    /// Extra facts (peer node, remote IP, fingerprints, counts, the tunnels sharing a key); never
+    /// key bytes.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, serde_json::Value>,
     #[serde(skip)]
@@ -228,6 +267,8 @@ impl Finding {
             severity,
             title: code.title(),
             subject,
+            stable_name: None,
+            location: None,
             observed: String::new(),
             expected: Cow::Borrowed(""),
             remediation: Cow::Borrowed(""),
@@ -251,26 +292,165 @@ impl Finding {
         self.details.insert(k.to_owned(), v.into());
         self
     }
+    /// Names the subject in a way that survives a new salt (see [`Finding::stable_name`]).
+    pub fn stable_name(mut self, s: impl Into<String>) -> Self {
+        self.stable_name = Some(s.into());
+        self
+    }
+    /// The file the finding lives in.
+    pub fn located(mut self, path: impl Into<String>, byte_offset: Option<u64>) -> Self {
+        self.location = Some(Location {
+            path: path.into(),
+            byte_offset,
+        });
+        self
+    }
+    /// The subject's name that does not change between runs.
+    pub fn stable_subject(&self) -> &str {
+        self.stable_name.as_deref().unwrap_or(&self.subject.name)
+    }
+    /// An identity of the finding that is the same across runs and salts: SHA-256 of the code,
+    /// the subject kind and the stable subject name (never of a key or a salted fingerprint),
+    /// 16 hex digits. SARIF's `partialFingerprints` and JSON's `id`.
+    pub fn id(&self) -> String {
+        self.id_with(self.stable_subject())
+    }
+
+    fn id_with(&self, stable: &str) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [self.code, self.subject.kind, stable] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..8])
+    }
 }
 
 /// A part of the job that could not be done, and why.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Incomplete {
     pub check: String,
     pub reason: String,
 }
 
+/// Why a finding is not counted: `--skip` or an entry of the ignore file.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Suppression {
+    /// `skip` (the --skip flag) or `ignore-file`.
+    #[schemars(with = "String")]
+    pub kind: &'static str,
+    pub reason: String,
+    /// The ignore file and entry (`FILE#N`, N from 1), or `--skip`.
+    pub source: String,
+    /// Last day (YYYY-MM-DD, UTC) the entry applies, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// A finding accepted by `--skip` or `--ignore`: listed, not counted, never silently dropped.
+#[derive(Clone, Debug, schemars::JsonSchema)]
+pub struct Suppressed {
+    pub finding: Finding,
+    pub suppression: Suppression,
+}
+
+/// Where the report was made: the host name and, in a Kubernetes Job, the node (`NODE_NAME`).
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Host {
+    pub hostname: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// What every report starts with, so that reports from many nodes can be merged on their own.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Header {
+    /// Always `psk-guard-report`.
+    #[schemars(with = "String")]
+    pub schema: &'static str,
+    pub schema_version: u32,
+    pub tool: Tool,
+    /// `check`, `scan-db`, `fix`, `audit` or `rotate`.
+    #[schemars(with = "String")]
+    pub command: &'static str,
+    /// When the report was made, RFC 3339 in UTC (`2026-11-27T10:20:21Z`).
+    pub generated_at: String,
+    pub host: Host,
+    /// What was examined (`db`, `run_dir`, `conf_db`, `namespace`, ...).
+    pub target: BTreeMap<String, String>,
+    pub fingerprint: FingerprintInfo,
+}
+
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Tool {
+    #[schemars(with = "String")]
+    pub name: &'static str,
+    #[schemars(with = "String")]
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct FingerprintInfo {
+    /// `hmac-sha256-truncated-64`.
+    #[schemars(with = "String")]
+    pub algorithm: &'static str,
+    /// `random-per-run` or `given` (the salt itself is never printed).
+    #[schemars(with = "String")]
+    pub salt: &'static str,
+}
+
+/// The version of the JSON report's shape (`docs/report.schema.json`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Now, RFC 3339 in UTC to the second.
+pub fn now_rfc3339() -> String {
+    now().to_string()
+}
+
+/// Now, to the second.
+pub fn now() -> jiff::Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// Today's date in UTC (what ignore-file expiry dates are compared with).
+pub fn today_utc() -> jiff::civil::Date {
+    jiff::tz::Offset::UTC.to_datetime(now()).date()
+}
+
+/// Milliseconds since the epoch as RFC 3339 in UTC (`None` when out of range).
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+fn this_host() -> Host {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+    Host { hostname, node }
+}
+
 /// The result of one command.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Report {
     pub command: &'static str,
     /// What was examined (`db`, `run_dir`, `conf_db`, ...).
     pub target: BTreeMap<String, String>,
     pub fingerprint_salt: &'static str,
+    pub generated_at: String,
+    pub host: Host,
     pub findings: Vec<Finding>,
+    /// Findings accepted by `--skip` or `--ignore`: reported with their reason, not counted.
+    pub suppressed: Vec<Suppressed>,
     pub incomplete: Vec<Incomplete>,
     /// Command-specific results (for `scan-db`, the keys found).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
 }
 
@@ -280,14 +460,51 @@ impl Report {
             command,
             target: BTreeMap::new(),
             fingerprint_salt: salt.as_str(),
+            generated_at: now_rfc3339(),
+            host: this_host(),
             findings: vec![],
+            suppressed: vec![],
             incomplete: vec![],
             data: None,
         }
     }
 
+    pub fn header(&self) -> Header {
+        Header {
+            schema: "psk-guard-report",
+            schema_version: SCHEMA_VERSION,
+            tool: Tool {
+                name: "psk-guard",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            command: self.command,
+            generated_at: self.generated_at.clone(),
+            host: self.host.clone(),
+            target: self.target.clone(),
+            fingerprint: FingerprintInfo {
+                algorithm: "hmac-sha256-truncated-64",
+                salt: self.fingerprint_salt,
+            },
+        }
+    }
+
     pub fn push(&mut self, f: Finding) {
         self.findings.push(f);
+    }
+
+    /// [`Finding::id`], with a path under the run directory named relative to it, so the id is
+    /// the same whether the node is checked at /var/run/antrea or under /host in a debug pod.
+    pub fn finding_id(&self, f: &Finding) -> String {
+        if f.stable_name.is_none() && f.subject.kind == "path" {
+            if let Some(rel) = self
+                .target
+                .get("run_dir")
+                .and_then(|r| std::path::Path::new(&f.subject.name).strip_prefix(r).ok())
+            {
+                return f.id_with(&format!("$RUN_DIR/{}", rel.display()));
+            }
+        }
+        f.id()
     }
 
     pub fn not_checked(&mut self, check: impl Into<String>, reason: impl Into<String>) {
@@ -315,8 +532,19 @@ impl Report {
         self.findings.iter().map(|f| f.severity).max()
     }
 
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for f in &self.findings {
+            s.add(f.severity);
+        }
+        s.suppressed = self.suppressed.len();
+        s.incomplete = self.incomplete.len();
+        s
+    }
+
     /// The documented exit code: 1 when a finding is at or above the threshold; otherwise 2 when a
     /// part of the job could not be done (a check that did not run is never a pass); otherwise 0.
+    /// Suppressed findings do not count.
     pub fn exit_code(&self, fail_on: FailOn) -> ExitCode {
         ExitCode::from(self.exit_status(fail_on))
     }
@@ -336,41 +564,181 @@ impl Report {
     }
 }
 
+/// Counts per severity (suppressed findings are counted apart, not in `total`).
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct Summary {
+    pub critical: usize,
+    pub high: usize,
+    pub medium: usize,
+    pub low: usize,
+    pub info: usize,
+    pub total: usize,
+    pub suppressed: usize,
+    pub incomplete: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, s: Severity) {
+        *match s {
+            Severity::Critical => &mut self.critical,
+            Severity::High => &mut self.high,
+            Severity::Medium => &mut self.medium,
+            Severity::Low => &mut self.low,
+            Severity::Info => &mut self.info,
+        } += 1;
+        self.total += 1;
+    }
+}
+
 /// Exit codes, documented in `--help` and the README.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 /// Output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
+    /// A table for people.
+    #[default]
     Text,
+    /// The JSON report (docs/report.schema.json).
     Json,
+    /// SARIF 2.1.0, for GitHub code scanning and other SARIF viewers.
     Sarif,
+    /// JUnit XML, one test case per finding, for CI dashboards.
+    Junit,
+    /// Prometheus text format, for node-exporter's textfile collector.
+    Prometheus,
 }
 
-/// Renders a report in `format`. `color` applies to text only.
-pub fn render(report: &Report, format: Format, color: bool) -> String {
-    match format {
-        Format::Text => text::render(report, color),
-        Format::Json => json::render(report),
-        Format::Sarif => sarif::render(report),
-    }
+/// How to write a report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    pub format: Format,
+    /// Colour (text only).
+    pub color: bool,
+    /// JUnit: findings at or above this are failures, the rest pass.
+    pub fail_on: FailOn,
 }
 
-/// Writes a report in `format` to `w` (JSON is streamed, not built in memory first).
+/// Writes a report to `w`. Every format walks the findings once and serializes each straight to
+/// the output.
 pub fn write(
     report: &Report,
-    format: Format,
-    color: bool,
+    opts: WriteOptions,
     w: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
-    match format {
+    match opts.format {
+        Format::Text => text::write(report, opts.color, w),
         Format::Json => json::write(report, w),
-        _ => w.write_all(render(report, format, color).as_bytes()),
+        Format::Sarif => sarif::write(report, w),
+        Format::Junit => junit::write(report, opts.fail_on, w),
+        Format::Prometheus => prometheus::write(report, w),
     }
 }
 
+/// The report as a string (tests, and callers that embed it).
+pub fn render(report: &Report, opts: WriteOptions) -> String {
+    let mut out = Vec::new();
+    let _ = write(report, opts, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: no progress lines.
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A progress line on stderr (`psk-guard <command>: <message>`), plain, unless `--quiet`. stdout
+/// carries only the report.
+pub fn progress(command: &str, msg: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        if command.is_empty() {
+            eprintln!("psk-guard: {msg}");
+        } else {
+            eprintln!("psk-guard {command}: {msg}");
+        }
+    }
+}
+
+/// Writes a file atomically: a new temporary file (mode 0600) in the same directory, filled by
+/// `fill`, synced, then renamed over `path`. Readers see the old file or the whole new one, never
+/// a part, and nobody else can read the report meanwhile.
+pub fn write_file_atomic(
+    path: &std::path::Path,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp = None;
+    for _ in 0..16 {
+        let candidate = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&candidate)
+        {
+            Ok(f) => {
+                tmp = Some((candidate, f));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let (tmp_path, file) = tmp.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free temporary name")
+    })?;
+    let result = (|| {
+        let mut w = std::io::BufWriter::new(&file);
+        fill(&mut w)?;
+        w.flush()?;
+        drop(w);
+        file.sync_all()?;
+        std::fs::rename(&tmp_path, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    result
+}
+
+/// A sequence serialized from an iterator, so a writer never collects what it writes.
+pub(crate) struct SeqIter<I>(std::cell::RefCell<Option<I>>);
+
+impl<I> SeqIter<I> {
+    pub(crate) fn new(it: I) -> Self {
+        SeqIter(std::cell::RefCell::new(Some(it)))
+    }
+}
+
+impl<I> Serialize for SeqIter<I>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.borrow_mut().take() {
+            Some(it) => s.collect_seq(it),
+            None => s.collect_seq(std::iter::empty::<I::Item>()),
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,7 +284,7 @@ impl Ctx<'_> {
         .await;
     }
     fn progress(&self, msg: &str) {
-        eprintln!("psk-guard rotate: {msg}");
+        crate::report::progress("rotate", msg);
     }
 }
 

@@ -6,11 +6,25 @@ use crate::harness::{check_json, codes, finding, Node};
 const STRONG: &str = "q8Zr2LkVn0xWf7TyPb3Hs9Jd1Mc6Ge4A";
 const STRONG2: &str = "Vb7Nq2Xr9Lm4Kc8Tz1Wp6Hd3Fs5Jg0Y";
 
+/// The tunnels a key finding lists: (interface, peer node, remote IP).
+fn tunnels_of(f: &serde_json::Value) -> Vec<(String, String, String)> {
+    f["details"]["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap_or("").to_owned();
+            (s("interface"), s("peer_node"), s("remote_ip"))
+        })
+        .collect()
+}
+
 #[test]
-fn plaintext_psk_per_interface_with_peer_and_no_key() {
+fn plaintext_psk_one_finding_per_key_listing_its_tunnels_and_no_key() {
     let node = Node::start();
     node.add_tunnel("n1-abc123", "node1", "10.0.0.2", STRONG);
     node.add_tunnel("n2-def456", "node2", "10.0.0.3", STRONG);
+    node.add_tunnel("n3-aaa111", "node3", "10.0.0.4", STRONG);
     let (r, code) = check_json(&node, &[]);
     let fs: Vec<_> = r["findings"]
         .as_array()
@@ -18,17 +32,34 @@ fn plaintext_psk_per_interface_with_peer_and_no_key() {
         .iter()
         .filter(|f| f["code"] == "psk-plaintext-in-ovsdb")
         .collect();
-    assert_eq!(fs.len(), 2);
-    assert_eq!(fs[0]["subject"]["name"], "n1-abc123");
-    assert_eq!(fs[0]["details"]["peer_node"], "node1");
-    assert_eq!(fs[0]["details"]["remote_ip"], "10.0.0.2");
+    assert_eq!(
+        fs.len(),
+        1,
+        "one finding for the one key of 3 tunnels: {r:#}"
+    );
+    assert_eq!(fs[0]["subject"]["kind"], "key");
+    assert_eq!(fs[0]["details"]["interfaces"], 3);
+    assert_eq!(
+        tunnels_of(fs[0]),
+        [
+            ("n1-abc123", "node1", "10.0.0.2"),
+            ("n2-def456", "node2", "10.0.0.3"),
+            ("n3-aaa111", "node3", "10.0.0.4"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    assert_eq!(
+        fs[0]["location"]["path"].as_str().unwrap(),
+        node.conf_db.display().to_string(),
+        "a key lives in conf.db"
+    );
     // tight modes: medium, and exit 0 at the default --fail-on high
     assert_eq!(fs[0]["severity"], "medium");
     assert_eq!(code, 0, "{r:#}");
     assert!(!r.to_string().contains(STRONG));
 
     // certificate mode: no PSK, remote_name set -> the good state
-    for n in ["n1-abc123", "n2-def456"] {
+    for n in ["n1-abc123", "n2-def456", "n3-aaa111"] {
         node.vsctl(&["remove", "Interface", n, "options", "psk"]);
         node.vsctl(&["set", "Interface", n, "options:remote_name=peer"]);
     }
@@ -109,7 +140,7 @@ fn mixed_keys_and_expected_fingerprint() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["code"] == "psk-plaintext-in-ovsdb" && f["subject"]["name"] == "n1-abc123")
+        .find(|f| f["code"] == "psk-plaintext-in-ovsdb" && tunnels_of(f)[0].0 == "n1-abc123")
         .unwrap()["details"]["fingerprint"]
         .as_str()
         .unwrap()
@@ -122,7 +153,7 @@ fn mixed_keys_and_expected_fingerprint() {
         .filter(|f| f["code"] == "psk-unexpected-fingerprint")
         .collect();
     assert_eq!(unexpected.len(), 1);
-    assert_eq!(unexpected[0]["subject"]["name"], "n2-def456");
+    assert_eq!(tunnels_of(unexpected[0])[0].0, "n2-def456");
     node.set_psk("n2-def456", STRONG);
     let (r, _) = check_json(&node, &["--expect-fingerprint", &fp]);
     assert!(finding(&r, "psk-mixed-keys").is_none());
@@ -179,7 +210,8 @@ fn tunnel_found_by_port_marker_or_by_type() {
         .unwrap()
         .iter()
         .filter(|f| f["code"] == "psk-plaintext-in-ovsdb")
-        .map(|f| f["subject"]["name"].as_str().unwrap().to_owned())
+        .flat_map(tunnels_of)
+        .map(|t| t.0)
         .collect();
     assert_eq!(subjects, vec!["g1", "m1"]);
 }

@@ -44,12 +44,48 @@ fn seeded() -> Node {
     node
 }
 
+/// Replaces RFC 3339 UTC times (`2026-11-27T10:20:21Z`) by `<TIME>`.
+fn normalize_times(s: &str) -> String {
+    let b = s.as_bytes();
+    let shape = b"dddd-dd-ddTdd:dd:ddZ";
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let is_time = b.len() - i >= shape.len()
+            && shape.iter().zip(&b[i..]).all(|(p, c)| match p {
+                b'd' => c.is_ascii_digit(),
+                p => p == c,
+            });
+        if is_time {
+            out.push_str("<TIME>");
+            i += shape.len();
+        } else {
+            let ch = s[i..].chars().next().unwrap();
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 fn normalize(s: &str, node: &Node) -> String {
-    s.replace(&node.dir.path().display().to_string(), "<TMP>")
+    let s = s
+        .replace(&node.dir.path().display().to_string(), "<TMP>")
         .replace(
             &format!("ovsdb-server.{}.ctl", node.pid.unwrap_or(0)),
             "ovsdb-server.<PID>.ctl",
         )
+        .replace(&format!("\"{}\"", hostname()), "\"<HOST>\"")
+        .replace(&format!("/{}/", hostname()), "/<HOST>/");
+    let tmp_enc = node.dir.path().display().to_string().replace('/', "%2F");
+    normalize_times(&s.replace(&tmp_enc, "<TMP>"))
 }
 
 fn snapshot(name: &str, actual: &str) {
@@ -96,7 +132,9 @@ fn json_snapshot() {
     let text = normalize(&String::from_utf8(out.stdout).unwrap(), &node);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["schema"], "psk-guard-report");
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
+    assert_eq!(v["generated_at"], "<TIME>");
+    assert_eq!(v["host"]["hostname"], "<HOST>");
     snapshot("check.json", &text);
 }
 
@@ -268,26 +306,73 @@ fn docs_describe_every_finding_code_and_exit_code() {
 }
 
 #[test]
-fn committed_man_page_and_completions_match_the_cli() {
+fn committed_man_pages_and_completions_match_the_cli() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (what, file) in [
-        ("man", "docs/man/psk-guard.1"),
-        ("bash", "docs/completions/psk-guard.bash"),
-        ("zsh", "docs/completions/_psk-guard"),
-        ("fish", "docs/completions/psk-guard.fish"),
-    ] {
-        let out = psk_guard(&["generate", what]);
-        assert_eq!(out.status.code(), Some(0));
+    let subs = [
+        "check", "scan-db", "fix", "rotate", "audit", "generate", "push-key", "help",
+    ];
+    let mut files: Vec<(Vec<&str>, String)> = vec![
+        (vec!["man"], "docs/man/psk-guard.1".into()),
+        (vec!["bash"], "docs/completions/psk-guard.bash".into()),
+        (vec!["zsh"], "docs/completions/_psk-guard".into()),
+        (vec!["fish"], "docs/completions/psk-guard.fish".into()),
+    ];
+    for s in subs {
+        files.push((vec!["man", s], format!("docs/man/psk-guard-{s}.1")));
+    }
+    for (what, file) in &files {
+        let mut args = vec!["generate"];
+        args.extend(what);
+        let out = psk_guard(&args);
+        assert_eq!(out.status.code(), Some(0), "generate {what:?}");
         let committed = std::fs::read(root.join(file)).unwrap();
         assert!(
             committed == out.stdout,
             "{file} is stale: run scripts/gen-docs"
         );
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains("rotate"),
+            String::from_utf8_lossy(&out.stdout).contains("rotate") || what.len() == 2,
             "{file} covers every subcommand"
         );
     }
+    // Every page the man pages refer to exists, and no page is left over.
+    let pages: Vec<String> = std::fs::read_dir(root.join("docs/man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(pages.len(), subs.len() + 1, "{pages:?}");
+    for p in &pages {
+        let text = std::fs::read_to_string(root.join("docs/man").join(p)).unwrap();
+        for (i, _) in text.match_indices("psk\\-guard\\-") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '\\' || *c == '-')
+                .collect();
+            let page = format!("{}.1", name.replace('\\', ""));
+            if text[i + name.len()..].starts_with("(1)") {
+                assert!(
+                    pages.contains(&page),
+                    "{p} refers to {page}, which does not exist"
+                );
+            }
+        }
+    }
+    // Each subcommand page documents that subcommand's own flags.
+    let check = std::fs::read_to_string(root.join("docs/man/psk-guard-check.1")).unwrap();
+    for flag in [
+        "no\\-history",
+        "expect\\-fingerprint",
+        "output\\-file",
+        "fail\\-on",
+        "timeout",
+    ] {
+        assert!(
+            check.contains(flag),
+            "psk-guard-check(1) documents --{flag}"
+        );
+    }
     let out = psk_guard(&["generate", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = psk_guard(&["generate", "man", "nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
