@@ -1,15 +1,20 @@
-# psk-guard image: build with the Rust toolchain, run on a minimal base with only libc.
-#   docker build -t ghcr.io/psk-guard/psk-guard:0.1.0 .
+# psk-guard image for people who have Docker: the same file system as `scripts/release` builds
+# without an engine (the stripped glibc-2.17 binary, the loader and glibc libraries it loads, a
+# minimal passwd/group), on an empty base. No shell, no package manager.
+#   docker build -t psk-guard:0.1.0 .
+# Without Docker: scripts/release, then `skopeo copy oci:dist/oci:0.1.0 docker://REGISTRY/psk-guard:0.1.0`.
 FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip binutils \
+    && python3 -m pip install --break-system-packages ziglang==0.13.0 cargo-zigbuild==0.24.1
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin psk-guard && strip target/release/psk-guard
+COPY scripts ./scripts
+RUN scripts/release --out /dist --rootfs-only
 
-# distroless/cc: glibc and CA certificates, no shell, no package manager. The default user is root
-# (uid 0), which the per-node Jobs need to read conf.db; the coordinator Job and CronJob run as
-# 65532 (see docs/deploy/).
-FROM gcr.io/distroless/cc-debian12
-COPY --from=build /src/target/release/psk-guard /usr/local/bin/psk-guard
+# The default user is root (uid 0), which the per-node Jobs need to read conf.db; the coordinator
+# Job and CronJob set their own runAsUser (see docs/deploy/).
+FROM scratch
+COPY --from=build /dist/rootfs/ /
 ENTRYPOINT ["/usr/local/bin/psk-guard"]
 CMD ["check"]

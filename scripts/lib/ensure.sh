@@ -31,3 +31,24 @@ ensure_rust() {
 }
 
 export PATH="$PATH:/usr/sbin:/sbin"
+
+# cargo-zigbuild and zig (from PyPI) link the release binary against glibc 2.17's symbol versions.
+ensure_zig() {
+    if command -v cargo-zigbuild >/dev/null && python3 -m ziglang version >/dev/null 2>&1; then return 0; fi
+    echo "==> installing ziglang and cargo-zigbuild (PyPI)" >&2
+    python3 -m pip install -q --disable-pip-version-check ziglang==0.13.0 cargo-zigbuild==0.24.1
+    hash -r
+}
+
+ensure_binutils() {
+    command -v objcopy >/dev/null && command -v readelf >/dev/null && command -v objdump >/dev/null && return 0
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null
+}
+
+# umoci unpacks the OCI image in the image test.
+ensure_umoci() {
+    command -v umoci >/dev/null && return 0
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends umoci >/dev/null
+}
