@@ -247,74 +247,220 @@ pub fn assess_bytes(key: &[u8]) -> Strength {
     }
 }
 
-/// The bytes a JSON string literal spells (`raw`, quotes included, as serde_json's `RawValue`
-/// or a scanner found it), decoded into a buffer that is wiped on drop; `None` when `raw` is not
-/// a valid JSON string. For key-bearing strings with escapes: decoding through serde_json would
-/// leave the unescaped key in its unwiped scratch buffer.
-pub fn json_string_bytes(raw: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    fn hex4(h: &[u8]) -> Option<u32> {
-        let s = std::str::from_utf8(h).ok()?;
-        u32::from_str_radix(s, 16)
-            .ok()
-            .filter(|_| s.bytes().all(|b| b.is_ascii_hexdigit()))
+/// Why a JSON string literal was refused. Never carries any of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonStrError {
+    #[error("not a JSON string literal")]
+    NotAString,
+    #[error("a JSON string holds a raw control character")]
+    Control,
+    #[error("a JSON string holds an invalid escape")]
+    BadEscape,
+    #[error("a JSON string holds an unpaired UTF-16 surrogate")]
+    Surrogate,
+    #[error("a JSON string is not valid UTF-8")]
+    Utf8,
+}
+
+/// Grows `v` to hold at least `want` bytes in total, wiping the old buffer if it has to move.
+pub fn reserve_wiping(v: &mut Vec<u8>, want: usize) {
+    if v.capacity() < want {
+        let mut n = Vec::with_capacity(want);
+        n.extend_from_slice(v);
+        v.zeroize();
+        *v = n;
     }
-    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    let mut out = Zeroizing::new(Vec::with_capacity(inner.len()));
-    let mut i = 0;
-    while i < inner.len() {
-        let b = inner[i];
-        if b == b'"' || b < 0x20 {
-            return None;
-        }
-        if b != b'\\' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        let e = *inner.get(i + 1)?;
-        i += 2;
-        let c = match e {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let hi = hex4(inner.get(i..i + 4)?)?;
-                i += 4;
-                let code = match hi {
-                    0xD800..=0xDBFF => {
-                        if inner.get(i..i + 2)? != b"\\u" {
-                            return None;
-                        }
-                        let lo = hex4(inner.get(i + 2..i + 6)?)?;
-                        if !(0xDC00..=0xDFFF).contains(&lo) {
-                            return None;
-                        }
-                        i += 6;
-                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                    }
-                    0xDC00..=0xDFFF => return None,
-                    c => c,
-                };
-                char::from_u32(code)?
+}
+
+fn hex4(b: &[u8]) -> Result<u32, JsonStrError> {
+    let d = b.get(..4).ok_or(JsonStrError::BadEscape)?;
+    d.iter().try_fold(0u32, |acc, &c| {
+        let v = (c as char).to_digit(16).ok_or(JsonStrError::BadEscape)?;
+        Ok(acc * 16 + v)
+    })
+}
+
+/// Decodes one `\uXXXX` escape (and the low half of a surrogate pair that must follow a high
+/// half) starting after the `\u`; returns the character and how many input bytes it used.
+fn unicode_escape(rest: &[u8]) -> Result<(char, usize), JsonStrError> {
+    let hi = hex4(rest)?;
+    match hi {
+        0xD800..=0xDBFF => {
+            if rest.get(4..6) != Some(b"\\u") {
+                return Err(JsonStrError::Surrogate);
             }
-            _ => return None,
-        };
-        let mut tmp = [0u8; 4];
-        out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-        tmp.zeroize();
+            let lo = hex4(&rest[6..])?;
+            if !(0xDC00..=0xDFFF).contains(&lo) {
+                return Err(JsonStrError::Surrogate);
+            }
+            let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            Ok((char::from_u32(c).ok_or(JsonStrError::Surrogate)?, 10))
+        }
+        0xDC00..=0xDFFF => Err(JsonStrError::Surrogate),
+        c => Ok((char::from_u32(c).ok_or(JsonStrError::BadEscape)?, 4)),
     }
-    std::str::from_utf8(&out).ok()?;
+}
+
+/// Appends the decoded text of a JSON string body (the bytes between the quotes, RFC 8259 §7) to
+/// `out`, the caller's wiping buffer. Decoding never makes text longer, so `out` is grown (with
+/// the old buffer wiped) once, before anything is written, and no other copy of the text is
+/// made: this is how key-bearing strings are read from raw JSON bytes instead of through a
+/// JSON library's unwiped scratch buffer. On error `out` is restored to its old length and the
+/// bytes written are wiped.
+pub fn json_unescape_into(body: &[u8], out: &mut Vec<u8>) -> Result<(), JsonStrError> {
+    let start = out.len();
+    reserve_wiping(out, start + body.len());
+    let r = unescape_body(body, out).and_then(|()| {
+        std::str::from_utf8(&out[start..])
+            .map(|_| ())
+            .map_err(|_| JsonStrError::Utf8)
+    });
+    if r.is_err() {
+        out[start..].zeroize();
+        out.truncate(start);
+    }
+    r
+}
+
+fn unescape_body(body: &[u8], out: &mut Vec<u8>) -> Result<(), JsonStrError> {
+    let mut i = 0;
+    while i < body.len() {
+        let run = body[i..]
+            .iter()
+            .position(|&b| b == b'\\' || b == b'"' || b < 0x20)
+            .unwrap_or(body.len() - i);
+        out.extend_from_slice(&body[i..i + run]);
+        i += run;
+        let Some(&b) = body.get(i) else { break };
+        if b != b'\\' {
+            return Err(if b == b'"' {
+                JsonStrError::NotAString
+            } else {
+                JsonStrError::Control
+            });
+        }
+        let esc = *body.get(i + 1).ok_or(JsonStrError::BadEscape)?;
+        i += 2;
+        let simple = match esc {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let (c, used) = unicode_escape(&body[i..])?;
+                let mut enc = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut enc).as_bytes());
+                enc.zeroize();
+                i += used;
+                continue;
+            }
+            _ => return Err(JsonStrError::BadEscape),
+        };
+        out.push(simple);
+    }
+    Ok(())
+}
+
+/// Decodes a whole JSON string literal (with its quotes) into a wiping string.
+pub fn json_string_literal(literal: &[u8]) -> Result<Zeroizing<String>, JsonStrError> {
+    let body = literal
+        .strip_prefix(b"\"")
+        .and_then(|b| b.strip_suffix(b"\""))
+        .ok_or(JsonStrError::NotAString)?;
+    let mut buf = Zeroizing::new(Vec::new());
+    json_unescape_into(body, &mut buf)?;
+    let bytes = std::mem::take(&mut *buf);
+    // Validated above: the conversion moves the buffer, it does not copy it.
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(Zeroizing::new(s)),
+        Err(e) => {
+            e.into_bytes().zeroize();
+            Err(JsonStrError::Utf8)
+        }
+    }
+}
+
+impl Psk {
+    /// A key read straight from a JSON string literal (quotes included), with no unwiped copy.
+    pub fn from_json_literal(literal: &[u8]) -> Result<Psk, JsonStrError> {
+        let mut s = json_string_literal(literal)?;
+        Ok(Psk::take_from(&mut s))
+    }
+}
+
+/// The bytes a JSON string literal spells (`raw`, quotes included, as serde_json's `RawValue`
+/// or a scanner found it), decoded by [`json_unescape_into`] into a buffer that is wiped on drop;
+/// `None` when `raw` is not a valid JSON string.
+pub fn json_string_bytes(raw: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let mut out = Zeroizing::new(Vec::new());
+    json_unescape_into(inner, &mut out).ok()?;
     Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lit(s: &str) -> Result<String, JsonStrError> {
+        json_string_literal(s.as_bytes()).map(|z| z.as_str().to_owned())
+    }
+
+    #[test]
+    fn json_unescape_matches_serde_json() {
+        for s in [
+            r#""""#,
+            r#""plain""#,
+            r#""k\"ey with space""#,
+            r#""a\\b\/c\b\f\n\r\t""#,
+            r#""\u00e9\u2713 \u0000""#,
+            r#""\ud83d\ude00 pair""#,
+            r#""\uD83D\uDE00 upper""#,
+            "\"raw utf-8 \u{e9}\u{1F600}\"",
+        ] {
+            let ours = lit(s).unwrap();
+            let theirs: String = serde_json::from_str(s).unwrap();
+            assert_eq!(ours, theirs, "{s}");
+        }
+    }
+
+    #[test]
+    fn json_unescape_rejects_what_json_rejects() {
+        for (s, e) in [
+            ("plain", JsonStrError::NotAString),
+            (r#""a"b""#, JsonStrError::NotAString),
+            ("\"tab\there\"", JsonStrError::Control),
+            (r#""\x41""#, JsonStrError::BadEscape),
+            (r#""\u12""#, JsonStrError::BadEscape),
+            (r#""\u12G4""#, JsonStrError::BadEscape),
+            (r#""end\""#, JsonStrError::BadEscape),
+            (r#""\ud83d alone""#, JsonStrError::Surrogate),
+            (r#""\ude00 low first""#, JsonStrError::Surrogate),
+            (r#""\ud83d\u0041""#, JsonStrError::Surrogate),
+        ] {
+            assert_eq!(lit(s), Err(e), "{s}");
+            assert!(serde_json::from_str::<String>(s).is_err(), "{s}");
+        }
+        assert!(matches!(
+            json_string_literal(b"\"\xff\""),
+            Err(JsonStrError::Utf8)
+        ));
+    }
+
+    #[test]
+    fn json_unescape_into_appends_and_restores_on_error() {
+        let mut out = b"ab".to_vec();
+        json_unescape_into(br"c\nd", &mut out).unwrap();
+        assert_eq!(out, b"abc\nd");
+        assert!(json_unescape_into(br"xyz\q", &mut out).is_err());
+        assert_eq!(out, b"abc\nd");
+        let p = Psk::from_json_literal(br#""k\u0065y""#).unwrap();
+        assert_eq!(p.expose_secret(), "key");
+    }
 
     #[test]
     fn debug_never_shows_the_key() {

@@ -1,10 +1,13 @@
 //! Old keys on disk: what conf.db's append-only log still holds.
 //!
 //! [`log`] reads the file record by record. [`scan`] replays the `Interface` table's `options`
-//! through the records (full rows, and `_is_diff` records whose map diffs toggle keys) and searches
-//! `_comment` text for `psk=` arguments, which `ovs-vsctl` writes there verbatim. Keys are held
-//! only as fingerprints from the moment they are read: a diff is applied by comparing fingerprints.
+//! through the records (full rows, and `_is_diff` records whose map diffs toggle keys) and reads
+//! the `options:psk` arguments of the `ovs-vsctl` command lines recorded in `_comment`
+//! ([`comment`]). Key-bearing strings are decoded from raw JSON by our own unescaper into wiping
+//! buffers, never by serde_json. Keys are held only as fingerprints from the moment they are
+//! read: a diff is applied by comparing fingerprints.
 
+pub mod comment;
 pub mod log;
 
 use std::borrow::Cow;
@@ -15,7 +18,8 @@ use std::path::Path;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::json;
-use zeroize::Zeroize;
+use serde_json::value::RawValue;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::report::{Code, Finding, Report, Severity, Subject};
 use crate::secret::{Fingerprint, FingerprintKey};
@@ -69,20 +73,11 @@ pub enum ScanError {
     },
 }
 
-/// `["map", [[k, v], ...]]` keeping only the values of key `psk`. Owned copies (strings with
-/// escapes) are wiped on drop.
+/// `["map", [[k, v], ...]]` keeping only the raw JSON text of the values of key `psk`: values
+/// are decoded by [`crate::secret::json_unescape_into`] into a wiping buffer, never by serde_json,
+/// whose scratch buffer would keep an escaped key after it is freed.
 #[derive(Default)]
-struct PskValues<'a>(Vec<Cow<'a, str>>);
-
-impl Drop for PskValues<'_> {
-    fn drop(&mut self) {
-        for v in &mut self.0 {
-            if let Cow::Owned(s) = v {
-                s.zeroize();
-            }
-        }
-    }
-}
+struct PskValues<'a>(Vec<&'a RawValue>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for PskValues<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -99,18 +94,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for PskValues<'a> {
                 if tag != "map" {
                     return Err(de::Error::custom("not a map"));
                 }
-                let pairs: Vec<(Cow<'de, str>, Cow<'de, str>)> = seq
+                let pairs: Vec<(Cow<'de, str>, &'de RawValue)> = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::custom("no pairs"))?;
-                let mut out = PskValues::default();
-                for (k, mut v) in pairs {
-                    if k == "psk" {
-                        out.0.push(v);
-                    } else if let Cow::Owned(s) = &mut v {
-                        s.zeroize();
-                    }
-                }
-                Ok(out)
+                Ok(PskValues(
+                    pairs
+                        .into_iter()
+                        .filter(|(k, _)| k == "psk")
+                        .map(|(_, v)| v)
+                        .collect(),
+                ))
             }
         }
         d.deserialize_seq(V)
@@ -129,20 +122,13 @@ struct IfaceRow<'a> {
 struct TxnRecord<'a> {
     #[serde(rename = "_date", default)]
     date: Option<i64>,
+    /// Raw JSON text, decoded by our own unescaper (it carries keys).
     #[serde(rename = "_comment", borrow, default)]
-    comment: Option<Cow<'a, str>>,
+    comment: Option<&'a RawValue>,
     #[serde(rename = "_is_diff", default)]
     is_diff: bool,
     #[serde(rename = "Interface", borrow, default)]
     interface: Option<HashMap<Cow<'a, str>, Option<IfaceRow<'a>>>>,
-}
-
-impl Drop for TxnRecord<'_> {
-    fn drop(&mut self) {
-        if let Some(Cow::Owned(c)) = &mut self.comment {
-            c.zeroize();
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -150,44 +136,20 @@ struct SchemaRecord {
     name: Option<String>,
 }
 
-/// The key values after each `psk=` in a command line (`options:psk=K`, `{psk=K,...}`), with the
-/// interface the command names just before, if any.
-fn comment_keys(comment: &str) -> Vec<(&str, Option<&str>)> {
-    let mut out = vec![];
-    let mut from = 0;
-    while let Some(i) = comment[from..].find("psk=") {
-        let at = from + i;
-        from = at + 4;
-        let before = comment[..at].chars().last();
-        if !matches!(
-            before,
-            Some(':') | Some('{') | Some(',') | Some(' ') | Some('"')
-        ) {
-            continue;
-        }
-        let rest = &comment[at + 4..];
-        let value = if let Some(q) = rest.strip_prefix('"') {
-            match q.find('"') {
-                Some(e) => &q[..e],
-                None => q,
-            }
-        } else {
-            let e = rest
-                .find(|c: char| c.is_whitespace() || c == ',' || c == '}')
-                .unwrap_or(rest.len());
-            &rest[..e]
-        };
-        if value.is_empty() {
-            continue;
-        }
-        // "... set Interface NAME options:psk=..." names the interface.
-        let iface = comment[..at]
-            .rfind("Interface ")
-            .map(|j| &comment[j + "Interface ".len()..at])
-            .and_then(|s| s.split_whitespace().next());
-        out.push((value, iface));
+/// Fingerprint of the string a raw JSON literal spells; None if it is not a valid string.
+/// Without escapes the bytes between the quotes are the key and are hashed in place.
+fn fingerprint_literal(fp_key: &FingerprintKey, raw: &RawValue) -> Option<Fingerprint> {
+    let body = raw
+        .get()
+        .as_bytes()
+        .strip_prefix(b"\"")?
+        .strip_suffix(b"\"")?;
+    if !body.contains(&b'\\') {
+        return Some(fp_key.fingerprint_bytes(body));
     }
-    out
+    let mut buf = Zeroizing::new(Vec::new());
+    crate::secret::json_unescape_into(body, &mut buf).ok()?;
+    Some(fp_key.fingerprint_bytes(&buf))
 }
 
 #[derive(Default)]
@@ -267,10 +229,7 @@ impl Replay {
                     entry.0 = Some(n.to_string());
                 }
                 if let Some(opts) = &row.options {
-                    let new = opts
-                        .0
-                        .first()
-                        .map(|v| fp_key.fingerprint_bytes(v.as_bytes()));
+                    let new = opts.0.first().and_then(|v| fingerprint_literal(fp_key, v));
                     entry.1 = if txn.is_diff {
                         // Map diff: the same pair again removes it, another value replaces it.
                         match (entry.1, new) {
@@ -288,10 +247,13 @@ impl Replay {
                 }
             }
         }
-        if let Some(c) = &txn.comment {
-            for (value, iface) in comment_keys(c) {
-                let fp = self.fingerprint(fp_key, value.as_bytes());
-                self.seen(fp, iface, txn.date, false, &mut counted);
+        let comment = txn
+            .comment
+            .and_then(|c| crate::secret::json_string_literal(c.get().as_bytes()).ok());
+        if let Some(c) = comment {
+            for k in comment::comment_keys(&c) {
+                let fp = self.fingerprint(fp_key, k.value.as_bytes());
+                self.seen(fp, k.interface.as_deref(), txn.date, false, &mut counted);
             }
         }
     }

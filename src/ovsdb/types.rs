@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value as Json};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -846,12 +847,8 @@ impl<'de> Visitor<'de> for AtomVisitor {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Atom, E> {
         Ok(Atom::Real(v))
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Atom, E> {
-        Ok(Atom::String(Str::new(v)))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Atom, E> {
-        Ok(Atom::String(Str::new(v)))
-    }
+    // No `visit_str`: strings never come through here (see `raw_string`), because a JSON reader
+    // hands an escaped string to `visit_str` from a scratch buffer it frees unwiped.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Atom, A::Error> {
         let tag: String = seq
             .next_element()?
@@ -870,9 +867,36 @@ impl<'de> Visitor<'de> for AtomVisitor {
     }
 }
 
+/// A string atom read from its raw JSON literal with our own unescaper, straight into a wiping
+/// [`Str`]: row strings can be keys, and serde_json would decode an escaped string (a key with a
+/// `"` or `\\` in it) through a scratch buffer that it frees without wiping.
+fn raw_string<E: de::Error>(raw: &str) -> Result<Str, E> {
+    crate::secret::json_string_literal(raw.as_bytes())
+        .map(|mut z| Str::new(std::mem::take(&mut *z)))
+        .map_err(|e| E::custom(e))
+}
+
+/// Decodes a non-string value from its raw JSON text with `visitor` (nested atoms come back here
+/// through `Atom::deserialize`, still borrowing from the original reply bytes).
+fn from_raw<'de, V: Visitor<'de>, E: de::Error>(
+    raw: &'de RawValue,
+    visitor: V,
+) -> Result<V::Value, E> {
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    let v = serde::Deserializer::deserialize_any(&mut d, visitor).map_err(E::custom)?;
+    d.end().map_err(E::custom)?;
+    Ok(v)
+}
+
+/// Atoms (and [`Value`]s) decode only from a serde_json reader over borrowed bytes
+/// (`from_slice`/`from_str`), which can hand out each value's raw text.
 impl<'de> Deserialize<'de> for Atom {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(AtomVisitor)
+        let raw = <&'de RawValue>::deserialize(d)?;
+        if raw.get().starts_with('"') {
+            return raw_string(raw.get()).map(Atom::String);
+        }
+        from_raw(raw, AtomVisitor)
     }
 }
 
@@ -894,12 +918,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         AtomVisitor.visit_f64(v).map(Value::Atom)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        AtomVisitor.visit_str(v).map(Value::Atom)
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        AtomVisitor.visit_string(v).map(Value::Atom)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let tag: String = seq
@@ -933,7 +951,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        let raw = <&'de RawValue>::deserialize(d)?;
+        if raw.get().starts_with('"') {
+            return raw_string(raw.get()).map(|s| Value::Atom(Atom::String(s)));
+        }
+        from_raw(raw, ValueVisitor)
     }
 }
 
@@ -1003,7 +1025,7 @@ mod tests {
         ] {
             let mut t = j.clone();
             let a = Value::from_json(&mut t).unwrap();
-            let b: Value = serde_json::from_value(j).unwrap();
+            let b: Value = serde_json::from_str(&j.to_string()).unwrap();
             assert_eq!(a, b);
         }
         for bad in [
@@ -1012,7 +1034,31 @@ mod tests {
             json!(["uuid", "a", "b"]),
             json!({}),
         ] {
-            assert!(serde_json::from_value::<Value>(bad).is_err());
+            assert!(serde_json::from_str::<Value>(&bad.to_string()).is_err());
+        }
+        // Escaped strings, at the top and nested, are decoded by our unescaper.
+        for (text, want) in [
+            (
+                r#""k\"ey \u00e9""#,
+                Value::Atom(Atom::string("k\"ey \u{e9}")),
+            ),
+            (
+                r#"["map", [["psk", "a\\b"], ["x", "\ud83d\ude00"]]]"#,
+                Value::string_map(&[("psk", "a\\b"), ("x", "\u{1F600}")]),
+            ),
+            (
+                r#"["set", ["\t", 2]]"#,
+                Value::Set(vec![Atom::string("\t"), Atom::Integer(2)]),
+            ),
+        ] {
+            assert_eq!(serde_json::from_str::<Value>(text).unwrap(), want, "{text}");
+        }
+        for bad in [
+            r#""\ud800""#,
+            "[\"set\", [\"a\u{1}b\"]]",
+            r#"["map", [["psk", "\q"]]]"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
         }
     }
 

@@ -119,6 +119,69 @@ fn scan_db_and_fix_leave_no_key_in_memory() {
     assert_clean("fix --dry-run", &image);
 }
 
+/// Keys that need a quoted `ovs-vsctl` argument: one with spaces (its `_comment` in conf.db then
+/// carries JSON escapes around the key) and one with a quote (its rows in conf.db and in OVSDB
+/// replies carry an escape inside the key).
+const OLD_Q: &str = "Wx4Old Key With Spaces 8f2b6c0d4e91a7";
+const CURRENT_Q: &str = "Zq7Cur\"rent-Key-Mat-5e1d9a3b7c";
+
+fn quoted_psk(k: &str) -> String {
+    format!("options:psk={}", serde_json::to_string(k).unwrap())
+}
+
+#[test]
+fn keys_set_with_quoted_arguments_leave_no_copy() {
+    let node = Node::start();
+    node.vsctl(&[
+        "add-port",
+        "br-int",
+        "q-tun0",
+        "--",
+        "set",
+        "Interface",
+        "q-tun0",
+        "type=geneve",
+        "options:remote_ip=10.0.0.9",
+        &quoted_psk(OLD_Q),
+        "--",
+        "set",
+        "Port",
+        "q-tun0",
+        "external_ids:antrea-type=ipsec-tunnel",
+    ]);
+    node.vsctl(&["set", "Interface", "q-tun0", &quoted_psk(CURRENT_Q)]);
+    // The comments really hold escapes (else this test would prove nothing).
+    let db = std::fs::read_to_string(&node.conf_db).unwrap();
+    assert!(db.contains(r#"\"options:psk=\\\"Wx4Old Key"#), "{db}");
+    assert!(db.contains(r#"["psk","Zq7Cur\"rent"#), "{db}");
+    let (run_dir, db_arg) = (node.run_dir.to_str().unwrap(), node.db_arg());
+    let runs: [(&str, Vec<&str>); 3] = [
+        (
+            "check",
+            vec!["check", "--db", &db_arg, "--run-dir", run_dir, "-o", "json"],
+        ),
+        (
+            "scan-db",
+            vec!["scan-db", node.conf_db.to_str().unwrap(), "-o", "json"],
+        ),
+        (
+            "fix --dry-run",
+            vec!["fix", "--db", &db_arg, "--run-dir", run_dir, "--dry-run"],
+        ),
+    ];
+    for (what, args) in runs {
+        let (image, _) = run_paused(&args);
+        assert!(image.len() > 100_000, "{what}: memory image too small");
+        for k in [CURRENT_Q, OLD_Q] {
+            assert_eq!(
+                count(&image, k.as_bytes()),
+                0,
+                "{what}: a copy of a key set with a quoted argument is left in memory"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_memory_scan_finds_a_key_that_is_not_wiped() {
     // Control: the same scan on a process that keeps a key (its own argv) must find it, or the
