@@ -20,11 +20,13 @@ use crate::cluster::{self, ClusterError, Permission};
 use crate::report::{Finding, Report};
 use crate::secret::FingerprintKey;
 
+pub mod authz;
 pub mod gatekeeper;
 pub mod mode;
 pub mod nodes;
 pub mod placement;
 pub mod rbac;
+pub mod selector;
 pub mod snapshot;
 pub mod workloads;
 
@@ -132,6 +134,13 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "list",
         group: "constraints.gatekeeper.sh",
         resource: "antreaagentstatusupdates",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "config.gatekeeper.sh",
+        resource: "configs",
         subresource: "",
         name_scoped: false,
     },

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub agent_conf: Option<String>,
     pub constraint_templates: Option<Vec<DynamicObject>>,
     pub constraints: Option<Vec<DynamicObject>>,
+    /// Gatekeeper's Config objects (`config.gatekeeper.sh`), which may exempt namespaces.
+    pub gatekeeper_configs: Option<Vec<DynamicObject>>,
     pub webhooks: Option<Vec<ValidatingWebhookConfiguration>>,
     pub cluster_roles: Option<Vec<ClusterRole>>,
     pub nodes: Option<Vec<Node>>,
@@ -100,7 +102,7 @@ impl Snapshot {
 /// kube-rs then builds a Status with code 404 but no `NotFound` reason, so the reason is not
 /// enough: the code decides.
 pub fn is_absent(s: &kube::core::Status) -> bool {
-    s.is_not_found()
+    s.code == 404 || s.is_not_found()
 }
 
 /// Lists every object of `api`, page by page.
@@ -167,6 +169,16 @@ pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -
     );
     let r = list_all(&constraints, "antreaagentstatusupdates").await;
     s.constraints = s.record_optional("Gatekeeper Constraint", "antreaagentstatusupdates", r);
+    let configs = dyn_api(
+        client,
+        "config.gatekeeper.sh",
+        "v1alpha1",
+        "Config",
+        "configs",
+    );
+    let r = list_all(&configs, "configs.config.gatekeeper.sh").await;
+    s.gatekeeper_configs =
+        s.record_optional("Gatekeeper Config", "configs.config.gatekeeper.sh", r);
 
     let r = list_all(
         &Api::<ValidatingWebhookConfiguration>::all(client.clone()),

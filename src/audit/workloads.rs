@@ -43,22 +43,22 @@ pub fn check(snap: &Snapshot, cfg: &AuditConfig) -> Vec<Finding> {
         {
             let Some(hp) = v.host_path else { continue };
             if reaches_antrea_run(&hp.path) {
-                let level = snap
-                    .namespaces
-                    .iter()
-                    .flatten()
-                    .find(|n| n.metadata.name.as_deref() == Some(ns.as_str()))
-                    .and_then(|n| n.metadata.labels.as_ref())
-                    .and_then(|l| l.get("pod-security.kubernetes.io/enforce"))
-                    .cloned()
-                    .unwrap_or_else(|| "unset".into());
+                // Without the namespaces their labels are unknown: nothing is said about them.
+                let level = snap.namespaces.as_ref().map(|all| {
+                    all.iter()
+                        .find(|n| n.metadata.name.as_deref() == Some(ns.as_str()))
+                        .and_then(|n| n.metadata.labels.as_ref())
+                        .and_then(|l| l.get("pod-security.kubernetes.io/enforce"))
+                        .cloned()
+                        .unwrap_or_else(|| "unset".into())
+                });
                 out.push(Finding::new(Code::HostpathExposesAntrea, Severity::High, Subject::named("pod", format!("{ns}/{}", p.metadata.name.clone().unwrap_or_default())))
                     .observed(format!("hostPath volume {:?} mounts {}", v.name, hp.path))
                     .expected("no Pod outside Antrea's own mounts /var/run/antrea or a parent of it")
                     .remediation("remove the volume or narrow it; forbid hostPath in tenant namespaces (Pod Security baseline/restricted, or Gatekeeper)")
-                    .detail("namespace_pod_security", level.clone())
+                    .detail("namespace_pod_security", level.clone().unwrap_or_else(|| "unknown (namespaces not read)".into()))
                     .detail("path", hp.path.clone()));
-                if !matches!(level.as_str(), "baseline" | "restricted") {
+                if level.is_some_and(|l| !matches!(l.as_str(), "baseline" | "restricted")) {
                     risky_namespaces.insert(ns.clone());
                 }
             }

@@ -163,7 +163,7 @@ codes! {
     GatekeeperWebhookSkipsSubresources => "gatekeeper-webhook-skips-subresources", "Gatekeeper's webhook does not see status updates",
         "Gatekeeper's ValidatingWebhookConfiguration must have a rule covering subresources (resources: ['*/*']); with only ['*'] requests to pods/status and nodes/status never reach Gatekeeper and the AntreaAgentStatusUpdates policy silently does not apply.";
     AgentCanPatchStatus => "agent-can-patch-status", "antrea-agent may patch pods/status and nodes/status",
-        "The antrea-agent ClusterRole grants patch on pods/status or nodes/status (Antrea needs it). A compromised agent can use it to change other workloads' status; the Gatekeeper policy of Antrea's security guide limits it to annotations.";
+        "The antrea-agent ClusterRole grants patch or update on pods/status or nodes/status (Antrea needs patch). A compromised agent can use it to change other workloads' status; the Gatekeeper policy of Antrea's security guide limits it to annotations.";
     ControllerNotOnSecureNode => "controller-not-on-secure-node", "antrea-controller does not run on a secure Node",
         "Antrea's security guide recommends running antrea-controller on a control-plane Node (or another Node kept secure), because it holds the cluster's network policy and, in certificate mode, signs IPsec certificates.";
     HostpathExposesAntrea => "hostpath-exposes-antrea", "A Pod mounts a host path that reaches /var/run/antrea",
@@ -176,6 +176,8 @@ codes! {
         "audit --nodes could not run psk-guard check on this node (NotReady, the Job failed or timed out). Nothing about its keys or modes is known: it is not a pass.";
     IgnoreEntryExpired => "ignore-entry-expired", "An entry of the ignore file has expired",
         "An entry of the --ignore file has an expiry date that has passed, so it no longer suppresses anything: the findings it matched are reported again. Review the acceptance; renew the date or remove the entry.";
+    GatekeeperPolicyNotEnforced => "gatekeeper-policy-not-enforced", "Gatekeeper's policy for antrea-agent status updates does not enforce",
+        "The AntreaAgentStatusUpdates policy exists but does not stop a compromised agent: the Constraint's enforcementAction is dryrun or warn (violations are only recorded), Gatekeeper's webhook has failurePolicy Ignore (it fails open when Gatekeeper is unavailable), no webhook sends requests to Gatekeeper, or kube-system (or Antrea's namespace) is exempted by Gatekeeper's Config, the webhook's namespaceSelector or the Constraint's match.";
 }
 
 /// What a finding is about.

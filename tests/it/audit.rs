@@ -261,7 +261,7 @@ fn compliant_cluster() {
         json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "gatekeeper-validating-webhook-configuration"},
         "webhooks": [{"name": "validation.gatekeeper.sh", "admissionReviewVersions": ["v1"], "sideEffects": "None", "clientConfig": {},
-                      "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["*", "*/*"]}]}]}),
+                      "failurePolicy": "Fail", "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["*", "*/*"]}]}]}),
     );
     put(
         &c,
@@ -384,4 +384,250 @@ fn fan_out_reports_a_job_that_times_out() {
         c.state.lock().unwrap().list("jobs", NS).is_empty(),
         "the timed-out Job is deleted too"
     );
+}
+
+fn incomplete(r: &Value) -> Vec<String> {
+    r["incomplete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("{}: {}", i["check"], i["reason"]))
+        .collect()
+}
+
+/// Gatekeeper's own default webhook (its chart and deploy/gatekeeper.yaml): resources ['*'],
+/// CREATE and UPDATE, failurePolicy Ignore, and a namespaceSelector that skips namespaces
+/// labelled admission.gatekeeper.sh/ignore (which Gatekeeper puts on its exempt namespaces).
+fn gatekeeper_default_webhook() -> Value {
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+    "metadata": {"name": "gatekeeper-validating-webhook-configuration", "labels": {"gatekeeper.sh/system": "yes"}},
+    "webhooks": [
+        {"name": "validation.gatekeeper.sh", "admissionReviewVersions": ["v1", "v1beta1"], "sideEffects": "None",
+         "failurePolicy": "Ignore", "matchPolicy": "Exact", "timeoutSeconds": 3,
+         "clientConfig": {"service": {"name": "gatekeeper-webhook-service", "namespace": "gatekeeper-system", "path": "/v1/admit"}},
+         "namespaceSelector": {"matchExpressions": [{"key": "admission.gatekeeper.sh/ignore", "operator": "DoesNotExist"}]},
+         "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["*"]}]},
+        {"name": "check-ignore-label.gatekeeper.sh", "admissionReviewVersions": ["v1", "v1beta1"], "sideEffects": "None",
+         "failurePolicy": "Fail",
+         "clientConfig": {"service": {"name": "gatekeeper-webhook-service", "namespace": "gatekeeper-system", "path": "/v1/admitlabel"}},
+         "rules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["namespaces"]}]}
+    ]})
+}
+
+fn gatekeeper_policy(c: &Cluster, enforcement: Option<&str>) {
+    put(
+        c,
+        "constrainttemplates",
+        "",
+        json!({"apiVersion": "templates.gatekeeper.sh/v1", "kind": "ConstraintTemplate", "metadata": {"name": "antreaagentstatusupdates"}, "spec": {}}),
+    );
+    let mut spec = json!({"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod", "Node"]}]}});
+    if let Some(e) = enforcement {
+        spec["enforcementAction"] = json!(e);
+    }
+    put(
+        c,
+        "antreaagentstatusupdates",
+        "",
+        json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "AntreaAgentStatusUpdates", "metadata": {"name": "antrea-agent-status-updates"}, "spec": spec}),
+    );
+}
+
+#[test]
+fn a_cluster_without_gatekeeper_lacks_the_policy() {
+    // Gatekeeper's API groups are not installed: kube-apiserver answers 404 text/plain.
+    let c = cluster(1, STRONG);
+    put(&c, "clusterroles", "", agent_cluster_role());
+    let (r, _, _) = audit(&c, &[]);
+    let missing = findings(&r, "gatekeeper-policy-missing");
+    assert_eq!(missing.len(), 1, "{r:#}");
+    assert_eq!(missing[0]["severity"], "high");
+    assert!(
+        incomplete(&r).iter().all(|i| !i.contains("atekeeper")),
+        "an absent API group is not a failed check: {:?}",
+        incomplete(&r)
+    );
+    assert_eq!(
+        findings(&r, "agent-can-patch-status")[0]["severity"],
+        "medium"
+    );
+}
+
+#[test]
+fn a_failed_list_yields_no_findings_from_it() {
+    let c = cluster(1, STRONG);
+    c.state
+        .lock()
+        .unwrap()
+        .denied
+        .insert(("list".into(), "namespaces".into()));
+    put(
+        &c,
+        "pods",
+        "tenant-a",
+        pod(
+            "tenant-a",
+            "debug",
+            json!({"app": "debug"}),
+            "worker-00",
+            &["/var/run"],
+        ),
+    );
+    let (r, code, _) = audit(&c, &[]);
+    assert_eq!(findings(&r, "hostpath-exposes-antrea").len(), 1, "{r:#}");
+    assert!(
+        findings(&r, "namespace-allows-hostpath").is_empty(),
+        "the namespaces were never read: {r:#}"
+    );
+    assert!(
+        incomplete(&r).iter().any(|i| i.contains("namespaces")),
+        "{:?}",
+        incomplete(&r)
+    );
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn gatekeepers_defaults_do_not_enforce_the_policy() {
+    let c = cluster(1, STRONG);
+    gatekeeper_policy(&c, Some("dryrun"));
+    put(
+        &c,
+        "validatingwebhookconfigurations",
+        "",
+        gatekeeper_default_webhook(),
+    );
+    put(
+        &c,
+        "namespaces",
+        "",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system", "labels": {"kubernetes.io/metadata.name": "kube-system", "admission.gatekeeper.sh/ignore": "no-self-managing"}}}),
+    );
+    put(
+        &c,
+        "configs",
+        "gatekeeper-system",
+        json!({"apiVersion": "config.gatekeeper.sh/v1alpha1", "kind": "Config", "metadata": {"name": "config", "namespace": "gatekeeper-system"},
+               "spec": {"match": [{"excludedNamespaces": ["kube-*"], "processes": ["*"]}]}}),
+    );
+    // The agent's role granting only update (not patch) on the status subresources.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "antrea-agent", "labels": {"app": "antrea"}},
+               "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "watch", "list"]},
+                         {"apiGroups": [""], "resources": ["pods/status", "nodes/status"], "verbs": ["update"]}]}),
+    );
+    let (r, _, _) = audit(&c, &[]);
+    assert!(
+        findings(&r, "gatekeeper-policy-missing").is_empty(),
+        "{r:#}"
+    );
+    let skips = findings(&r, "gatekeeper-webhook-skips-subresources");
+    assert_eq!(skips.len(), 1, "{r:#}");
+    assert_eq!(
+        skips[0]["subject"]["name"],
+        "gatekeeper-validating-webhook-configuration/validation.gatekeeper.sh"
+    );
+    assert_eq!(
+        skips[0]["details"]["uncovered"],
+        json!(["pods/status", "nodes/status"])
+    );
+    let ne = findings(&r, "gatekeeper-policy-not-enforced");
+    let said: Vec<String> = ne
+        .iter()
+        .map(|f| {
+            let s = |v: &Value| v.as_str().unwrap().to_owned();
+            format!(
+                "{} {} {}",
+                s(&f["severity"]),
+                s(&f["subject"]["kind"]),
+                s(&f["observed"])
+            )
+        })
+        .collect();
+    let has = |sev: &str, kind: &str, what: &str| {
+        assert!(
+            said.iter()
+                .any(|s| s.starts_with(&format!("{sev} {kind} ")) && s.contains(what)),
+            "{sev} {kind} {what}: {said:#?}"
+        )
+    };
+    has("high", "constraint", "enforcementAction dryrun");
+    has(
+        "medium",
+        "validatingwebhookconfiguration",
+        "failurePolicy Ignore",
+    );
+    has(
+        "medium",
+        "validatingwebhookconfiguration",
+        "namespaceSelector does not select namespace kube-system",
+    );
+    has(
+        "medium",
+        "gatekeeper-config",
+        "excludes namespace kube-system",
+    );
+    assert_eq!(ne.len(), 4, "{said:#?}");
+    let agent = findings(&r, "agent-can-patch-status");
+    assert_eq!(agent[0]["severity"], "medium");
+    assert_eq!(
+        agent[0]["observed"],
+        "update pods/status, update nodes/status"
+    );
+}
+
+#[test]
+fn a_subresource_rule_for_create_only_covers_nothing() {
+    let c = cluster(1, STRONG);
+    gatekeeper_policy(&c, None);
+    put(
+        &c,
+        "validatingwebhookconfigurations",
+        "",
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "gatekeeper-validating-webhook-configuration"},
+        "webhooks": [{"name": "validation.gatekeeper.sh", "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
+                      "clientConfig": {"service": {"name": "gatekeeper-webhook-service", "namespace": "gatekeeper-system"}},
+                      "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["*/*"]},
+                                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/status"]}]}]}),
+    );
+    put(&c, "clusterroles", "", agent_cluster_role());
+    let (r, _, _) = audit(&c, &[]);
+    let skips = findings(&r, "gatekeeper-webhook-skips-subresources");
+    assert_eq!(skips.len(), 1, "{r:#}");
+    assert_eq!(skips[0]["details"]["uncovered"], json!(["nodes/status"]));
+    assert!(
+        findings(&r, "gatekeeper-policy-not-enforced").is_empty(),
+        "{r:#}"
+    );
+    assert_eq!(
+        findings(&r, "agent-can-patch-status")[0]["severity"],
+        "medium"
+    );
+}
+
+#[test]
+fn an_unused_default_key_in_certificate_mode_is_reported_lower() {
+    let c = cluster(1, "changeme");
+    {
+        let mut st = c.state.lock().unwrap();
+        let mut cm = st.get("configmaps", NS, "antrea-config").cloned().unwrap();
+        cm["data"]["antrea-agent.conf"] =
+            json!("featureGates:\n  IPsecCertAuth: true\nipsec:\n  authenticationMode: cert\n");
+        st.put("configmaps", NS, cm);
+    }
+    let (r, _, _) = audit(&c, &[]);
+    let d = findings(&r, "psk-default-key");
+    assert_eq!(d.len(), 1, "{r:#}");
+    assert_eq!(d[0]["severity"], "medium");
+    assert_eq!(d[0]["details"]["in_use"], false);
+    let observed = d[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.contains("unused") && observed.contains("switched back to PSK mode"),
+        "{observed}"
+    );
+    assert_no_key("audit", r.to_string().as_bytes(), &["changeme"]);
 }

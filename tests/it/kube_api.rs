@@ -36,6 +36,8 @@ pub struct State {
     pub used: std::collections::BTreeSet<(String, String)>,
     /// Job names created, for the simulator to run.
     pub new_jobs: Vec<Key>,
+    /// (group, plural) of the custom resources whose CRD is installed; see [`absent_api`].
+    pub custom_resources: std::collections::BTreeSet<(String, String)>,
 }
 
 impl State {
@@ -59,6 +61,7 @@ impl State {
         if obj["metadata"]["namespace"].is_null() {
             obj["metadata"]["namespace"] = json!(ns);
         }
+        self.note_custom_resource(res, &obj);
         self.objects.insert((res.into(), ns.into(), name), obj);
     }
 
@@ -149,6 +152,64 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
+/// API groups every kube-apiserver serves; any other group exists only once its CRD is installed.
+const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+];
+
+impl State {
+    /// Installs the CRD of `group`/`plural` (an object of a custom resource implies its CRD).
+    pub fn install_crd(&mut self, group: &str, plural: &str) {
+        self.custom_resources
+            .insert((group.to_owned(), plural.to_owned()));
+    }
+
+    fn note_custom_resource(&mut self, res: &str, obj: &Value) {
+        let api_version = obj["apiVersion"].as_str().unwrap_or("v1");
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        if !BUILT_IN_GROUPS.contains(&group) {
+            self.install_crd(group, res);
+        }
+    }
+}
+
+/// A request for a custom resource whose CRD is not installed gets what kube-apiserver answers:
+/// no handler claims the path, so the end of the delegation chain
+/// (k8s.io/apiserver/pkg/util/notfoundhandler, once the mux is complete) calls Go's
+/// `http.NotFound`: status 404, `Content-Type: text/plain; charset=utf-8`, body
+/// `404 page not found\n`. Not a JSON Status: clients see no `NotFound` reason.
+fn absent_api(st: &State, r: &Route) -> Option<(u16, Value, Option<String>)> {
+    let group = r.group_version.rsplit_once('/').map_or("", |(g, _)| g);
+    if BUILT_IN_GROUPS.contains(&group)
+        || st
+            .custom_resources
+            .contains(&(group.to_owned(), r.resource.clone()))
+    {
+        return None;
+    }
+    Some((404, Value::Null, Some("404 page not found\n".to_owned())))
+}
+
 fn kind_of(resource: &str) -> &'static str {
     match resource {
         "secrets" => "Secret",
@@ -207,6 +268,9 @@ fn handle_inner(
         let (c, v) = status(404, "NotFound", "no such path");
         return (c, v, None);
     };
+    if let Some(answer) = absent_api(&state.lock().unwrap(), &r) {
+        return answer;
+    }
     let verb = match (method, r.name.is_some()) {
         ("GET", true) => "get",
         ("GET", false) => "list",
