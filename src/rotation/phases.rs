@@ -193,7 +193,7 @@ async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
         "ANTREA_IPSEC_PSK".into(),
         "--at-unix-ms".into(),
         at_ms.to_string(),
-        ];
+    ];
     args.extend(NODE_ARGS.map(String::from));
     ctx.progress(&format!(
         "pushing the new key to {} node(s) at one instant",
