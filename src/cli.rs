@@ -159,9 +159,10 @@ pub struct RotateArgs {
     /// Seconds without renewal after which a dead run's Lease may be taken over.
     #[arg(long, default_value_t = 60)]
     pub lease_duration: u64,
-    /// Seconds to wait for the DaemonSet rollout.
-    #[arg(long, default_value_t = 900)]
-    pub rollout_timeout: u64,
+    /// Seconds the DaemonSet rollout may go without any node advancing before it counts as
+    /// stuck (like a Deployment's progressDeadlineSeconds; the whole rollout may take longer).
+    #[arg(long, visible_alias = "rollout-timeout", default_value_t = 600)]
+    pub progress_deadline: u64,
     /// Seconds to wait for each per-node Job.
     #[arg(long, default_value_t = 300)]
     pub job_timeout: u64,
@@ -526,9 +527,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 image: a.image.clone(),
                 service_account: a.service_account.clone(),
                 lease: a.lease.clone(),
-                lease_duration: Duration::from_secs(a.lease_duration.max(3)),
+                lease_duration: Duration::from_secs(a.lease_duration),
                 api_timeout: timeout,
-                rollout_timeout: Duration::from_secs(a.rollout_timeout),
+                progress_deadline: Duration::from_secs(a.progress_deadline),
                 job_timeout: Duration::from_secs(a.job_timeout),
                 push_lead: Duration::from_millis(a.push_lead_ms),
                 compact: !a.no_compact,

@@ -145,7 +145,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l image -d 
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l service-account -d 'Service account of the per-node Jobs' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l lease -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l lease-duration -d 'Seconds without renewal after which a dead run\'s Lease may be taken over' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l rollout-timeout -d 'Seconds to wait for the DaemonSet rollout' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l progress-deadline -l rollout-timeout -d 'Seconds the DaemonSet rollout may go without any node advancing before it counts as stuck (like a Deployment\'s progressDeadlineSeconds; the whole rollout may take longer)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l job-timeout -d 'Seconds to wait for each per-node Job' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l push-lead-ms -d 'For push: milliseconds between creating the Jobs and the shared write instant' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r

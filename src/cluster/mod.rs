@@ -36,6 +36,8 @@ pub enum ClusterError {
     Precondition(String),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    #[error("lost the rotation lease ({0}): every write stopped. The rotation is recorded on the Secret; once no other rotation runs, rerun psk-guard rotate to resume it")]
+    LeaseLost(String),
 }
 
 impl ClusterError {

@@ -63,7 +63,9 @@ pub struct RotateConfig {
     pub lease: String,
     pub lease_duration: Duration,
     pub api_timeout: Duration,
-    pub rollout_timeout: Duration,
+    /// The rollout fails when no node advanced for this long (like a Deployment's
+    /// `progressDeadlineSeconds`).
+    pub progress_deadline: Duration,
     pub job_timeout: Duration,
     /// For `push`: how far ahead the shared write instant is set, so every Job is ready.
     pub push_lead: Duration,
@@ -265,6 +267,8 @@ struct Ctx<'a> {
     secrets: Api<Secret>,
     uid: Option<String>,
     interactive: bool,
+    /// Whether the run still holds the Lease: checked before every write.
+    held: lease::Held,
 }
 
 impl Ctx<'_> {
@@ -381,9 +385,7 @@ async fn reread_expecting(
     fp_key: &FingerprintKey,
     then: &str,
 ) -> Result<(Secret, Psk), ClusterError> {
-    let mut secret = ctx
-        .secrets
-        .get(&ctx.cfg.secret)
+    let mut secret = cluster::retry("re-reading the Secret", || ctx.secrets.get(&ctx.cfg.secret))
         .await
         .map_err(|e| ClusterError::api("get", ctx.what(), e))?;
     let current = take_key(&mut secret, &ctx.cfg.key, &ctx.what())?;
@@ -406,6 +408,7 @@ async fn write_key(
     fp_key: &FingerprintKey,
 ) -> Result<Secret, ClusterError> {
     for _attempt in 0..5 {
+        ctx.held.check()?;
         let (mut secret, _old) = reread_expecting(
             ctx,
             rec.old_fingerprint,
@@ -463,6 +466,7 @@ async fn record_phase(
     fp_key: &FingerprintKey,
 ) -> Result<(), ClusterError> {
     for _attempt in 0..5 {
+        ctx.held.check()?;
         let mut ann = BTreeMap::new();
         rec.apply(&mut ann);
         let patch = json!({"metadata": {"resourceVersion": rv.as_str(), "annotations": ann}});
@@ -600,6 +604,7 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         client,
         uid: None,
         interactive: std::io::stderr().is_terminal(),
+        held: lease::Held::always(),
     };
     // 1. Preflight: nothing is written before it passes.
     let (secret, current, ds) = preflight(&ctx).await?;
@@ -621,15 +626,29 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         cfg.lease_duration,
     )
     .await?;
-    let result = rotate_locked(&ctx, secret, current, new_key, ds, started).await;
-    if let Err(e) = &result {
+    let ctx = Ctx {
+        held: guard.held(),
+        ..ctx
+    };
+    // A lost Lease stops the rotation wherever it is (the future is dropped at its next await;
+    // every write also checks the Lease first).
+    let mut lost = guard.held();
+    let result = tokio::select! {
+        r = rotate_locked(&ctx, secret, current, new_key, ds, started) => r,
+        e = lost.lost() => Err(e),
+    };
+    match &result {
+        Err(ClusterError::LeaseLost(_)) => {}
         // Error texts name objects and fingerprints, never key bytes.
-        ctx.event(
-            "RotationFailed",
-            &format!("psk-guard rotate stopped: {e}. Rerun psk-guard rotate to resume"),
-            true,
-        )
-        .await;
+        Err(e) => {
+            ctx.event(
+                "RotationFailed",
+                &format!("psk-guard rotate stopped: {e}. Rerun psk-guard rotate to resume"),
+                true,
+            )
+            .await
+        }
+        Ok(_) => {}
     }
     guard.release().await;
     result
@@ -648,6 +667,7 @@ async fn rotate_locked(
     let (rec, rv, fp_key) = phases::start(ctx, &secret, current, new_key).await?;
     let mut run = new_run(ctx, rec, rv, fp_key, ds, started).await?;
     loop {
+        ctx.held.check()?;
         let step = match run.rec.phase {
             Phase::SecretWritten => phases::roll_out(&mut run).await?,
             Phase::RolledOut => phases::verify(&mut run).await?,

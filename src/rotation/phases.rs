@@ -229,7 +229,7 @@ async fn restart_agents(run: &mut Run<'_>) -> Result<(), ClusterError> {
         &run.ds,
         &run.rec.id,
         &run.nodes,
-        ctx.cfg.rollout_timeout,
+        ctx.cfg.progress_deadline,
         ctx.interactive,
     )
     .await

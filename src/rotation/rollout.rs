@@ -1,7 +1,9 @@
 //! Restarting the antrea-agent DaemonSet so every agent reads the Secret again: a pod-template
 //! annotation (RollingUpdate) or pod deletion (OnDelete), then following the rollout until
-//! `observedGeneration >= generation` and updated == available == desired, with a timeout and
-//! progress (a bar on a TTY, lines otherwise).
+//! `observedGeneration >= generation` and updated == available == desired, with a progress
+//! deadline (the rollout is stuck when no node advanced for that long, like a Deployment's
+//! `progressDeadlineSeconds`; a long rollout that keeps advancing is never cut off) and progress
+//! (a bar on a TTY, lines otherwise).
 
 use std::time::{Duration, Instant};
 
@@ -52,14 +54,15 @@ pub async fn agent_pods(
     )
 }
 
-/// Restarts every agent once for rotation `id` and waits for the rollout.
+/// Restarts every agent once for rotation `id` and waits for the rollout, for as long as it
+/// advances at least once per `progress_deadline`.
 pub async fn restart(
     client: &Client,
     namespace: &str,
     ds: &DaemonSet,
     id: &str,
     nodes: &[String],
-    timeout: Duration,
+    progress_deadline: Duration,
     tty: bool,
 ) -> Result<(), ClusterError> {
     let name = ds.metadata.name.clone().unwrap_or_default();
@@ -96,7 +99,7 @@ pub async fn restart(
             }
         }
     }
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + progress_deadline;
     let mut last = None;
     loop {
         let d = crate::cluster::retry("reading the DaemonSet", || api.get(&name))
@@ -122,6 +125,7 @@ pub async fn restart(
                 );
             }
             last = Some((updated, available));
+            deadline = Instant::now() + progress_deadline;
         }
         if st.observed_generation.unwrap_or(0) >= generation
             && updated == desired
@@ -157,10 +161,10 @@ pub async fn restart(
                 .collect();
             return Err(ClusterError::Timeout {
                 what: format!(
-                    "the rollout of daemonset {namespace}/{name} ({updated}/{desired} updated, {available} available; antrea-agent not restarted on: {}); check those nodes, then rerun psk-guard rotate to resume",
+                    "progress of the rollout of daemonset {namespace}/{name} ({updated}/{desired} updated, {available} available; antrea-agent not restarted on: {}); check those nodes, then rerun psk-guard rotate to resume",
                     if stuck.is_empty() { "(unknown)".to_owned() } else { stuck.join(", ") }
                 ),
-                secs: timeout.as_secs(),
+                secs: progress_deadline.as_secs(),
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -38,6 +38,8 @@ pub struct State {
     pub new_jobs: Vec<Key>,
     /// (group, plural) of the custom resources whose CRD is installed; see [`absent_api`].
     pub custom_resources: std::collections::BTreeSet<(String, String)>,
+    /// Fault: the next N updates (PUT) of leases answer 500.
+    pub fail_lease_updates: usize,
 }
 
 impl State {
@@ -386,6 +388,10 @@ fn handle_inner(
             }
             (201, st.objects[&key].clone(), None)
         }
+        "PUT" if lease_fault(&mut st, &r.resource) => {
+            let (c, v) = status(500, "InternalError", "etcdserver: request timed out");
+            (c, v, None)
+        }
         "PUT" => {
             let Some(current) = st.objects.get(&key).cloned() else {
                 let (c, v) = status(
@@ -507,6 +513,15 @@ fn handle_inner(
             (c, v, None)
         }
     }
+}
+
+/// The injected 5xx faults on Lease updates (`fail_lease_updates`).
+fn lease_fault(st: &mut State, resource: &str) -> bool {
+    if resource == "leases" && st.fail_lease_updates > 0 {
+        st.fail_lease_updates -= 1;
+        return true;
+    }
+    false
 }
 
 pub fn base64_encode(b: &[u8]) -> String {

@@ -34,8 +34,8 @@ const FAST: [&str; 6] = [
 fn rotate(c: &Cluster, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["rotate", "-o", "json"];
     args.extend_from_slice(&FAST);
-    if !extra.contains(&"--rollout-timeout") {
-        args.extend_from_slice(&["--rollout-timeout", "120"]);
+    if !extra.contains(&"--rollout-timeout") && !extra.contains(&"--progress-deadline") {
+        args.extend_from_slice(&["--progress-deadline", "120"]);
     }
     args.extend_from_slice(extra);
     c.psk_guard(&args, &[])
@@ -254,20 +254,6 @@ fn someone_else_changing_the_key_aborts() {
         "another-writers-key-0123456789abcdef",
         "their key is left alone"
     );
-}
-
-#[test]
-fn a_lease_held_by_another_run_stops_before_any_write() {
-    let c = cluster(2, false);
-    let now = psk_guard::cluster::now_rfc3339().replace('Z', ".000000Z");
-    c.state.lock().unwrap().put("leases", NS, json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "psk-guard-rotation"},
-        "spec": {"holderIdentity": "cronjob-pod-7f9c", "leaseDurationSeconds": 600, "acquireTime": now, "renewTime": now}}));
-    let out = rotate(&c, &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cronjob-pod-7f9c"), "{err}");
-    assert_eq!(c.state.lock().unwrap().count("PUT", "secrets"), 0);
-    assert_eq!(c.secret_key(), OLD);
 }
 
 #[test]
@@ -579,4 +565,204 @@ fn api_server_unreachable_or_slow() {
         "what could not be read is listed: {r:#}"
     );
     drop(hold);
+}
+
+// ---- The Lease (client-go leader election rules) and the progress deadline ----
+
+fn slow_cluster(n: usize, restart_delay_ms: u64) -> Cluster {
+    Cluster::new(Options2 {
+        nodes: n,
+        key: OLD.into(),
+        on_delete: false,
+        restart_delay: Duration::from_millis(restart_delay_ms),
+    })
+}
+
+fn micro(t: std::time::SystemTime) -> String {
+    psk_guard::cluster::rfc3339(t).replace('Z', ".000000Z")
+}
+
+fn put_lease(
+    c: &Cluster,
+    holder: &str,
+    duration: u64,
+    renew: std::time::SystemTime,
+    transitions: i64,
+) {
+    let t = micro(renew);
+    c.state.lock().unwrap().put("leases", NS, json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "psk-guard-rotation"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration, "acquireTime": t, "renewTime": t, "leaseTransitions": transitions}}));
+}
+
+/// Another run that is alive and renews its Lease every 300 ms, but whose clock is an hour
+/// behind: its renewTime is always "long expired" by this host's clock. Only a comparison of the
+/// other host's renewTime with the local clock would take the Lease over.
+#[test]
+fn a_lease_held_by_another_run_stops_before_any_write() {
+    let c = cluster(2, false);
+    let skew = Duration::from_secs(3600);
+    put_lease(
+        &c,
+        "cronjob-pod-7f9c",
+        3,
+        std::time::SystemTime::now() - skew,
+        0,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (state, stop) = (c.state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut st = state.lock().unwrap();
+                let mut l = st.get("leases", NS, "psk-guard-rotation").unwrap().clone();
+                l["spec"]["renewTime"] = json!(micro(std::time::SystemTime::now() - skew));
+                st.put("leases", NS, l);
+            }
+        })
+    };
+    let out = rotate(&c, &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renewer.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cronjob-pod-7f9c") && err.contains("another rotation is running"),
+        "{err}"
+    );
+    assert_eq!(c.state.lock().unwrap().count("PUT", "secrets"), 0);
+    assert_eq!(c.secret_key(), OLD);
+    let st = c.state.lock().unwrap();
+    let l = st.get("leases", NS, "psk-guard-rotation").unwrap();
+    assert_eq!(
+        l["spec"]["holderIdentity"], "cronjob-pod-7f9c",
+        "not taken over"
+    );
+}
+
+/// A dead run's Lease whose renewTime lies an hour in the future (its host's clock ran ahead):
+/// by clock comparison it would never expire. Watched locally for its duration without a
+/// change, it is taken over, and leaseTransitions counts the takeover.
+#[test]
+fn a_dead_runs_lease_is_taken_over_whatever_its_clock_and_transitions_are_counted() {
+    let c = cluster(2, false);
+    put_lease(
+        &c,
+        "dead-run",
+        2,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+        4,
+    );
+    let out = rotate(&c, &[]);
+    assert_rotated(&c, &out, OLD);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("taking it over from \"dead-run\""), "{err}");
+    let st = c.state.lock().unwrap();
+    let l = &st.get("leases", NS, "psk-guard-rotation").unwrap()["spec"];
+    assert_eq!(l["leaseTransitions"], 5, "{l}");
+    assert!(l["holderIdentity"].is_null(), "released: {l}");
+}
+
+#[test]
+fn lease_duration_zero_is_refused_before_any_write() {
+    let c = cluster(2, false);
+    let out = c.psk_guard(&["rotate", "-o", "json", "--lease-duration", "0"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--lease-duration"), "{err}");
+    assert_nothing_written(&c);
+    assert_eq!(c.secret_key(), OLD);
+}
+
+/// Runs rotate in the background; `during` runs on the cluster once the new key is stored.
+fn rotate_and_meanwhile(
+    c: &Cluster,
+    extra: &[&str],
+    during: impl FnOnce(&Cluster),
+) -> std::process::Output {
+    let mut args = vec!["rotate", "-o", "json", "--strategy", "restart"];
+    args.extend_from_slice(&FAST);
+    args.extend_from_slice(extra);
+    let child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(&args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while c.annotation("phase").is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    during(c);
+    child.wait_with_output().unwrap()
+}
+
+/// The Lease is taken by another run while this one rolls out: the renewer sees it, every write
+/// stops (the phase is never advanced, no verify Job is created, the thief's Lease is left
+/// alone), and the run exits 2 saying so.
+#[test]
+fn a_lost_lease_stops_every_write() {
+    let c = slow_cluster(3, 1500);
+    let mut stolen_at = 0;
+    let out = rotate_and_meanwhile(&c, &[], |c| {
+        let mut st = c.state.lock().unwrap();
+        let mut l = st.get("leases", NS, "psk-guard-rotation").unwrap().clone();
+        l["spec"]["holderIdentity"] = json!("thief");
+        st.put("leases", NS, l);
+        stolen_at = st.requests.len();
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lost the rotation lease") && err.contains("thief"),
+        "{err}"
+    );
+    assert_eq!(c.annotation("phase").as_deref(), Some("secret-written"));
+    let st = c.state.lock().unwrap();
+    let late: Vec<_> = st.requests[stolen_at..]
+        .iter()
+        .filter(|(m, _, _, r)| m != "GET" && r != "selfsubjectaccessreviews")
+        .filter(|(_, _, _, r)| r != "leases" && r != "daemonsets" && r != "pods")
+        .collect();
+    assert!(late.is_empty(), "writes after the Lease was lost: {late:?}");
+    assert_eq!(
+        st.get("leases", NS, "psk-guard-rotation").unwrap()["spec"]["holderIdentity"],
+        "thief"
+    );
+}
+
+/// Renewals that fail with 5xx are retried with backoff (a few failures keep the Lease); when
+/// they keep failing past the renew deadline the run stops writing and exits 2.
+#[test]
+fn lease_renewals_retry_5xx_and_stop_past_the_renew_deadline() {
+    let c = slow_cluster(3, 700);
+    let out = rotate_and_meanwhile(&c, &[], |c| c.state.lock().unwrap().fail_lease_updates = 2);
+    assert_rotated(&c, &out, OLD);
+    assert!(c.state.lock().unwrap().count("PUT", "leases") >= 3);
+
+    let c = slow_cluster(3, 1500);
+    let out = rotate_and_meanwhile(&c, &[], |c| {
+        c.state.lock().unwrap().fail_lease_updates = usize::MAX
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lost the rotation lease") && err.contains("could not renew"),
+        "{err}"
+    );
+    assert_eq!(c.annotation("phase").as_deref(), Some("secret-written"));
+}
+
+/// Five agents restarting one after the other take longer than the progress deadline in total,
+/// but each advances well within it: the rollout completes (a fixed timeout would cut it off).
+#[test]
+fn a_rollout_longer_than_the_progress_deadline_completes_while_it_advances() {
+    let c = slow_cluster(5, 1000);
+    let out = rotate(&c, &["--progress-deadline", "4"]);
+    assert_rotated(&c, &out, OLD);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["data"]["timings"]["rollout_ms"].as_u64().unwrap() > 4000,
+        "{r:#}"
+    );
 }
