@@ -8,6 +8,7 @@
 //! A Lease makes runs exclusive. Nothing is written before the preflight has passed.
 
 pub mod node;
+pub mod ondelete;
 mod phases;
 pub mod record;
 pub mod rollout;
@@ -124,13 +125,6 @@ pub const PERMISSIONS: &[Permission] = &[
         name_scoped: false,
     },
     Permission {
-        verb: "delete",
-        group: "",
-        resource: "pods",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
         verb: "get",
         group: "",
         resource: "pods",
@@ -187,6 +181,31 @@ pub const PERMISSIONS: &[Permission] = &[
         name_scoped: false,
     },
 ];
+
+/// The permissions `rotate` adds for an `OnDelete` DaemonSet: evicting its agents (a separate
+/// Role in docs/deploy/rbac.yaml, granted only where Antrea runs with OnDelete).
+pub const ON_DELETE_PERMISSIONS: &[Permission] = &[Permission {
+    verb: "create",
+    group: "",
+    resource: "pods",
+    subresource: "eviction",
+    name_scoped: false,
+}];
+
+/// Fails with [`ClusterError::Forbidden`] naming every permission of `perms` not granted.
+async fn require(
+    ctx: &Ctx<'_>,
+    perms: &[Permission],
+    names: impl Fn(&str) -> Option<String>,
+) -> Result<(), ClusterError> {
+    let ns = &ctx.cfg.namespace;
+    let missing = cluster::missing_permissions(&ctx.client, ns, perms, names).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing.iter().map(|p| format!("{p} in {ns}")).collect();
+    Err(ClusterError::Forbidden(list.join(", ")))
+}
 
 /// The Secret's key, moved into a [`Psk`]; the copy in the object is wiped.
 fn take_key(secret: &mut Secret, key: &str, what: &str) -> Result<Psk, ClusterError> {
@@ -318,15 +337,7 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
             _ => None,
         }
     };
-    let missing =
-        cluster::missing_permissions(&ctx.client, &cfg.namespace, PERMISSIONS, names).await?;
-    if !missing.is_empty() {
-        let list: Vec<String> = missing
-            .iter()
-            .map(|p| format!("{p} in {}", cfg.namespace))
-            .collect();
-        return Err(ClusterError::Forbidden(list.join(", ")));
-    }
+    require(ctx, PERMISSIONS, names).await?;
     let mut secret = cluster::retry("reading the Secret", || ctx.secrets.get(&cfg.secret))
         .await
         .map_err(|e| {
@@ -350,6 +361,9 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
                 e,
             )
         })?;
+    if rollout::on_delete(&ds) {
+        require(ctx, ON_DELETE_PERMISSIONS, |_| None).await?;
+    }
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
     match cluster::retry("reading the ConfigMap", || cms.get_opt(&cfg.config_map)).await {
         Ok(Some(cm)) => {

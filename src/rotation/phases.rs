@@ -231,6 +231,7 @@ async fn restart_agents(run: &mut Run<'_>) -> Result<(), ClusterError> {
         &run.nodes,
         ctx.cfg.progress_deadline,
         ctx.interactive,
+        &ctx.held,
     )
     .await
 }

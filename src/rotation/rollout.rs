@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
+use crate::cluster::lease::Held;
 use crate::cluster::ClusterError;
 
 pub const RESTART_ANNOTATION: &str = "psk-guard.io/rotation";
@@ -54,6 +55,15 @@ pub async fn agent_pods(
     )
 }
 
+/// Whether the DaemonSet's update strategy is `OnDelete` (its pods are replaced only when deleted).
+pub fn on_delete(ds: &DaemonSet) -> bool {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete")
+}
+
 /// Restarts every agent once for rotation `id` and waits for the rollout, for as long as it
 /// advances at least once per `progress_deadline`.
 pub async fn restart(
@@ -64,40 +74,29 @@ pub async fn restart(
     nodes: &[String],
     progress_deadline: Duration,
     tty: bool,
+    held: &Held,
 ) -> Result<(), ClusterError> {
     let name = ds.metadata.name.clone().unwrap_or_default();
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    let on_delete = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.type_.as_deref())
-        == Some("OnDelete");
+    let on_delete = on_delete(ds);
+    held.check()?;
     let patch =
         json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: id}}}}});
     api.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map_err(|e| ClusterError::api("patch", format!("daemonset {namespace}/{name}"), e))?;
     if on_delete {
-        // An annotation rolls nothing under OnDelete: delete the pods not yet on this template.
-        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        for p in agent_pods(client, namespace, ds).await? {
-            let current = p
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RESTART_ANNOTATION))
-                .map(String::as_str)
-                == Some(id);
-            if current {
-                continue;
-            }
-            if let Some(pn) = p.metadata.name {
-                pods.delete(&pn, &DeleteParams::default())
-                    .await
-                    .map_err(|e| ClusterError::api("delete", format!("pod {namespace}/{pn}"), e))?;
-            }
-        }
+        // An annotation rolls nothing under OnDelete: evict the agents, in batches.
+        super::ondelete::evict_in_batches(
+            client,
+            namespace,
+            ds,
+            id,
+            nodes,
+            progress_deadline,
+            held,
+        )
+        .await?;
     }
     let mut deadline = Instant::now() + progress_deadline;
     let mut last = None;

@@ -40,6 +40,12 @@ pub struct State {
     pub custom_resources: std::collections::BTreeSet<(String, String)>,
     /// Fault: the next N updates (PUT) of leases answer 500.
     pub fail_lease_updates: usize,
+    /// Nodes whose kubelet does not answer: a pod deleted there stays Terminating.
+    pub unreachable_nodes: HashSet<String>,
+    /// Evictions refused with 429 by a PodDisruptionBudget.
+    pub evictions_refused: usize,
+    /// The most agent pods ever gone or Terminating at once right after an eviction.
+    pub max_evicted_at_once: usize,
 }
 
 impl State {
@@ -327,6 +333,10 @@ fn handle_inner(
             }
         };
     }
+    if r.sub.as_deref() == Some("eviction") && method == "POST" {
+        let (c, v) = evict(&mut st, &ns, r.name.as_deref().unwrap_or(""), body);
+        return (c, v, None);
+    }
     let key = (
         r.resource.clone(),
         ns.clone(),
@@ -513,6 +523,100 @@ fn handle_inner(
             (c, v, None)
         }
     }
+}
+
+fn pod_ready(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+fn selects(selector: &Value, pod: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .is_some_and(|m| m.iter().all(|(k, v)| &pod["metadata"]["labels"][k] == v))
+}
+
+/// `POST pods/NAME/eviction`, as kube-apiserver's eviction subresource does it
+/// (pkg/registry/core/pod/storage/eviction.go, read for this): the body must be a policy/v1
+/// Eviction naming the pod (400 otherwise); a missing pod is 404; for each PodDisruptionBudget
+/// selecting the pod, the eviction is refused with 429 TooManyRequests unless the budget allows a
+/// disruption (computed as the disruption controller does: healthy pods minus the healthy pods
+/// required, expected pods taken from the DaemonSet's desiredNumberScheduled); an unhealthy pod
+/// may go while the budget is met. An evicted pod is deleted gracefully: on an unreachable node
+/// it only gets a deletionTimestamp and stays Terminating.
+fn evict(st: &mut State, ns: &str, name: &str, body: &[u8]) -> (u16, Value) {
+    let ev: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+    if ev["apiVersion"] != "policy/v1" || ev["kind"] != "Eviction" || ev["metadata"]["name"] != name
+    {
+        return status(
+            400,
+            "BadRequest",
+            &format!("the body must be a policy/v1 Eviction of pod {name:?}: {ev}"),
+        );
+    }
+    let key: Key = ("pods".into(), ns.into(), name.into());
+    let Some(pod) = st.objects.get(&key).cloned() else {
+        return status(404, "NotFound", &format!("pods \"{name}\" not found"));
+    };
+    let desired = st
+        .get("daemonsets", ns, "antrea-agent")
+        .and_then(|d| d["status"]["desiredNumberScheduled"].as_u64())
+        .unwrap_or(0) as i64;
+    for pdb in st.list("poddisruptionbudgets", ns) {
+        if !selects(&pdb["spec"]["selector"], &pod) {
+            continue;
+        }
+        let matching: Vec<&Value> = st
+            .list("pods", ns)
+            .into_iter()
+            .filter(|p| selects(&pdb["spec"]["selector"], p))
+            .collect();
+        let healthy = matching.iter().filter(|p| pod_ready(p)).count() as i64;
+        let expected = desired.max(matching.len() as i64);
+        let required = match (
+            pdb["spec"]["maxUnavailable"].as_i64(),
+            pdb["spec"]["minAvailable"].as_i64(),
+        ) {
+            (Some(max), _) => expected - max,
+            (None, Some(min)) => min,
+            _ => expected,
+        };
+        let allowed = if pod_ready(&pod) {
+            healthy - required > 0
+        } else {
+            healthy >= required
+        };
+        if !allowed {
+            st.evictions_refused += 1;
+            return status(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+            );
+        }
+    }
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or("").to_owned();
+    if st.unreachable_nodes.contains(&node) {
+        let mut p = pod.clone();
+        p["metadata"]["deletionTimestamp"] = json!("2026-11-26T00:00:00Z");
+        st.put("pods", ns, p);
+    } else {
+        st.objects.remove(&key);
+    }
+    let gone = (desired as usize).saturating_sub(
+        st.list("pods", ns)
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["component"] == "antrea-agent" && pod_ready(p))
+            .count(),
+    );
+    st.max_evicted_at_once = st.max_evicted_at_once.max(gone);
+    (
+        201,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
 }
 
 /// The injected 5xx faults on Lease updates (`fail_lease_updates`).

@@ -115,17 +115,61 @@ fn rotation_rbac_is_exactly_what_the_code_uses() {
     check_names(&rules, psk_guard::rotation::PERMISSIONS, names);
     let rb: RoleBinding = typed("rbac.yaml", "RoleBinding", "psk-guard-rotate");
     assert_eq!(rb.role_ref.name, "psk-guard-rotate");
-    assert_eq!(rb.subjects.unwrap()[0].name, "psk-guard");
+    assert_eq!(rb.subjects.unwrap()[0].name, "psk-guard-rotate");
+    // Evicting pods only in the extra Role for OnDelete DaemonSets.
+    let od: Role = typed("rbac.yaml", "Role", "psk-guard-rotate-ondelete");
+    assert_eq!(
+        granted(&od.rules.unwrap()),
+        declared(psk_guard::rotation::ON_DELETE_PERMISSIONS),
+        "Role psk-guard-rotate-ondelete vs rotation::ON_DELETE_PERMISSIONS"
+    );
+    let odb: RoleBinding = typed("rbac.yaml", "RoleBinding", "psk-guard-rotate-ondelete");
+    assert_eq!(odb.role_ref.name, "psk-guard-rotate-ondelete");
+    assert_eq!(odb.subjects.unwrap()[0].name, "psk-guard-rotate");
+    assert!(
+        !granted(&rules)
+            .iter()
+            .any(|(_, r, v)| r == "pods" && v == "delete"),
+        "no pod deletion for RollingUpdate DaemonSets"
+    );
+}
+
+/// Every ClusterRole in rbac.yaml: a name-scoped rule on a namespaced object in a ClusterRole
+/// would grant that name in every namespace.
+#[test]
+fn no_cluster_role_grants_a_secret_or_configmap() {
+    for d in docs("rbac.yaml") {
+        if d["kind"] != "ClusterRole" {
+            continue;
+        }
+        let cr: ClusterRole = serde_json::from_value(d).unwrap();
+        for (_, res, verb) in granted(&cr.rules.unwrap_or_default()) {
+            assert!(
+                res != "secrets" && res != "configmaps",
+                "ClusterRole {:?} grants {verb} {res}: use a Role in Antrea's namespace",
+                cr.metadata.name
+            );
+        }
+    }
 }
 
 #[test]
 fn audit_rbac_is_exactly_what_the_code_uses() {
     let cr: ClusterRole = typed("rbac.yaml", "ClusterRole", "psk-guard-audit");
-    let rules = cr.rules.unwrap();
+    let role: Role = typed("rbac.yaml", "Role", "psk-guard-audit");
+    let mut rules = cr.rules.unwrap();
+    let ns_rules = role.rules.unwrap();
+    assert!(
+        granted(&ns_rules)
+            .iter()
+            .all(|(_, r, _)| r == "secrets" || r == "configmaps"),
+        "the audit Role holds the name-scoped namespaced reads only"
+    );
+    rules.extend(ns_rules);
     assert_eq!(
         granted(&rules),
         declared(psk_guard::audit::PERMISSIONS),
-        "ClusterRole psk-guard-audit vs audit::PERMISSIONS"
+        "Role + ClusterRole psk-guard-audit vs audit::PERMISSIONS"
     );
     check_names(&rules, psk_guard::audit::PERMISSIONS, names);
     let nodes: Role = typed("rbac.yaml", "Role", "psk-guard-audit-nodes");
@@ -135,14 +179,214 @@ fn audit_rbac_is_exactly_what_the_code_uses() {
     );
     let crb: ClusterRoleBinding = typed("rbac.yaml", "ClusterRoleBinding", "psk-guard-audit");
     assert_eq!(crb.role_ref.name, "psk-guard-audit");
-    let _: RoleBinding = typed("rbac.yaml", "RoleBinding", "psk-guard-audit-nodes");
+    assert_eq!(crb.subjects.unwrap()[0].name, "psk-guard-audit");
+    for rb in ["psk-guard-audit", "psk-guard-audit-nodes"] {
+        let b: RoleBinding = typed("rbac.yaml", "RoleBinding", rb);
+        assert_eq!(b.subjects.unwrap()[0].name, "psk-guard-audit", "{rb}");
+    }
     let node_sa: ServiceAccount = typed("serviceaccounts.yaml", "ServiceAccount", "psk-guard-node");
     assert_eq!(
         node_sa.automount_service_account_token,
         Some(false),
         "node Jobs get no API token"
     );
-    let _: ServiceAccount = typed("serviceaccounts.yaml", "ServiceAccount", "psk-guard");
+    let _: ServiceAccount = typed("serviceaccounts.yaml", "ServiceAccount", "psk-guard-rotate");
+    let _: ServiceAccount = typed("serviceaccounts.yaml", "ServiceAccount", "psk-guard-audit");
+}
+
+/// The service accounts that may create Jobs (by the RBAC bindings), as admission sees them.
+fn job_creators() -> BTreeSet<String> {
+    let mut roles = BTreeSet::new();
+    for d in docs("rbac.yaml") {
+        if d["kind"] == "Role" || d["kind"] == "ClusterRole" {
+            let rules: Vec<PolicyRule> =
+                serde_json::from_value(d["rules"].clone()).unwrap_or_default();
+            if granted(&rules).contains(&("batch".into(), "jobs".into(), "create".into())) {
+                roles.insert(d["metadata"]["name"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    for d in docs("rbac.yaml") {
+        if (d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+            && roles.contains(d["roleRef"]["name"].as_str().unwrap())
+        {
+            for s in d["subjects"].as_array().unwrap() {
+                out.insert(format!(
+                    "system:serviceaccount:{}:{}",
+                    s["namespace"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What each validation of the admission policy demands, as a check on a Job's pod spec (JSON):
+/// (a fragment of its message, a fragment its CEL must contain, the check). The CEL itself is not
+/// evaluated here; the table ties each rule's meaning to the code's Jobs and to hostile ones.
+type Rule = (&'static str, &'static str, fn(&serde_json::Value) -> bool);
+
+const POLICY: &[Rule] = &[
+    ("psk-guard-node service account", "'psk-guard-node'", |p| {
+        p["serviceAccountName"] == "psk-guard-node" && p["automountServiceAccountToken"] == false
+    }),
+    ("exactly one container", "size() == 1", |p| {
+        p["containers"].as_array().map(Vec::len) == Some(1)
+            && p["initContainers"].is_null()
+            && p["ephemeralContainers"].is_null()
+    }),
+    ("psk-guard image", "'ghcr.io/psk-guard/psk-guard:'", |p| {
+        p["containers"].as_array().unwrap().iter().all(|c| {
+            let i = c["image"].as_str().unwrap_or("");
+            i.starts_with("ghcr.io/psk-guard/psk-guard:")
+                || i.starts_with("ghcr.io/psk-guard/psk-guard@sha256:")
+        })
+    }),
+    (
+        "/var/run/antrea and no other volume",
+        "'/var/run/antrea'",
+        |p| {
+            p["volumes"].as_array().is_some_and(|v| {
+                v.len() == 1 && v.iter().all(|v| v["hostPath"]["path"] == "/var/run/antrea")
+            })
+        },
+    ),
+    ("read-only", "m.readOnly", |p| {
+        p["containers"].as_array().unwrap().iter().all(|c| {
+            c["volumeMounts"]
+                .as_array()
+                .is_none_or(|m| m.iter().all(|m| m["readOnly"] == true))
+        })
+    }),
+    ("only the antrea-ipsec Secret", "'antrea-ipsec'", |p| {
+        p["containers"].as_array().unwrap().iter().all(|c| {
+            c["envFrom"].is_null()
+                && c["env"].as_array().is_none_or(|e| {
+                    e.iter()
+                        .all(|e| e["valueFrom"]["secretKeyRef"]["name"] == "antrea-ipsec")
+                })
+        })
+    }),
+    ("not privileged", "allowPrivilegeEscalation", |p| {
+        p["containers"].as_array().unwrap().iter().all(|c| {
+            let sc = &c["securityContext"];
+            sc.is_object()
+                && sc["privileged"] != true
+                && sc["allowPrivilegeEscalation"] == false
+                && sc["capabilities"]["add"].is_null()
+        })
+    }),
+    ("no host namespace", "hostPID", |p| {
+        p["hostNetwork"] != true && p["hostPID"] != true && p["hostIPC"] != true
+    }),
+];
+
+#[test]
+fn admission_policy_pins_the_jobs_of_psk_guards_accounts() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let vap: ValidatingAdmissionPolicy = typed(
+        "admission-policy.yaml",
+        "ValidatingAdmissionPolicy",
+        "psk-guard-jobs",
+    );
+    let binding: ValidatingAdmissionPolicyBinding = typed(
+        "admission-policy.yaml",
+        "ValidatingAdmissionPolicyBinding",
+        "psk-guard-jobs",
+    );
+    let bspec = binding.spec.unwrap();
+    assert_eq!(bspec.policy_name.as_deref(), Some("psk-guard-jobs"));
+    assert_eq!(bspec.validation_actions, Some(vec!["Deny".to_owned()]));
+    assert!(bspec.match_resources.is_none(), "every namespace");
+    let spec = vap.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let rules = spec.match_constraints.unwrap().resource_rules.unwrap();
+    assert!(rules
+        .iter()
+        .any(|r| r.resources == Some(vec!["jobs".to_owned()])
+            && r.api_groups == Some(vec!["batch".to_owned()])
+            && r.operations
+                .as_ref()
+                .unwrap()
+                .contains(&"CREATE".to_owned())));
+    // It applies to exactly the accounts RBAC lets create Jobs.
+    let cond = &spec.match_conditions.unwrap()[0].expression;
+    let named: BTreeSet<String> = cond
+        .split('\'')
+        .filter(|s| s.starts_with("system:serviceaccount:"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        named,
+        job_creators(),
+        "matchConditions vs the RBAC bindings"
+    );
+    // One validation per rule of the table, saying and checking the same thing.
+    let validations = spec.validations.unwrap();
+    assert_eq!(validations.len(), POLICY.len());
+    for (msg, cel, _) in POLICY {
+        let v = validations
+            .iter()
+            .find(|v| v.message.as_deref().is_some_and(|m| m.contains(msg)))
+            .unwrap_or_else(|| panic!("no validation says {msg:?}"));
+        assert!(v.expression.contains(cel), "{msg}: {}", v.expression);
+    }
+    // The code's Jobs pass every rule, with the default image and Secret.
+    let default_image = format!("ghcr.io/psk-guard/psk-guard:{}", env!("CARGO_PKG_VERSION"));
+    let job = psk_guard::cluster::jobs::NodeJob {
+        namespace: "kube-system".into(),
+        image: default_image,
+        purpose: "push",
+        run_id: "0123abcd".into(),
+        args: vec!["push-key".into()],
+        env_from_secret: Some((
+            "ANTREA_IPSEC_PSK".into(),
+            "antrea-ipsec".into(),
+            "psk".into(),
+        )),
+        service_account: "psk-guard-node".into(),
+        timeout: std::time::Duration::from_secs(60),
+    };
+    let pod =
+        psk_guard::cluster::jobs::manifest(&job, "node-a")["spec"]["template"]["spec"].clone();
+    for (msg, _, check) in POLICY {
+        assert!(check(&pod), "the code's Job breaks {msg:?}");
+    }
+    // Jobs a stolen token would create are each refused by some rule.
+    let hostile: [(&str, fn(&mut serde_json::Value)); 7] = [
+        ("another service account", |p| {
+            p["serviceAccountName"] = "antrea-controller".into()
+        }),
+        ("another image", |p| {
+            p["containers"][0]["image"] = "busybox".into()
+        }),
+        ("the host's root", |p| {
+            p["volumes"][0]["hostPath"]["path"] = "/".into()
+        }),
+        ("a writable mount", |p| {
+            p["containers"][0]["volumeMounts"][0]["readOnly"] = false.into()
+        }),
+        ("another Secret", |p| {
+            p["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] =
+                "kube-root-ca".into()
+        }),
+        ("privileged", |p| {
+            p["containers"][0]["securityContext"]["privileged"] = true.into()
+        }),
+        ("host PID", |p| p["hostPID"] = true.into()),
+    ];
+    for (what, change) in hostile {
+        let mut p = pod.clone();
+        change(&mut p);
+        assert!(
+            POLICY.iter().any(|(_, _, check)| !check(&p)),
+            "{what} is admitted"
+        );
+    }
 }
 
 fn assert_hardened(what: &str, spec: &PodSpec) {
@@ -239,7 +483,7 @@ fn jobs_and_cronjob_are_hardened_and_follow_the_conventions() {
     assert_hardened("audit Job", aspec.template.spec.as_ref().unwrap());
     assert_eq!(
         aspec.template.spec.unwrap().service_account_name.as_deref(),
-        Some("psk-guard")
+        Some("psk-guard-audit")
     );
 
     let cron: CronJob = typed("rotation-cronjob.yaml", "CronJob", "psk-guard-rotate");
@@ -258,6 +502,10 @@ fn jobs_and_cronjob_are_hardened_and_follow_the_conventions() {
     );
     let pod = jspec.template.spec.unwrap();
     assert_hardened("rotation CronJob", &pod);
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("psk-guard-rotate")
+    );
     let args = pod.containers[0].args.clone().unwrap();
     assert_eq!(&args[..1], &["rotate".to_owned()]);
 }

@@ -91,7 +91,10 @@ fn assert_rotated(c: &Cluster, out: &std::process::Output, old: &str) {
     // Every request the code made is one of the permissions it declares (and the manifests grant).
     crate::harness::assert_used_is_declared(
         &c.state.lock().unwrap().used,
-        &[psk_guard::rotation::PERMISSIONS],
+        &[
+            psk_guard::rotation::PERMISSIONS,
+            psk_guard::rotation::ON_DELETE_PERMISSIONS,
+        ],
         "rotate",
     );
     let reasons: Vec<String> = c
@@ -152,7 +155,12 @@ fn on_delete_daemonset_gets_its_pods_deleted() {
     let c = cluster(3, true);
     let out = rotate(&c, &["--strategy", "restart"]);
     assert_rotated(&c, &out, OLD);
-    assert!(c.state.lock().unwrap().count("DELETE", "pods") >= 3);
+    let st = c.state.lock().unwrap();
+    assert!(
+        st.count("POST", "pods") >= 3,
+        "evicted through pods/eviction"
+    );
+    assert_eq!(st.count("DELETE", "pods"), 0, "never deleted directly");
 }
 
 #[test]
@@ -765,4 +773,103 @@ fn a_rollout_longer_than_the_progress_deadline_completes_while_it_advances() {
         r["data"]["timings"]["rollout_ms"].as_u64().unwrap() > 4000,
         "{r:#}"
     );
+}
+
+// ---- OnDelete: evictions in batches of maxUnavailable, PodDisruptionBudgets, Terminating pods ----
+
+fn on_delete_cluster(
+    n: usize,
+    restart_delay_ms: u64,
+    max_unavailable: Option<serde_json::Value>,
+) -> Cluster {
+    let c = Cluster::new(Options2 {
+        nodes: n,
+        key: OLD.into(),
+        on_delete: true,
+        restart_delay: Duration::from_millis(restart_delay_ms),
+    });
+    if let Some(m) = max_unavailable {
+        let mut st = c.state.lock().unwrap();
+        let mut ds = st.get("daemonsets", NS, "antrea-agent").unwrap().clone();
+        ds["spec"]["updateStrategy"]["rollingUpdate"] = json!({"maxUnavailable": m});
+        st.put("daemonsets", NS, ds);
+    }
+    c
+}
+
+/// maxUnavailable 50% of 4 agents: batches of 2, each waited for (never more than 2 agents down);
+/// with a PodDisruptionBudget allowing one disruption, the second eviction of a batch is refused
+/// (429) and retried until the first agent is back, so never more than one is down.
+#[test]
+fn on_delete_rolls_in_batches_of_max_unavailable_honouring_disruption_budgets() {
+    let c = on_delete_cluster(4, 500, Some(json!("50%")));
+    let out = rotate(&c, &["--strategy", "restart"]);
+    assert_rotated(&c, &out, OLD);
+    {
+        let st = c.state.lock().unwrap();
+        assert_eq!(st.max_evicted_at_once, 2, "batches of maxUnavailable");
+        assert_eq!(st.count("DELETE", "pods"), 0);
+    }
+
+    let c = on_delete_cluster(4, 300, Some(json!("50%")));
+    c.state.lock().unwrap().put("poddisruptionbudgets", NS, json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "antrea-agent"}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "antrea", "component": "antrea-agent"}}}}));
+    let out = rotate(&c, &["--strategy", "restart"]);
+    assert_rotated(&c, &out, OLD);
+    let st = c.state.lock().unwrap();
+    assert!(
+        st.evictions_refused > 0,
+        "the budget refused some evictions"
+    );
+    assert_eq!(st.max_evicted_at_once, 1, "the budget was honoured");
+}
+
+/// An agent whose node is unreachable stays Terminating after its eviction: the run does not wait
+/// forever; once nothing progressed for the progress deadline it stops, naming the node.
+#[test]
+fn an_agent_stuck_terminating_on_an_unreachable_node_is_named() {
+    let c = on_delete_cluster(3, 20, None);
+    c.state
+        .lock()
+        .unwrap()
+        .unreachable_nodes
+        .insert("worker-01".into());
+    let out = rotate(&c, &["--strategy", "restart", "--progress-deadline", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("worker-01 (pod antrea-agent-worker-01 is stuck Terminating"),
+        "{err}"
+    );
+    assert_eq!(
+        c.annotation("phase").as_deref(),
+        Some("secret-written"),
+        "resumable"
+    );
+}
+
+/// Evicting agents is needed (and checked) only for an OnDelete DaemonSet.
+#[test]
+fn eviction_permission_is_required_only_for_on_delete() {
+    let c = on_delete_cluster(2, 20, None);
+    c.state
+        .lock()
+        .unwrap()
+        .denied
+        .insert(("create".into(), "pods/eviction".into()));
+    let out = rotate(&c, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("create pods/eviction"), "{err}");
+    assert_nothing_written(&c);
+    assert_eq!(c.secret_key(), OLD);
+
+    let c = cluster(2, false);
+    c.state
+        .lock()
+        .unwrap()
+        .denied
+        .insert(("create".into(), "pods/eviction".into()));
+    let out = rotate(&c, &[]);
+    assert_rotated(&c, &out, OLD);
 }

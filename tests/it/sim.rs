@@ -21,6 +21,11 @@ use crate::kube_api::{self, base64_decode, base64_encode, Shared, State};
 
 pub const NS: &str = "kube-system";
 
+/// The status of a running, Ready agent pod.
+static READY: std::sync::LazyLock<Json> = std::sync::LazyLock::new(
+    || json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+);
+
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     pub name: String,
@@ -246,7 +251,7 @@ impl Cluster {
                 "status": {"desiredNumberScheduled": o.nodes, "currentNumberScheduled": o.nodes, "numberReady": o.nodes, "updatedNumberScheduled": o.nodes, "numberAvailable": o.nodes, "numberMisscheduled": 0, "observedGeneration": 1},
             }));
             for info in &infos {
-                st.put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("antrea-agent-{}", info.name), "labels": labels, "annotations": {}}, "spec": {"nodeName": info.name, "containers": [{"name": "antrea-agent", "image": "x"}]}}));
+                st.put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("antrea-agent-{}", info.name), "labels": labels, "annotations": {}}, "spec": {"nodeName": info.name, "containers": [{"name": "antrea-agent", "image": "x"}]}, "status": READY.clone()}));
             }
         }
         let changes: Changes = Arc::new(Mutex::new(vec![]));
@@ -462,7 +467,7 @@ async fn daemonset_controller(
             }
         }
         let labels = json!({"app": "antrea", "component": "antrea-agent"});
-        state.lock().unwrap().put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("antrea-agent-{}", info.name), "labels": labels, "annotations": tmpl}, "spec": {"nodeName": info.name, "containers": [{"name": "antrea-agent", "image": "x"}]}}));
+        state.lock().unwrap().put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("antrea-agent-{}", info.name), "labels": labels, "annotations": tmpl}, "spec": {"nodeName": info.name, "containers": [{"name": "antrea-agent", "image": "x"}]}, "status": READY.clone()}));
     }
 }
 
