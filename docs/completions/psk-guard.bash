@@ -549,7 +549,7 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__rotate)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --job-timeout --push-lead-ms --no-compact --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --progress-deadline --job-timeout --push-lead-ms --no-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -620,6 +620,10 @@ _psk__guard() {
                     return 0
                     ;;
                 --lease-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress-deadline)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
