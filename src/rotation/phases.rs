@@ -229,9 +229,11 @@ async fn restart_agents(run: &mut Run<'_>) -> Result<(), ClusterError> {
         &run.ds,
         &run.rec.id,
         &run.nodes,
-        ctx.cfg.progress_deadline,
-        ctx.interactive,
-        &ctx.held,
+        rollout::Pace {
+            progress_deadline: ctx.cfg.progress_deadline,
+            tty: ctx.interactive,
+            held: &ctx.held,
+        },
     )
     .await
 }

@@ -55,6 +55,14 @@ pub async fn agent_pods(
     )
 }
 
+/// How a rollout is followed: its progress deadline, whether progress is drawn as a bar (a TTY),
+/// and the Lease checked before each write.
+pub struct Pace<'a> {
+    pub progress_deadline: Duration,
+    pub tty: bool,
+    pub held: &'a Held,
+}
+
 /// Whether the DaemonSet's update strategy is `OnDelete` (its pods are replaced only when deleted).
 pub fn on_delete(ds: &DaemonSet) -> bool {
     ds.spec
@@ -72,10 +80,13 @@ pub async fn restart(
     ds: &DaemonSet,
     id: &str,
     nodes: &[String],
-    progress_deadline: Duration,
-    tty: bool,
-    held: &Held,
+    pace: Pace<'_>,
 ) -> Result<(), ClusterError> {
+    let Pace {
+        progress_deadline,
+        tty,
+        held,
+    } = pace;
     let name = ds.metadata.name.clone().unwrap_or_default();
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
     let on_delete = on_delete(ds);

@@ -228,6 +228,9 @@ fn job_creators() -> BTreeSet<String> {
 /// evaluated here; the table ties each rule's meaning to the code's Jobs and to hostile ones.
 type Rule = (&'static str, &'static str, fn(&serde_json::Value) -> bool);
 
+/// A change a stolen token would make to a Job's pod spec.
+type Tamper = fn(&mut serde_json::Value);
+
 const POLICY: &[Rule] = &[
     ("psk-guard-node service account", "'psk-guard-node'", |p| {
         p["serviceAccountName"] == "psk-guard-node" && p["automountServiceAccountToken"] == false
@@ -357,7 +360,7 @@ fn admission_policy_pins_the_jobs_of_psk_guards_accounts() {
         assert!(check(&pod), "the code's Job breaks {msg:?}");
     }
     // Jobs a stolen token would create are each refused by some rule.
-    let hostile: [(&str, fn(&mut serde_json::Value)); 7] = [
+    let hostile: [(&str, Tamper); 7] = [
         ("another service account", |p| {
             p["serviceAccountName"] = "antrea-controller".into()
         }),
