@@ -14,7 +14,7 @@ use zeroize::Zeroize;
 /// Default cap on one record (a compacted snapshot of 10,000 tunnels is a few MiB).
 pub const DEFAULT_MAX_RECORD: usize = 64 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
-const MAX_HEADER: usize = 128;
+pub(crate) const MAX_HEADER: usize = 128;
 
 /// Why a file cannot be read as a standalone OVSDB log at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -204,7 +204,7 @@ impl<R: Read> LogReader<R> {
         }
         let len = len as usize;
         let buffered = self.buf.len() - self.pos;
-        let available = buffered as u64 + self.remaining.unwrap_or(u64::MAX);
+        let available = (buffered as u64).saturating_add(self.remaining.unwrap_or(u64::MAX));
         if (len as u64) > available {
             return Ok(self.damaged(
                 rec_offset,
@@ -251,7 +251,7 @@ impl<R: Read> LogReader<R> {
         };
         self.offset += len as u64;
         let digest = Sha1::digest(body);
-        if !hex_eq(digest.as_slice(), &sha) {
+        if digest.as_slice() != sha {
             return Ok(self.damaged(rec_offset, "SHA-1 mismatch: the record is corrupt".into()));
         }
         let index = self.index;
@@ -308,17 +308,8 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Whether `hex` (lowercase) spells `bytes`.
-fn hex_eq(bytes: &[u8], hex: &[u8; 40]) -> bool {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .zip(hex.chunks_exact(2))
-        .all(|(b, h)| DIGITS[usize::from(b >> 4)] == h[0] && DIGITS[usize::from(b & 15)] == h[1])
-}
-
-/// Parses `OVSDB JSON <len> <40 hex>`.
-fn parse_header(h: &[u8]) -> Result<(u64, [u8; 40]), &'static str> {
+/// Parses `OVSDB JSON <len> <40 hex>` into the length and the SHA-1's bytes.
+pub(crate) fn parse_header(h: &[u8]) -> Result<(u64, [u8; 20]), &'static str> {
     let rest = h
         .strip_prefix(b"OVSDB JSON ")
         .ok_or("record header does not start with \"OVSDB JSON\"")?;
@@ -336,12 +327,21 @@ fn parse_header(h: &[u8]) -> Result<(u64, [u8; 40]), &'static str> {
             acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
         })
         .ok_or("record header has an invalid length")?;
-    let mut out = [0u8; 40];
-    if sha.len() != 40 || !sha.iter().all(u8::is_ascii_hexdigit) {
-        return Err("record header has an invalid SHA-1");
+    let bad_sha = "record header has an invalid SHA-1";
+    if sha.len() != 40 {
+        return Err(bad_sha);
     }
-    for (o, c) in out.iter_mut().zip(sha) {
-        *o = c.to_ascii_lowercase();
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut out = [0u8; 20];
+    for (o, pair) in out.iter_mut().zip(sha.chunks_exact(2)) {
+        *o = (nibble(pair[0]).ok_or(bad_sha)? << 4) | nibble(pair[1]).ok_or(bad_sha)?;
     }
     Ok((len, out))
 }

@@ -8,7 +8,9 @@
 //! read: a diff is applied by comparing fingerprints.
 
 pub mod comment;
+mod fast;
 pub mod log;
+mod pipeline;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -136,131 +138,340 @@ struct SchemaRecord {
     name: Option<String>,
 }
 
-/// Fingerprint of the string a raw JSON literal spells; None if it is not a valid string.
-/// Without escapes the bytes between the quotes are the key and are hashed in place.
-fn fingerprint_literal(fp_key: &FingerprintKey, raw: &RawValue) -> Option<Fingerprint> {
-    let body = raw
-        .get()
-        .as_bytes()
-        .strip_prefix(b"\"")?
-        .strip_suffix(b"\"")?;
-    if !body.contains(&b'\\') {
-        return Some(fp_key.fingerprint_bytes(body));
-    }
-    let mut buf = Zeroizing::new(Vec::new());
-    crate::secret::json_unescape_into(body, &mut buf).ok()?;
-    Some(fp_key.fingerprint_bytes(&buf))
+/// One `Interface` row change of a transaction, as either decoder found it.
+struct RowChange<'a> {
+    uuid: &'a str,
+    /// `None`: the row was deleted.
+    row: Option<RowCols<'a>>,
 }
+
+struct RowCols<'a> {
+    name: Option<&'a str>,
+    /// `options` present, with its first `psk` value as raw JSON text (quotes included).
+    options: Option<Option<&'a [u8]>>,
+}
+
+impl<'a> RowChange<'a> {
+    fn of_record(txn: &'a TxnRecord<'a>) -> impl Iterator<Item = RowChange<'a>> + 'a {
+        txn.interface.iter().flatten().map(|(uuid, row)| RowChange {
+            uuid,
+            row: row.as_ref().map(|r| RowCols {
+                name: r.name.as_deref(),
+                options: r
+                    .options
+                    .as_ref()
+                    .map(|o| o.0.first().map(|v| v.get().as_bytes())),
+            }),
+        })
+    }
+}
+
+/// Distinct keys whose fingerprint is remembered (a log holds few; a hostile one many).
+const FP_CACHE: usize = 16;
 
 #[derive(Default)]
 struct Replay {
     /// Interface uuid -> (name, key fingerprint in options:psk).
     rows: HashMap<String, (Option<String>, Option<Fingerprint>)>,
     keys: BTreeMap<Fingerprint, KeyHistory>,
-    /// The last key fingerprinted and its fingerprint: consecutive records mostly carry the same
-    /// key, and an HMAC costs more than a comparison. Wiped on drop.
-    last: Option<(zeroize::Zeroizing<Vec<u8>>, Fingerprint)>,
+    /// Keys fingerprinted and their fingerprints: a log repeats few keys many times, and an HMAC
+    /// costs more than a comparison. The copies are wiped on reuse and on drop.
+    cache: Vec<(zeroize::Zeroizing<Vec<u8>>, Fingerprint)>,
+    /// Next cache slot to reuse once it is full.
+    evict: usize,
+    /// Keys already counted in the current record.
+    counted: Vec<Fingerprint>,
+}
+
+/// Records that `fp` was seen (in a row or a comment) in the current record.
+fn seen(
+    keys: &mut BTreeMap<Fingerprint, KeyHistory>,
+    counted: &mut Vec<Fingerprint>,
+    fp: Fingerprint,
+    iface: Option<&str>,
+    date: Option<i64>,
+    row: bool,
+) {
+    let k = keys.entry(fp).or_insert_with(|| KeyHistory {
+        fingerprint: fp,
+        interfaces: BTreeSet::new(),
+        first_ms: None,
+        last_ms: None,
+        records: 0,
+        in_rows: false,
+        in_comments: false,
+        current: false,
+    });
+    if let Some(i) = iface {
+        if !k.interfaces.contains(i) {
+            k.interfaces.insert(i.to_owned());
+        }
+    }
+    if let Some(d) = date {
+        k.first_ms = Some(k.first_ms.map_or(d, |f| f.min(d)));
+        k.last_ms = Some(k.last_ms.map_or(d, |l| l.max(d)));
+    }
+    if row {
+        k.in_rows = true;
+    } else {
+        k.in_comments = true;
+    }
+    if !counted.contains(&fp) {
+        counted.push(fp);
+        k.records += 1;
+    }
 }
 
 impl Replay {
     fn fingerprint(&mut self, fp_key: &FingerprintKey, value: &[u8]) -> Fingerprint {
-        if let Some((bytes, fp)) = &self.last {
-            if bytes.as_slice() == value {
-                return *fp;
-            }
+        if let Some((_, fp)) = self.cache.iter().find(|(b, _)| b.as_slice() == value) {
+            return *fp;
         }
         let fp = fp_key.fingerprint_bytes(value);
-        match &mut self.last {
-            Some((bytes, last)) => {
-                bytes.zeroize();
-                bytes.extend_from_slice(value);
-                *last = fp;
-            }
-            None => self.last = Some((zeroize::Zeroizing::new(value.to_vec()), fp)),
+        if self.cache.len() < FP_CACHE {
+            self.cache
+                .push((zeroize::Zeroizing::new(value.to_vec()), fp));
+        } else {
+            let (bytes, slot) = &mut self.cache[self.evict];
+            bytes.zeroize();
+            bytes.extend_from_slice(value);
+            *slot = fp;
+            self.evict = (self.evict + 1) % FP_CACHE;
         }
         fp
     }
 
-    fn seen(
+    /// Fingerprint of the string a raw JSON literal spells; None if it is not a valid string.
+    /// Without escapes the bytes between the quotes are the key and are hashed in place;
+    /// otherwise they are decoded by our own unescaper into a wiping buffer.
+    fn fingerprint_literal(&mut self, fp_key: &FingerprintKey, raw: &[u8]) -> Option<Fingerprint> {
+        let body = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if !body.contains(&b'\\') {
+            return Some(self.fingerprint(fp_key, body));
+        }
+        let mut buf = Zeroizing::new(Vec::new());
+        crate::secret::json_unescape_into(body, &mut buf).ok()?;
+        Some(self.fingerprint(fp_key, &buf))
+    }
+
+    /// Applies one transaction: its `Interface` row changes, then the keys in its comment.
+    fn apply<'a>(
         &mut self,
-        fp: Fingerprint,
-        iface: Option<&str>,
+        fp_key: &FingerprintKey,
         date: Option<i64>,
-        row: bool,
-        counted: &mut BTreeSet<Fingerprint>,
+        is_diff: bool,
+        rows: impl Iterator<Item = RowChange<'a>>,
+        comment: Option<&str>,
     ) {
-        let k = self.keys.entry(fp).or_insert_with(|| KeyHistory {
-            fingerprint: fp,
-            interfaces: BTreeSet::new(),
-            first_ms: None,
-            last_ms: None,
-            records: 0,
-            in_rows: false,
-            in_comments: false,
-            current: false,
-        });
-        if let Some(i) = iface {
-            k.interfaces.insert(i.to_owned());
+        self.counted.clear();
+        for change in rows {
+            let Some(row) = change.row else {
+                self.rows.remove(change.uuid);
+                continue;
+            };
+            let new = row
+                .options
+                .map(|first| first.and_then(|v| self.fingerprint_literal(fp_key, v)));
+            if !self.rows.contains_key(change.uuid) {
+                self.rows.insert(change.uuid.to_owned(), (None, None));
+            }
+            let Some(entry) = self.rows.get_mut(change.uuid) else {
+                continue;
+            };
+            if let Some(n) = row.name {
+                if entry.0.as_deref() != Some(n) {
+                    entry.0 = Some(n.to_owned());
+                }
+            }
+            if let Some(new) = new {
+                entry.1 = if is_diff {
+                    // Map diff: the same pair again removes it, another value replaces it.
+                    match (entry.1, new) {
+                        (Some(old), Some(n)) if old == n => None,
+                        (old, None) => old,
+                        (_, Some(n)) => Some(n),
+                    }
+                } else {
+                    new
+                };
+                if let Some(fp) = new {
+                    let name = entry.0.as_deref();
+                    seen(&mut self.keys, &mut self.counted, fp, name, date, true);
+                }
+            }
         }
-        if let Some(d) = date {
-            k.first_ms = Some(k.first_ms.map_or(d, |f| f.min(d)));
-            k.last_ms = Some(k.last_ms.map_or(d, |l| l.max(d)));
-        }
-        if row {
-            k.in_rows = true;
-        } else {
-            k.in_comments = true;
-        }
-        if counted.insert(fp) {
-            k.records += 1;
+        if let Some(c) = comment {
+            for k in comment::comment_keys(c) {
+                let fp = self.fingerprint(fp_key, k.value.as_bytes());
+                let iface = k.interface.as_deref();
+                seen(&mut self.keys, &mut self.counted, fp, iface, date, false);
+            }
         }
     }
 
-    fn apply(&mut self, txn: &TxnRecord<'_>, fp_key: &FingerprintKey) {
-        let mut counted = BTreeSet::new();
-        if let Some(ifaces) = &txn.interface {
-            for (uuid, row) in ifaces {
-                let Some(row) = row else {
-                    self.rows.remove(uuid.as_ref());
-                    continue;
-                };
-                let entry = self.rows.entry(uuid.to_string()).or_default();
-                if let Some(n) = &row.name {
-                    entry.0 = Some(n.to_string());
-                }
-                if let Some(opts) = &row.options {
-                    let new = opts.0.first().and_then(|v| fingerprint_literal(fp_key, v));
-                    entry.1 = if txn.is_diff {
-                        // Map diff: the same pair again removes it, another value replaces it.
-                        match (entry.1, new) {
-                            (Some(old), Some(n)) if old == n => None,
-                            (old, None) => old,
-                            (_, Some(n)) => Some(n),
-                        }
-                    } else {
-                        new
-                    };
-                    if let Some(fp) = new {
-                        let name = entry.0.clone();
-                        self.seen(fp, name.as_deref(), txn.date, true, &mut counted);
-                    }
-                }
-            }
+    fn finish(
+        self,
+        records: usize,
+        bytes: u64,
+        schema: Option<String>,
+        damage: Option<Damage>,
+    ) -> Scan {
+        let current: BTreeSet<Fingerprint> = self.rows.values().filter_map(|(_, fp)| *fp).collect();
+        let mut keys: Vec<KeyHistory> = self.keys.into_values().collect();
+        for k in &mut keys {
+            k.current = current.contains(&k.fingerprint);
         }
-        let comment = txn
-            .comment
-            .and_then(|c| crate::secret::json_string_literal(c.get().as_bytes()).ok());
-        if let Some(c) = comment {
-            for k in comment::comment_keys(&c) {
-                let fp = self.fingerprint(fp_key, k.value.as_bytes());
-                self.seen(fp, k.interface.as_deref(), txn.date, false, &mut counted);
-            }
+        keys.sort_by_key(|k| (k.first_ms, k.fingerprint));
+        Scan {
+            records,
+            bytes,
+            schema,
+            keys,
+            damage,
         }
     }
 }
 
-/// Reads a whole log from `src`.
+/// Why a record ends the scan although its SHA-1 is right.
+fn record_damage(offset: u64, index: usize, reason: &str) -> Damage {
+    Damage {
+        offset,
+        record: index,
+        reason: reason.into(),
+    }
+}
+
+/// The schema name of record 0.
+fn schema_of(body: &[u8]) -> Result<Option<String>, &'static str> {
+    serde_json::from_slice::<SchemaRecord>(body)
+        .map(|s| s.name)
+        .map_err(|_| "the first record is not a JSON schema")
+}
+
+/// Whether a transaction record can change a key at all; the others are only checked to be an
+/// object (their SHA-1 was verified).
+fn relevant(body: &[u8]) -> Result<bool, &'static str> {
+    let relevant = contains(body, b"psk") || contains(body, b"\"Interface\"");
+    if !relevant && !looks_like_object(body) {
+        return Err("a transaction record is not a JSON object");
+    }
+    Ok(relevant)
+}
+
+/// Applies a transaction record with the full decoder.
+fn apply_decoded(
+    replay: &mut Replay,
+    body: &[u8],
+    fp_key: &FingerprintKey,
+) -> Result<(), &'static str> {
+    match serde_json::from_slice::<TxnRecord>(body) {
+        Ok(txn) => {
+            // The comment is raw JSON text, decoded by our own unescaper (it carries keys).
+            let comment = txn
+                .comment
+                .and_then(|c| crate::secret::json_string_literal(c.get().as_bytes()).ok());
+            let rows = RowChange::of_record(&txn);
+            let c = comment.as_ref().map(|c| c.as_str());
+            replay.apply(fp_key, txn.date, txn.is_diff, rows, c);
+            Ok(())
+        }
+        // serde's message could quote the input: report only its category.
+        Err(e) => Err(match e.classify() {
+            serde_json::error::Category::Data => "a transaction record has an unexpected shape",
+            _ => "a transaction record is not valid JSON",
+        }),
+    }
+}
+
+/// Applies a transaction record the fast way when the scanner can classify it, with the full
+/// decoder otherwise. Adds the spans (within `body`) that held key bytes to `keys`.
+fn apply_record(
+    replay: &mut Replay,
+    txn: &mut fast::Txn,
+    body: &[u8],
+    fp_key: &FingerprintKey,
+    keys: &mut Vec<(usize, usize)>,
+) -> Result<(), &'static str> {
+    if !relevant(body)? {
+        return Ok(());
+    }
+    if !fast::scan(body, txn) {
+        keys.push((0, body.len()));
+        return apply_decoded(replay, body, fp_key);
+    }
+    // The scanner accepted only printable ASCII, so every span is a str.
+    let text = |(s, e): fast::Span| std::str::from_utf8(&body[s..e]).unwrap_or_default();
+    let rows = txn.rows.iter().map(|r| RowChange {
+        uuid: text(r.uuid),
+        row: (!r.deleted).then(|| RowCols {
+            name: r.name.map(text),
+            // The value with its quotes: raw JSON text, as the full decoder gives it.
+            options: r.options.then(|| r.psk.map(|(s, e)| &body[s - 1..e + 1])),
+        }),
+    });
+    replay.apply(fp_key, txn.date, txn.is_diff, rows, txn.comment.map(text));
+    keys.extend(txn.rows.iter().filter_map(|r| r.psk));
+    keys.extend(txn.comment);
+    Ok(())
+}
+
+/// Reads a whole log from `src`: framed and scanned on this thread, SHA-1 verified on a second
+/// one (see [`pipeline`]), key-bearing fields found by [`fast`]'s scanner. Gives exactly what
+/// [`scan_reader_reference`] gives.
 pub fn scan_reader<R: std::io::Read>(
+    src: R,
+    size: Option<u64>,
+    max_record: usize,
+    fp_key: &FingerprintKey,
+) -> Result<Scan, ReadError> {
+    let mut replay = Replay::default();
+    let (mut schema, mut records, mut bytes, mut damage) = (None, 0, 0, None);
+    let mut txn = fast::Txn::default();
+    pipeline::run(src, size, max_record, |b| {
+        for (i, rec) in b.records.iter().enumerate() {
+            if b.bad == Some(i) {
+                let why = "SHA-1 mismatch: the record is corrupt";
+                damage = Some(record_damage(rec.offset, rec.index, why));
+                bytes = rec.next_offset;
+                return false;
+            }
+            records += 1;
+            bytes = rec.next_offset;
+            let body = &b.buf[rec.start..rec.end];
+            let mut spans = std::mem::take(&mut b.keys);
+            let from = spans.len();
+            let used = if rec.index == 0 {
+                schema_of(body).map(|s| schema = s)
+            } else {
+                apply_record(&mut replay, &mut txn, body, fp_key, &mut spans)
+            };
+            for s in &mut spans[from..] {
+                *s = (rec.start + s.0, rec.start + s.1);
+            }
+            b.keys = spans;
+            if let Err(why) = used {
+                damage = Some(record_damage(rec.offset, rec.index, why));
+                return false;
+            }
+        }
+        match &b.stop {
+            Some(pipeline::Stop::End { offset }) => bytes = *offset,
+            Some(pipeline::Stop::Damage { damage: d, offset }) => {
+                damage = Some(d.clone());
+                bytes = *offset;
+            }
+            None => {}
+        }
+        true
+    })?;
+    Ok(replay.finish(records, bytes, schema, damage))
+}
+
+/// The reference reader: one record at a time through [`LogReader`], every record that can
+/// carry a key through the full decoder. Kept as the oracle of the differential test of
+/// [`scan_reader`].
+#[doc(hidden)]
+pub fn scan_reader_reference<R: std::io::Read>(
     src: R,
     size: Option<u64>,
     max_record: usize,
@@ -271,71 +482,28 @@ pub fn scan_reader<R: std::io::Read>(
     let mut schema = None;
     let mut records = 0;
     let damage = loop {
-        let next = reader.next_record()?;
-        let rec = match next {
+        let rec = match reader.next_record()? {
             Next::Record(r) => r,
             Next::End => break None,
             Next::Damaged(d) => break Some(d),
         };
         let (index, offset) = (rec.index, rec.offset);
         records += 1;
-        if index == 0 {
-            match serde_json::from_slice::<SchemaRecord>(rec.body) {
-                Ok(s) => schema = s.name,
-                Err(_) => {
-                    break Some(Damage {
-                        offset,
-                        record: 0,
-                        reason: "the first record is not a JSON schema".into(),
-                    })
-                }
-            }
+        let used = if index == 0 {
+            schema_of(rec.body).map(|s| schema = s)
         } else {
-            // Only records that can change a key are decoded; the rest were checked by SHA-1.
-            let body = rec.body;
-            let relevant = contains(body, b"psk") || contains(body, b"\"Interface\"");
-            if !relevant && !looks_like_object(body) {
-                break Some(Damage {
-                    offset,
-                    record: index,
-                    reason: "a transaction record is not a JSON object".into(),
-                });
+            match relevant(rec.body) {
+                Ok(true) => apply_decoded(&mut replay, rec.body, fp_key),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
             }
-            if relevant {
-                match serde_json::from_slice::<TxnRecord>(body) {
-                    Ok(txn) => replay.apply(&txn, fp_key),
-                    Err(e) => {
-                        // serde's message could quote the input: report only its category.
-                        let why = match e.classify() {
-                            serde_json::error::Category::Data => {
-                                "a transaction record has an unexpected shape"
-                            }
-                            _ => "a transaction record is not valid JSON",
-                        };
-                        break Some(Damage {
-                            offset,
-                            record: index,
-                            reason: why.into(),
-                        });
-                    }
-                }
-            }
+        };
+        if let Err(why) = used {
+            break Some(record_damage(offset, index, why));
         }
         reader.wipe_last();
     };
-    let current: BTreeSet<Fingerprint> = replay.rows.values().filter_map(|(_, fp)| *fp).collect();
-    let mut keys: Vec<KeyHistory> = replay.keys.into_values().collect();
-    for k in &mut keys {
-        k.current = current.contains(&k.fingerprint);
-    }
-    keys.sort_by_key(|k| (k.first_ms, k.fingerprint));
-    Ok(Scan {
-        records,
-        bytes: reader.offset(),
-        schema,
-        keys,
-        damage,
-    })
+    Ok(replay.finish(records, reader.offset(), schema, damage))
 }
 
 /// A cheap shape check for records that are not decoded: `{ ... }` with optional whitespace.

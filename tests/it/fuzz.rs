@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use psk_guard::checks::tunnels::decode_reply;
-use psk_guard::forensics::scan_reader;
+use psk_guard::forensics::{scan_reader, scan_reader_reference};
 use psk_guard::ovsdb::client::fuzz_classify;
 use psk_guard::ovsdb::frame::FrameBuf;
 use psk_guard::ovsdb::types::TransactReply;
@@ -134,6 +134,38 @@ proptest! {
     }
 
     #[test]
+    fn scanner_matches_the_full_decoder_on_generated_logs(txns in prop::collection::vec(txn_literal(), 0..6), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..2), cut in prop::option::of(any::<usize>())) {
+        let mut data = record(b"{\"name\":\"Open_vSwitch\",\"tables\":{}}\n");
+        for t in &txns {
+            data.extend(record(t.as_bytes()));
+        }
+        same_scan(&data)?;
+        for (pos, x) in &flips {
+            let p = pos % data.len();
+            data[p] ^= x;
+        }
+        if let Some(c) = cut {
+            data.truncate(c % (data.len() + 1));
+        }
+        same_scan(&data)?;
+    }
+
+    #[test]
+    fn scanner_matches_the_full_decoder_on_arbitrary_and_damaged_bytes(bytes in prop::collection::vec(any::<u8>(), 0..800), header in any::<bool>(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>()) {
+        let mut data = if header { b"OVSDB JSON ".to_vec() } else { vec![] };
+        data.extend_from_slice(&bytes);
+        same_scan(&data)?;
+        let mut valid = valid_log();
+        for (pos, x) in &flips {
+            let p = pos % valid.len();
+            valid[p] ^= x;
+        }
+        same_scan(&valid)?;
+        valid.truncate(cut % (valid.len() + 1));
+        same_scan(&valid)?;
+    }
+
+    #[test]
     fn log_reader_survives_any_damage_to_a_valid_log(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>(), truncate in any::<bool>()) {
         let valid = valid_log();
         let mut data = valid.clone();
@@ -153,6 +185,145 @@ proptest! {
             }
         }
     }
+}
+
+/// A JSON value's text, as written (so it can hold what serde_json would never write: duplicate
+/// members, escapes, odd spacing).
+fn key_literal() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(r#""k-one""#.to_owned()),
+        Just(r#""k-two""#.to_owned()),
+        Just(r#""changeme""#.to_owned()),
+        Just(r#""k-\u006fne""#.to_owned()),
+        Just(r#""k\"q""#.to_owned()),
+        Just("\"k-\u{e9}\"".to_owned()),
+        Just(r#""""#.to_owned()),
+        Just(r#""k\x""#.to_owned()),
+        Just("5".to_owned()),
+        Just("null".to_owned()),
+    ]
+}
+
+fn options_literal() -> impl Strategy<Value = String> {
+    let pair = (
+        prop_oneof![Just("psk"), Just("remote_ip"), Just("remote_name")],
+        key_literal(),
+    )
+        .prop_map(|(k, v)| format!(r#"["{k}",{v}]"#));
+    prop_oneof![
+        8 => prop::collection::vec(pair, 0..3).prop_map(|p| format!(r#"["map",[{}]]"#, p.join(","))),
+        1 => Just(r#"["set",[]]"#.to_owned()),
+        1 => Just("null".to_owned()),
+        1 => Just(r#"["map",[["psk","a","b"]]]"#.to_owned()),
+        1 => Just(r#"["map",[],1]"#.to_owned()),
+    ]
+}
+
+fn members(parts: Vec<Option<String>>, sep: &str) -> String {
+    let m: Vec<String> = parts.into_iter().flatten().collect();
+    format!("{{{}}}", m.join(sep))
+}
+
+fn row_literal() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => Just("null".to_owned()),
+        6 => (
+            prop::option::of(prop_oneof![Just(r#""t1""#), Just(r#""t2""#), Just("null"), Just(r#""t\u0031""#)]),
+            prop::option::of(options_literal()),
+            prop::option::of(json_tree()),
+            any::<bool>(),
+        )
+            .prop_map(|(name, opts, other, dup)| {
+                let name = name.map(|n| format!(r#""name":{n}"#));
+                let dup = (dup && name.is_some()).then(|| name.clone().unwrap());
+                members(vec![
+                    name,
+                    Some(r#""type":"geneve""#.to_owned()),
+                    opts.map(|o| format!(r#""options":{o}"#)),
+                    other.map(|t| format!(r#""other_config":{t}"#)),
+                    dup,
+                ], ",")
+            }),
+    ]
+}
+
+/// A transaction record's text: the fields the scan reads, in any order, sometimes twice or with
+/// values of other shapes, other tables, and whitespace.
+fn txn_literal() -> impl Strategy<Value = String> {
+    let date = prop_oneof![
+        any::<i64>().prop_map(|d| d.to_string()),
+        (0i64..4_000_000_000_000).prop_map(|d| d.to_string()),
+        Just("1.5".to_owned()),
+        Just("-0".to_owned()),
+        Just("null".to_owned()),
+        Just("99999999999999999999".to_owned()),
+    ];
+    let comment = prop_oneof![
+        key_literal().prop_map(|k| format!(
+            r#""ovs-vsctl set Interface t1 options:psk={}""#,
+            k.trim_matches('"')
+        )),
+        Just(r#""ovs-vsctl -- set Interface t2 options:psk=\"k q\"""#.to_owned()),
+        Just(r#""a comment""#.to_owned()),
+        Just("null".to_owned()),
+    ];
+    let uuid = prop_oneof![Just("u1"), Just("u2"), Just("u3")];
+    let iface = prop_oneof![
+        8 => prop::collection::vec((uuid, row_literal()), 0..4).prop_map(|rows| {
+            let m: Vec<String> = rows.into_iter().map(|(u, r)| format!(r#""{u}":{r}"#)).collect();
+            format!("{{{}}}", m.join(","))
+        }),
+        1 => Just("null".to_owned()),
+        1 => Just("[]".to_owned()),
+    ];
+    (
+        prop::option::of(date),
+        prop::option::of(prop_oneof![Just("true"), Just("false"), Just("null")]),
+        prop::option::of(comment),
+        prop::option::of(iface),
+        prop::option::of(json_tree()),
+        prop::collection::vec(any::<bool>(), 5),
+        prop_oneof![Just(","), Just(" , "), Just(",\n")],
+    )
+        .prop_map(|(date, diff, comment, iface, other, flags, sep)| {
+            let iface = iface.map(|i| format!(r#""Interface":{i}"#));
+            let date = date.map(|d| format!(r#""_date":{d}"#));
+            let mut parts = vec![
+                date.clone(),
+                diff.map(|d| format!(r#""_is_diff":{d}"#)),
+                comment.map(|c| format!(r#""_comment":{c}"#)),
+                iface.clone(),
+                other.map(|t| format!(r#""Bridge":{{"b":{t}}}"#)),
+            ];
+            if flags[0] {
+                parts.reverse();
+            }
+            if flags[1] {
+                parts.push(date);
+            }
+            if flags[2] {
+                parts.push(iface);
+            }
+            let mut text = members(parts, sep);
+            if flags[3] {
+                text.push('\n');
+            }
+            if flags[4] {
+                text = format!(" {text} ");
+            }
+            text
+        })
+}
+
+/// Both readers on the same bytes, with the file size known and not.
+fn same_scan(data: &[u8]) -> Result<(), TestCaseError> {
+    let key = FingerprintKey::given("differential");
+    for size in [Some(data.len() as u64), None] {
+        let new = scan_reader(data, size, 1 << 16, &key).map_err(|e| e.to_string());
+        let old = scan_reader_reference(data, size, 1 << 16, &key).map_err(|e| e.to_string());
+        prop_assert_eq!(format!("{new:?}"), format!("{old:?}"));
+    }
+    Ok(())
 }
 
 fn record(body: &[u8]) -> Vec<u8> {
@@ -177,4 +348,67 @@ fn valid_log() -> Vec<u8> {
 "#,
     ));
     v
+}
+
+/// A log of the benchmark's shape, larger than the scanner's buffers, with one record larger than
+/// a buffer, read whole and in short pieces: both readers agree.
+#[test]
+fn scanner_matches_the_full_decoder_across_buffers() {
+    struct Short<'a>(&'a [u8], usize);
+    impl std::io::Read for Short<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut data = record(b"{\"name\":\"Open_vSwitch\",\"tables\":{}}\n");
+    for k in 0..20_000u32 {
+        let key = format!("key-{:09}", k / 7000);
+        let body = if k % 3 == 0 {
+            format!(
+                r#"{{"_date":{k},"_is_diff":true,"_comment":"ovs-vsctl set Interface t{} options:psk={key}","Interface":{{"u{}":{{"options":["map",[["psk","{key}"]]]}}}}}}"#,
+                k % 50,
+                k % 50
+            )
+        } else if k % 3 == 1 {
+            format!(
+                r#"{{"_date":{k},"_is_diff":true,"Interface":{{"u{}":null,"v{k}":{{"name":"t{}","type":"geneve","options":["map",[["psk","{key}"],["remote_ip","10.0.0.1"]]]}}}}}}"#,
+                k % 50,
+                k % 50
+            )
+        } else {
+            format!(r#"{{"_date":{k},"Bridge":{{"b":{{"name":"br-int"}}}}}}"#)
+        };
+        data.extend(record(format!("{body}\n").as_bytes()));
+        if k == 10_000 {
+            let big = format!(
+                r#"{{"_date":{k},"Port":{{"p":{{"name":"{}"}}}}}}"#,
+                "x".repeat(3 << 19)
+            );
+            data.extend(record(big.as_bytes()));
+        }
+    }
+    assert!(data.len() > 3 << 20);
+    let key = FingerprintKey::given("differential");
+    let old = scan_reader_reference(&data[..], Some(data.len() as u64), 8 << 20, &key).unwrap();
+    assert!(old.damage.is_none());
+    assert!(old.keys.len() >= 5);
+    for piece in [usize::MAX, 65_536] {
+        for size in [Some(data.len() as u64), None] {
+            let new = scan_reader(Short(&data, piece), size, 8 << 20, &key).unwrap();
+            assert_eq!(format!("{new:?}"), format!("{old:?}"), "reads of {piece}");
+        }
+    }
+    // Damage past the first buffer: a flipped byte and a truncation.
+    let mut bad = data.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x20;
+    for d in [&bad[..], &data[..data.len() - 100]] {
+        let old = scan_reader_reference(d, Some(d.len() as u64), 8 << 20, &key).unwrap();
+        let new = scan_reader(d, Some(d.len() as u64), 8 << 20, &key).unwrap();
+        assert!(old.damage.is_some());
+        assert_eq!(format!("{new:?}"), format!("{old:?}"));
+    }
 }

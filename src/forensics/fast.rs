@@ -1,0 +1,447 @@
+//! A record scanner for conf.db transactions that finds the key-bearing fields (`Interface` rows'
+//! `name` and `options:psk`, `_comment`, `_date`, `_is_diff`) in one pass over the bytes, without
+//! a general JSON decode and without allocating (spans into the record, vectors reused).
+//!
+//! It accepts a strict subset of JSON and reads it exactly as the full decoder (`TxnRecord` in
+//! the parent module) would: plain strings (printable ASCII, no escapes), integers for `_date`,
+//! every other value validated by a small recursive skipper. Anything outside the subset (an
+//! escape, a non-ASCII byte, a `null` where the decoder expects a value, a duplicate field, an
+//! unexpected shape, deep nesting) makes [`scan`] return `false`, and the caller falls back to
+//! the full decoder, which then decides, with its own error if the record is bad. The
+//! differential test in tests/it/fuzz.rs holds the two to the same results.
+
+/// `[start, end)` within the record body.
+pub(crate) type Span = (usize, usize);
+
+/// One `Interface` row of a transaction: deleted (`null`) or the columns the replay reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Row {
+    pub uuid: Span,
+    pub deleted: bool,
+    pub name: Option<Span>,
+    /// `options` present (a map).
+    pub options: bool,
+    /// The first `psk` value of `options`, unquoted.
+    pub psk: Option<Span>,
+}
+
+/// What a transaction record says about keys. Reused from record to record.
+#[derive(Debug, Default)]
+pub(crate) struct Txn {
+    pub date: Option<i64>,
+    pub is_diff: bool,
+    /// The `_comment` text, unquoted.
+    pub comment: Option<Span>,
+    pub rows: Vec<Row>,
+    /// Row uuids sorted (for the duplicate check), reused.
+    sorted: Vec<Span>,
+}
+
+/// Deepest nesting the skipper follows (serde_json's own limit is 128).
+const MAX_DEPTH: u32 = 64;
+
+/// Not in the subset: fall back to the full decoder.
+struct Unsure;
+
+type R<T> = Result<T, Unsure>;
+
+struct P<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl P<'_> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> R<u8> {
+        self.ws();
+        self.b.get(self.i).copied().ok_or(Unsure)
+    }
+
+    fn eat(&mut self, c: u8) -> R<()> {
+        if self.peek()? == c {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    /// A plain string: printable ASCII without escapes. Returns its contents' span.
+    fn string(&mut self) -> R<Span> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let len = memchr::memchr(b'"', &self.b[start..]).ok_or(Unsure)?;
+        let s = &self.b[start..start + len];
+        if !s.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
+            return Err(Unsure);
+        }
+        self.i = start + len + 1;
+        Ok((start, start + len))
+    }
+
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// A JSON number, validated by its grammar and skipped.
+    fn number(&mut self) -> R<()> {
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(Unsure),
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(Unsure);
+            }
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Unsure);
+            }
+        }
+        Ok(())
+    }
+
+    /// An integer that fits an i64 (`_date`), written as serde_json reads one into an i64.
+    fn integer(&mut self) -> R<i64> {
+        self.ws();
+        let neg = self.b.get(self.i) == Some(&b'-');
+        if neg {
+            self.i += 1;
+        }
+        let start = self.i;
+        let n = self.digits();
+        let d = &self.b[start..self.i];
+        // No leading zero, no "-0" (serde_json reads that as a float), at most 18 digits (fits).
+        if n == 0 || n > 18 || (d[0] == b'0' && (n > 1 || neg)) {
+            return Err(Unsure);
+        }
+        if let Some(b'.' | b'e' | b'E') = self.b.get(self.i) {
+            return Err(Unsure);
+        }
+        let v = d.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0'));
+        Ok(if neg { -v } else { v })
+    }
+
+    /// Any JSON value in the subset, skipped.
+    fn skip(&mut self, depth: u32) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(Unsure);
+        }
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => {
+                self.i += 1;
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.skip(depth + 1)?;
+                    if !self.comma_or(b'}')? {
+                        return Ok(());
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    if !self.comma_or(b']')? {
+                        return Ok(());
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number(),
+        }
+    }
+
+    /// After a member or element: `,` (true: another follows) or `close` (false: done).
+    fn comma_or(&mut self, close: u8) -> R<bool> {
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                Ok(true)
+            }
+            c if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(Unsure),
+        }
+    }
+
+    fn is_null(&mut self) -> R<bool> {
+        Ok(self.peek()? == b'n')
+    }
+
+    /// `["map", [[k, v], ...]]` of plain strings; the first `psk` value.
+    fn options(&mut self) -> R<Option<Span>> {
+        self.eat(b'[')?;
+        let tag = self.string()?;
+        if &self.b[tag.0..tag.1] != b"map" {
+            return Err(Unsure);
+        }
+        self.eat(b',')?;
+        self.eat(b'[')?;
+        let mut psk = None;
+        if self.peek()? == b']' {
+            self.i += 1;
+        } else {
+            loop {
+                self.eat(b'[')?;
+                let k = self.string()?;
+                self.eat(b',')?;
+                let v = self.string()?;
+                self.eat(b']')?;
+                if psk.is_none() && &self.b[k.0..k.1] == b"psk" {
+                    psk = Some(v);
+                }
+                if !self.comma_or(b']')? {
+                    break;
+                }
+            }
+        }
+        self.eat(b']')?;
+        Ok(psk)
+    }
+
+    /// One `Interface` row object.
+    fn row(&mut self, uuid: Span) -> R<Row> {
+        let mut row = Row {
+            uuid,
+            deleted: false,
+            name: None,
+            options: false,
+            psk: None,
+        };
+        let (mut seen_name, mut seen_options) = (false, false);
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Ok(row);
+        }
+        loop {
+            let k = self.string()?;
+            self.eat(b':')?;
+            match &self.b[k.0..k.1] {
+                b"name" => {
+                    if std::mem::replace(&mut seen_name, true) {
+                        return Err(Unsure);
+                    }
+                    if self.is_null()? {
+                        self.literal(b"null")?;
+                    } else {
+                        row.name = Some(self.string()?);
+                    }
+                }
+                b"options" => {
+                    if std::mem::replace(&mut seen_options, true) || self.is_null()? {
+                        return Err(Unsure);
+                    }
+                    row.psk = self.options()?;
+                    row.options = true;
+                }
+                _ => self.skip(2)?,
+            }
+            if !self.comma_or(b'}')? {
+                return Ok(row);
+            }
+        }
+    }
+
+    /// The `Interface` table: `{uuid: row-or-null, ...}`.
+    fn interface(&mut self, rows: &mut Vec<Row>) -> R<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let uuid = self.string()?;
+            self.eat(b':')?;
+            if self.is_null()? {
+                self.literal(b"null")?;
+                rows.push(Row {
+                    uuid,
+                    deleted: true,
+                    name: None,
+                    options: false,
+                    psk: None,
+                });
+            } else {
+                let row = self.row(uuid)?;
+                rows.push(row);
+            }
+            if !self.comma_or(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn txn(&mut self, t: &mut Txn) -> R<()> {
+        let (mut date, mut diff, mut comment, mut iface) = (false, false, false, false);
+        let once = |seen: &mut bool| {
+            if std::mem::replace(seen, true) {
+                Err(Unsure)
+            } else {
+                Ok(())
+            }
+        };
+        self.eat(b'{')?;
+        if self.peek()? != b'}' {
+            loop {
+                let k = self.string()?;
+                self.eat(b':')?;
+                match &self.b[k.0..k.1] {
+                    b"_date" => {
+                        once(&mut date)?;
+                        t.date = Some(self.integer()?);
+                    }
+                    b"_is_diff" => {
+                        once(&mut diff)?;
+                        t.is_diff = match self.peek()? {
+                            b't' => self.literal(b"true").map(|()| true)?,
+                            _ => self.literal(b"false").map(|()| false)?,
+                        };
+                    }
+                    b"_comment" => {
+                        once(&mut comment)?;
+                        t.comment = Some(self.string()?);
+                    }
+                    b"Interface" => {
+                        once(&mut iface)?;
+                        if self.is_null()? {
+                            return Err(Unsure);
+                        }
+                        self.interface(&mut t.rows)?;
+                    }
+                    _ => self.skip(1)?,
+                }
+                if !self.comma_or(b'}')? {
+                    break;
+                }
+            }
+        } else {
+            self.i += 1;
+        }
+        self.ws();
+        if self.i != self.b.len() {
+            return Err(Unsure);
+        }
+        Ok(())
+    }
+}
+
+/// Scans one transaction record into `t` (cleared first). `false`: not in the subset (or a row
+/// uuid appears twice), so the caller must use the full decoder.
+pub(crate) fn scan(body: &[u8], t: &mut Txn) -> bool {
+    t.date = None;
+    t.is_diff = false;
+    t.comment = None;
+    t.rows.clear();
+    let mut p = P { b: body, i: 0 };
+    if p.txn(t).is_err() {
+        return false;
+    }
+    // The decoder keeps the last of two rows with one uuid (a map): leave that case to it.
+    if t.rows.len() > 1 {
+        t.sorted.clear();
+        t.sorted.extend(t.rows.iter().map(|r| r.uuid));
+        t.sorted
+            .sort_unstable_by(|a, b| body[a.0..a.1].cmp(&body[b.0..b.1]));
+        if t.sorted
+            .windows(2)
+            .any(|w| body[w[0].0..w[0].1] == body[w[1].0..w[1].1])
+        {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(body: &[u8], sp: Span) -> &str {
+        std::str::from_utf8(&body[sp.0..sp.1]).unwrap()
+    }
+
+    #[test]
+    fn finds_the_key_bearing_fields() {
+        let body = br#"{"_date":1700000001000,"_is_diff":true,"_comment":"ovs-vsctl set Interface t1 options:psk=k2","Bridge":{"b":{"ports":["set",[["uuid","p"]]],"x":[1.5e3,-0,true,null,{}]}},"Interface":{"u0":null,"u1":{"name":"t1","type":"geneve","options":["map",[["remote_ip","10.0.0.2"],["psk","k2"],["psk","k3"]]]}}}
+"#;
+        let mut t = Txn::default();
+        assert!(scan(body, &mut t));
+        assert_eq!(t.date, Some(1_700_000_001_000));
+        assert!(t.is_diff);
+        assert!(s(body, t.comment.unwrap()).ends_with("psk=k2"));
+        assert_eq!(t.rows.len(), 2);
+        assert!(t.rows[0].deleted);
+        assert_eq!(s(body, t.rows[1].name.unwrap()), "t1");
+        assert_eq!(s(body, t.rows[1].psk.unwrap()), "k2");
+    }
+
+    #[test]
+    fn leaves_everything_unusual_to_the_full_decoder() {
+        let mut t = Txn::default();
+        for body in [
+            &br#"{"_comment":"a \"quoted\" psk=x"}"#[..],
+            br#"{"Interface":{"u":{"options":["map",[["psk","k\u0041"]]]}}}"#,
+            br#"{"Interface":{"u":{"options":["set",[]]}}}"#,
+            br#"{"Interface":{"u":{"options":null}}}"#,
+            br#"{"Interface":{"u":{"name":"a"},"u":{"name":"b"}}}"#,
+            br#"{"_date":1,"_date":2}"#,
+            br#"{"_date":1.5}"#,
+            br#"{"_date":-0}"#,
+            br#"{"_date":null}"#,
+            br#"{"Interface":null}"#,
+            br#"{"a":[1,2,]}"#,
+            br#"{"a":01}"#,
+            b"{\"a\":\"\xc3\xa9\"} ",
+            br#"{} x"#,
+            br#"{"psk":1"#,
+        ] {
+            assert!(!scan(body, &mut t), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}
