@@ -67,6 +67,12 @@ fn ops() -> [Operation; 2] {
     ]
 }
 
+/// The operations [`read`] sends (for the floor client of benches/node-check).
+#[doc(hidden)]
+pub fn read_ops() -> [Operation; 2] {
+    ops()
+}
+
 const PORT_OP: usize = 0;
 const IFACE_OP: usize = 1;
 

@@ -467,6 +467,23 @@ pub fn scan_reader<R: std::io::Read>(
     Ok(replay.finish(records, bytes, schema, damage))
 }
 
+/// Reads and verifies every record (framing and SHA-1, through the same pipeline as
+/// [`scan_reader`]) without looking inside any: the floor of benches/scan-db. Returns the number
+/// of records verified.
+#[doc(hidden)]
+pub fn verify_records<R: std::io::Read>(
+    src: R,
+    size: Option<u64>,
+    max_record: usize,
+) -> Result<usize, ReadError> {
+    let mut n = 0;
+    pipeline::run(src, size, max_record, |b| {
+        n += b.bad.unwrap_or(b.records.len());
+        b.bad.is_none()
+    })?;
+    Ok(n)
+}
+
 /// The reference reader: one record at a time through [`LogReader`], every record that can
 /// carry a key through the full decoder. Kept as the oracle of the differential test of
 /// [`scan_reader`].

@@ -365,7 +365,7 @@ fn scanner_matches_the_full_decoder_across_buffers() {
     }
     let mut data = record(b"{\"name\":\"Open_vSwitch\",\"tables\":{}}\n");
     for k in 0..20_000u32 {
-        let key = format!("key-{:09}", k / 7000);
+        let key = format!("key-{:09}", k / 3000);
         let body = if k % 3 == 0 {
             format!(
                 r#"{{"_date":{k},"_is_diff":true,"_comment":"ovs-vsctl set Interface t{} options:psk={key}","Interface":{{"u{}":{{"options":["map",[["psk","{key}"]]]}}}}}}"#,
