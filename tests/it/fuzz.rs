@@ -134,38 +134,6 @@ proptest! {
     }
 
     #[test]
-    fn scanner_matches_the_full_decoder_on_generated_logs(txns in prop::collection::vec(txn_literal(), 0..6), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..2), cut in prop::option::of(any::<usize>())) {
-        let mut data = record(b"{\"name\":\"Open_vSwitch\",\"tables\":{}}\n");
-        for t in &txns {
-            data.extend(record(t.as_bytes()));
-        }
-        same_scan(&data)?;
-        for (pos, x) in &flips {
-            let p = pos % data.len();
-            data[p] ^= x;
-        }
-        if let Some(c) = cut {
-            data.truncate(c % (data.len() + 1));
-        }
-        same_scan(&data)?;
-    }
-
-    #[test]
-    fn scanner_matches_the_full_decoder_on_arbitrary_and_damaged_bytes(bytes in prop::collection::vec(any::<u8>(), 0..800), header in any::<bool>(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>()) {
-        let mut data = if header { b"OVSDB JSON ".to_vec() } else { vec![] };
-        data.extend_from_slice(&bytes);
-        same_scan(&data)?;
-        let mut valid = valid_log();
-        for (pos, x) in &flips {
-            let p = pos % valid.len();
-            valid[p] ^= x;
-        }
-        same_scan(&valid)?;
-        valid.truncate(cut % (valid.len() + 1));
-        same_scan(&valid)?;
-    }
-
-    #[test]
     fn log_reader_survives_any_damage_to_a_valid_log(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>(), truncate in any::<bool>()) {
         let valid = valid_log();
         let mut data = valid.clone();
@@ -324,6 +292,54 @@ fn same_scan(data: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(format!("{new:?}"), format!("{old:?}"));
     }
     Ok(())
+}
+
+/// The differential properties run 64 cases unless PROPTEST_CASES says otherwise (each case runs
+/// both readers eight times).
+fn differential_cases() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64),
+        ..cases()
+    }
+}
+
+proptest! {
+    #![proptest_config(differential_cases())]
+
+    #[test]
+    fn scanner_matches_the_full_decoder_on_generated_logs(txns in prop::collection::vec(txn_literal(), 0..6), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..2), cut in prop::option::of(any::<usize>())) {
+        let mut data = record(b"{\"name\":\"Open_vSwitch\",\"tables\":{}}\n");
+        for t in &txns {
+            data.extend(record(t.as_bytes()));
+        }
+        same_scan(&data)?;
+        for (pos, x) in &flips {
+            let p = pos % data.len();
+            data[p] ^= x;
+        }
+        if let Some(c) = cut {
+            data.truncate(c % (data.len() + 1));
+        }
+        same_scan(&data)?;
+    }
+
+    #[test]
+    fn scanner_matches_the_full_decoder_on_arbitrary_and_damaged_bytes(bytes in prop::collection::vec(any::<u8>(), 0..800), header in any::<bool>(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>()) {
+        let mut data = if header { b"OVSDB JSON ".to_vec() } else { vec![] };
+        data.extend_from_slice(&bytes);
+        same_scan(&data)?;
+        let mut valid = valid_log();
+        for (pos, x) in &flips {
+            let p = pos % valid.len();
+            valid[p] ^= x;
+        }
+        same_scan(&valid)?;
+        valid.truncate(cut % (valid.len() + 1));
+        same_scan(&valid)?;
+    }
 }
 
 fn record(body: &[u8]) -> Vec<u8> {
