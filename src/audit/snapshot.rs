@@ -50,9 +50,9 @@ pub struct Snapshot {
     pub nodes: Option<Vec<Node>>,
     pub namespaces: Option<Vec<Namespace>>,
     pub pods: Option<Vec<Pod>>,
-    /// Roles in Antrea's namespace.
+    /// Roles in every namespace.
     pub roles: Option<Vec<Role>>,
-    /// RoleBindings in Antrea's namespace.
+    /// RoleBindings in every namespace (service-account hops cross namespaces).
     pub role_bindings: Option<Vec<RoleBinding>>,
     pub cluster_role_bindings: Option<Vec<ClusterRoleBinding>>,
     /// What could not be read, and why.
@@ -146,7 +146,6 @@ fn dyn_api(
 /// Reads the cluster once.
 pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -> Snapshot {
     let mut s = Snapshot::default();
-    let ns = cfg.namespace.as_str();
     s.key = read_key(client, cfg, fp_key, &mut s).await;
     s.agent_conf = read_agent_conf(client, cfg, &mut s).await;
 
@@ -194,13 +193,9 @@ pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -
     s.namespaces = s.record("namespaces", r);
     let r = list_all(&Api::<Pod>::all(client.clone()), "pods").await;
     s.pods = s.record("pods", r);
-    let r = list_all(&Api::<Role>::namespaced(client.clone(), ns), "roles").await;
+    let r = list_all(&Api::<Role>::all(client.clone()), "roles").await;
     s.roles = s.record("roles", r);
-    let r = list_all(
-        &Api::<RoleBinding>::namespaced(client.clone(), ns),
-        "rolebindings",
-    )
-    .await;
+    let r = list_all(&Api::<RoleBinding>::all(client.clone()), "rolebindings").await;
     s.role_bindings = s.record("rolebindings", r);
     let r = list_all(
         &Api::<ClusterRoleBinding>::all(client.clone()),

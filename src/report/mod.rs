@@ -178,6 +178,8 @@ codes! {
         "An entry of the --ignore file has an expiry date that has passed, so it no longer suppresses anything: the findings it matched are reported again. Review the acceptance; renew the date or remove the entry.";
     GatekeeperPolicyNotEnforced => "gatekeeper-policy-not-enforced", "Gatekeeper's policy for antrea-agent status updates does not enforce",
         "The AntreaAgentStatusUpdates policy exists but does not stop a compromised agent: the Constraint's enforcementAction is dryrun or warn (violations are only recorded), Gatekeeper's webhook has failurePolicy Ignore (it fails open when Gatekeeper is unavailable), no webhook sends requests to Gatekeeper, or kube-system (or Antrea's namespace) is exempted by Gatekeeper's Config, the webhook's namespaceSelector or the Constraint's match.";
+    KeyReachableViaRbac => "key-reachable-via-rbac", "Someone else can obtain the IPsec PSK through RBAC",
+        "An RBAC subject cannot read the antrea-ipsec Secret directly but can obtain the key another way: create a Pod or any workload in Antrea's namespace (mounting the Secret or taking it as env), exec, attach or add an ephemeral container to the agent (printenv ANTREA_IPSEC_PSK), nodes/proxy (exec through the kubelet), patch the agent DaemonSet, impersonate users or groups, escalate or bind roles, or get a token for, run a Pod as, or impersonate a service account that can. The finding lists every path with its verbs and bindings.";
 }
 
 /// What a finding is about.

@@ -631,3 +631,326 @@ fn an_unused_default_key_in_certificate_mode_is_reported_lower() {
     );
     assert_no_key("audit", r.to_string().as_bytes(), &["changeme"]);
 }
+
+fn cluster_role(name: &str, labels: Value, rules: Value) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name, "labels": labels}, "rules": rules})
+}
+
+fn role(ns: &str, name: &str, rules: Value) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, "namespace": ns}, "rules": rules})
+}
+
+fn subject(who: &str) -> Value {
+    let (kind, name) = who.split_once(' ').unwrap();
+    match kind {
+        "ServiceAccount" => {
+            let (ns, n) = name.split_once('/').unwrap();
+            json!({"kind": "ServiceAccount", "name": n, "namespace": ns})
+        }
+        _ => json!({"kind": kind, "name": name, "apiGroup": "rbac.authorization.k8s.io"}),
+    }
+}
+
+fn bind(c: &Cluster, ns: Option<&str>, name: &str, role_kind: &str, role: &str, who: &str) {
+    let role_ref =
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role});
+    match ns {
+        Some(ns) => put(
+            c,
+            "rolebindings",
+            ns,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": ns},
+                   "roleRef": role_ref, "subjects": [subject(who)]}),
+        ),
+        None => put(
+            c,
+            "clusterrolebindings",
+            "",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                   "roleRef": role_ref, "subjects": [subject(who)]}),
+        ),
+    }
+}
+
+/// A Role in Antrea's namespace with `rules`, bound to `who`.
+fn grant_in_antrea_ns(c: &Cluster, name: &str, rules: Value, who: &str) {
+    put(c, "roles", NS, role(NS, name, rules));
+    bind(c, Some(NS), name, "Role", name, who);
+}
+
+/// Antrea's real antrea-agent ClusterRole (build/charts/antrea/templates/agent/clusterrole.yaml),
+/// trimmed to the rules that touch core resources: no path to the key.
+fn antrea_agent_role() -> Value {
+    cluster_role(
+        "antrea-agent",
+        json!({"app": "antrea"}),
+        json!([
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "watch", "list"]},
+            {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "list"]},
+            {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["endpoints", "services", "namespaces"], "verbs": ["get", "watch", "list"]},
+            {"apiGroups": [""], "resourceNames": ["extension-apiserver-authentication"], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["antrea-ca"], "verbs": ["get", "watch", "list"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "watch", "list", "create"]}
+        ]),
+    )
+}
+
+#[test]
+fn every_rbac_path_to_the_key_is_found_one_finding_per_subject() {
+    let c = cluster(1, STRONG);
+    put(&c, "clusterroles", "", antrea_agent_role());
+    bind(
+        &c,
+        None,
+        "antrea-agent",
+        "ClusterRole",
+        "antrea-agent",
+        "ServiceAccount kube-system/antrea-agent",
+    );
+    // Everyone authenticated can read Secrets: the worst case.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "read-secrets",
+            json!({}),
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+        ),
+    );
+    bind(
+        &c,
+        None,
+        "everyone-reads",
+        "ClusterRole",
+        "read-secrets",
+        "Group system:authenticated",
+    );
+    // The control plane's superusers: info, saying why.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "cluster-admin",
+            json!({}),
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+        ),
+    );
+    bind(
+        &c,
+        None,
+        "cluster-admin",
+        "ClusterRole",
+        "cluster-admin",
+        "Group system:masters",
+    );
+    // list with resourceNames (through the metadata.name field selector).
+    grant_in_antrea_ns(
+        &c,
+        "list-ipsec",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["antrea-ipsec"], "verbs": ["list"]}]),
+        "User gina",
+    );
+    // create of a workload in Antrea's namespace.
+    grant_in_antrea_ns(
+        &c,
+        "deployer",
+        json!([{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create", "get"]}]),
+        "User dave",
+    );
+    // exec through a */exec wildcard, granted by a ClusterRole in a RoleBinding of Antrea's namespace.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "debugger",
+            json!({}),
+            json!([{"apiGroups": [""], "resources": ["*/exec"], "verbs": ["create"]}]),
+        ),
+    );
+    bind(&c, Some(NS), "erin", "ClusterRole", "debugger", "User erin");
+    // nodes/proxy (kubelet exec), cluster-wide.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "node-proxy",
+            json!({}),
+            json!([{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]),
+        ),
+    );
+    bind(
+        &c,
+        None,
+        "prometheus",
+        "ClusterRole",
+        "node-proxy",
+        "ServiceAccount monitoring/prometheus",
+    );
+    // An aggregated ClusterRole whose rules the test server does not fill in.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "ops"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"example.com/aggregate-to-ops": "true"}}]}, "rules": []}),
+    );
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "ops-impersonate",
+            json!({"example.com/aggregate-to-ops": "true"}),
+            json!([{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]),
+        ),
+    );
+    bind(&c, None, "ivan-ops", "ClusterRole", "ops", "User ivan");
+    // A service account that can create Pods in Antrea's namespace, and someone who can get its token.
+    grant_in_antrea_ns(
+        &c,
+        "pod-maker",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]),
+        "ServiceAccount kube-system/ci",
+    );
+    grant_in_antrea_ns(
+        &c,
+        "ci-token",
+        json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["ci"], "verbs": ["create"]}]),
+        "User jack",
+    );
+    // No path: Secrets of another namespace; create with resourceNames; reading another Secret.
+    bind(
+        &c,
+        Some("tenant-a"),
+        "frank",
+        "ClusterRole",
+        "read-secrets",
+        "User frank",
+    );
+    grant_in_antrea_ns(
+        &c,
+        "named-create",
+        json!([{"apiGroups": [""], "resources": ["pods"], "resourceNames": ["x"], "verbs": ["create"]}]),
+        "User hank",
+    );
+
+    let (r, _, _) = audit(&c, &[]);
+    let mut by_subject: std::collections::BTreeMap<String, &Value> = Default::default();
+    for code in ["secret-readable-by", "key-reachable-via-rbac"] {
+        for f in findings(&r, code) {
+            let name = f["subject"]["name"].as_str().unwrap().to_owned();
+            assert!(
+                by_subject.insert(name.clone(), f).is_none(),
+                "one finding per subject: {name}"
+            );
+        }
+    }
+    let paths = |who: &str| -> Vec<String> {
+        by_subject[who]["details"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expect = |who: &str, code: &str, sev: &str, path: &str| {
+        let f = by_subject
+            .get(who)
+            .unwrap_or_else(|| panic!("no finding for {who}: {r:#}"));
+        assert_eq!(f["code"], code, "{who}");
+        assert_eq!(f["severity"], sev, "{who}: {f:#}");
+        assert!(
+            paths(who).contains(&path.to_owned()),
+            "{who}: {:?}",
+            paths(who)
+        );
+    };
+    expect(
+        "Group system:authenticated",
+        "secret-readable-by",
+        "critical",
+        "read-secret",
+    );
+    expect(
+        "Group system:masters",
+        "secret-readable-by",
+        "info",
+        "read-secret",
+    );
+    assert!(by_subject["Group system:masters"]["details"]["expected_because"].is_string());
+    expect("User gina", "secret-readable-by", "high", "read-secret");
+    expect(
+        "User dave",
+        "key-reachable-via-rbac",
+        "high",
+        "create-deployments",
+    );
+    expect("User erin", "key-reachable-via-rbac", "high", "exec-agent");
+    expect(
+        "ServiceAccount monitoring/prometheus",
+        "key-reachable-via-rbac",
+        "high",
+        "kubelet-proxy",
+    );
+    expect(
+        "User ivan",
+        "key-reachable-via-rbac",
+        "high",
+        "impersonate-users",
+    );
+    assert!(paths("User ivan").contains(&"impersonate-groups".to_owned()));
+    expect(
+        "ServiceAccount kube-system/ci",
+        "key-reachable-via-rbac",
+        "high",
+        "create-pods",
+    );
+    expect(
+        "User jack",
+        "key-reachable-via-rbac",
+        "medium",
+        "token-for-account",
+    );
+    let hop = &by_subject["User jack"]["details"]["paths"][0];
+    assert_eq!(hop["service_account"], "kube-system/ci");
+    assert_eq!(
+        hop["bindings"][0],
+        format!("RoleBinding {NS}/ci-token -> Role ci-token")
+    );
+    let admins = paths("Group system:masters");
+    for p in [
+        "read-secret",
+        "create-pods",
+        "exec-agent",
+        "kubelet-proxy",
+        "patch-agent-daemonset",
+        "impersonate-users",
+        "escalate-roles",
+        "bind-clusterroles",
+    ] {
+        assert!(
+            admins.contains(&p.to_owned()),
+            "cluster-admin has {p}: {admins:?}"
+        );
+    }
+    for nobody in [
+        "User frank",
+        "User hank",
+        "ServiceAccount kube-system/antrea-agent",
+    ] {
+        assert!(
+            !by_subject.contains_key(nobody),
+            "{nobody} has no path: {:#}",
+            by_subject[nobody]
+        );
+    }
+    assert_no_key("audit", r.to_string().as_bytes(), &[STRONG]);
+}
