@@ -228,8 +228,13 @@ pub const CONTROL_PLANE: &[(&str, &str, &str)] = &[
     ),
     (
         "ServiceAccount",
-        "{ns}/psk-guard",
-        "psk-guard's rotation (docs/deploy/rbac.yaml)",
+        "{ns}/psk-guard-rotate",
+        "psk-guard's rotation (docs/deploy/rbac.yaml): writes the Secret and runs the per-node Jobs",
+    ),
+    (
+        "ServiceAccount",
+        "{ns}/psk-guard-audit",
+        "psk-guard's audit (docs/deploy/rbac.yaml): reads the Secret to judge the key and runs the --nodes Jobs",
     ),
 ];
 
