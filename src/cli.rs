@@ -214,8 +214,8 @@ pub struct AuditArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// `man` (the page of psk-guard, or with SUBCOMMAND of psk-guard-SUBCOMMAND), or a shell:
-    /// bash, zsh, fish, elvish, powershell.
+    /// `man` (the page of psk-guard, or with SUBCOMMAND of psk-guard-SUBCOMMAND), `json-schema`
+    /// (the JSON Schema of the -o json report), or a shell: bash, zsh, fish, elvish, powershell.
     pub what: String,
     /// With `man`: the subcommand whose page to print (check, scan-db, fix, rotate, audit,
     /// generate, push-key).
@@ -299,6 +299,11 @@ pub struct NodeArgs {
     /// conf.db path (default: RUN_DIR/openvswitch/conf.db).
     #[arg(long)]
     pub conf_db: Option<PathBuf>,
+    /// The host's root file system is mounted here (e.g. /host in a `kubectl debug node` pod):
+    /// --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved
+    /// inside this directory.
+    #[arg(long, value_name = "DIR", env = "PSK_GUARD_HOST_ROOT")]
+    pub host_root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -345,11 +350,39 @@ pub struct FixArgs {
     pub only_compact: bool,
 }
 
+/// The `--db` target as reported: the socket as given, or as resolved under --host-root.
+fn db_target(n: &NodeArgs, sock: &std::path::Path) -> String {
+    match n.host_root {
+        None => n.db.clone(),
+        Some(_) => format!("unix:{}", sock.display()),
+    }
+}
+
 fn paths(n: &NodeArgs) -> anyhow::Result<(PathBuf, Paths)> {
     let sock = parse_db_target(&n.db)
         .map_err(anyhow::Error::msg)
         .context("--db")?;
-    let p = Paths::new(&n.run_dir, &sock, n.conf_db.as_deref());
+    let (run_dir, sock, conf_db) = match &n.host_root {
+        None => (
+            std::path::absolute(&n.run_dir).unwrap_or_else(|_| n.run_dir.clone()),
+            sock,
+            n.conf_db.clone(),
+        ),
+        Some(root) => {
+            let meta = std::fs::metadata(root)
+                .with_context(|| format!("--host-root {}", root.display()))?;
+            if !meta.is_dir() {
+                anyhow::bail!("--host-root {}: not a directory", root.display());
+            }
+            let r = |p: &std::path::Path| crate::hostroot::resolve(root, p);
+            (
+                r(&n.run_dir)?,
+                r(&sock)?,
+                n.conf_db.as_deref().map(r).transpose()?,
+            )
+        }
+    };
+    let p = Paths::new(&run_dir, &sock, conf_db.as_deref());
     Ok((sock, p))
 }
 
@@ -471,7 +504,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let cfg = CheckConfig {
-                db_target: a.node.db.clone(),
+                db_target: db_target(&a.node, &db_sock),
                 db_sock,
                 paths,
                 timeout,
@@ -500,10 +533,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(report.exit_code(a.report.fail_on))
         }
         Command::Fix(a) => {
-            let (_, paths) = paths(&a.node)?;
+            let (db_sock, paths) = paths(&a.node)?;
             let cfg = fix::FixConfig {
                 paths,
-                db_target: a.node.db.clone(),
+                db_target: db_target(&a.node, &db_sock),
                 ctl: a.ctl.clone(),
                 dry_run: a.dry_run,
                 only_compact: a.only_compact,
@@ -589,12 +622,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         subcommands().join(", ")
                     )
                 })?
+            } else if a.what == "json-schema" && a.subcommand.is_none() {
+                report::json::schema().into_bytes()
             } else if a.subcommand.is_some() {
                 anyhow::bail!("a subcommand is only taken with `generate man`")
             } else {
                 completions(&a.what).with_context(|| {
                     format!(
-                        "unknown target {:?}: use man, bash, zsh, fish, elvish or powershell",
+                        "unknown target {:?}: use man, json-schema, bash, zsh, fish, elvish or powershell",
                         a.what
                     )
                 })?

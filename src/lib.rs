@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod fix;
 pub mod forensics;
 pub mod hardening;
+pub mod hostroot;
 pub mod ovsdb;
 pub mod report;
 pub mod rotation;

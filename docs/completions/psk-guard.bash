@@ -203,7 +203,7 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__check)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --expect-fingerprint --no-history --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --expect-fingerprint --no-history --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,6 +242,10 @@ _psk__guard() {
                     return 0
                     ;;
                 --conf-db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -273,7 +277,7 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__fix)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -312,6 +316,10 @@ _psk__guard() {
                     return 0
                     ;;
                 --conf-db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -499,7 +507,7 @@ _psk__guard() {
             return 0
             ;;
         psk__subcmd__guard__subcmd__push__subcmd__key)
-            opts="-q -h --db --run-dir --conf-db --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-q -h --db --run-dir --conf-db --host-root --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -514,6 +522,10 @@ _psk__guard() {
                     return 0
                     ;;
                 --conf-db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -58,6 +58,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l ignore -d 
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l db -d 'OVSDB server to query' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l expect-fingerprint -d 'Report every tunnel whose key does not have this fingerprint (needs the same --fingerprint-salt the fingerprint was made with)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l timeout -d 'Seconds to wait for a connection or a reply' -r
@@ -108,6 +109,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l ignore -d 'A
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l db -d 'OVSDB server to query' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l ctl -d 'ovsdb-server\'s unixctl socket (default: found from RUN_DIR/openvswitch/ovsdb-server.pid)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l timeout -d 'Seconds to wait for a connection or a reply' -r
@@ -204,6 +206,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -s h -l he
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l db -d 'OVSDB server to query' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l run-dir -d 'Antrea\'s run directory on the host' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l from-env -d 'Environment variable holding the key' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l at-unix-ms -d 'Write at this instant (Unix milliseconds), so all nodes change together' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r

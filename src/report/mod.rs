@@ -258,7 +258,7 @@ pub struct Finding {
     pub remediation: Cow<'static, str>,
     /// Extra facts (peer node, remote IP, fingerprints, counts, the tunnels sharing a key); never
     /// key bytes.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub details: BTreeMap<String, serde_json::Value>,
     #[serde(skip)]
     pub code_enum: Option<Code>,

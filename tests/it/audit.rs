@@ -56,6 +56,7 @@ fn audit(c: &Cluster, extra: &[&str]) -> (Value, i32, String) {
     let out = c.psk_guard(&args, &[]);
     let v = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    crate::formats::assert_valid_report("audit", &v);
     (
         v,
         out.status.code().unwrap(),

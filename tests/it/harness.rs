@@ -50,9 +50,19 @@ impl Node {
     /// Like [`Node::start`], calling `prepare(run_dir)` after the run directory exists and before
     /// anything is put in it (e.g. to mount a file system there).
     pub fn start_with(prepare: impl FnOnce(&Path)) -> Node {
+        Node::start_prefixed("pskg", prepare)
+    }
+
+    /// Like [`Node::start`], in a temporary directory whose name starts with `prefix` (e.g. with a
+    /// space or a `#`, which URIs must encode).
+    pub fn start_in(prefix: &str) -> Node {
+        Node::start_prefixed(prefix, |_| {})
+    }
+
+    fn start_prefixed(prefix: &str, prepare: impl FnOnce(&Path)) -> Node {
         require_ovs();
         let dir = tempfile::Builder::new()
-            .prefix("pskg")
+            .prefix(prefix)
             .tempdir_in("/tmp")
             .unwrap();
         let run_dir = dir.path().join("run");
@@ -202,6 +212,7 @@ pub fn check_json(node: &Node, extra: &[&str]) -> (serde_json::Value, i32) {
     let out = psk_guard(&a);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    crate::formats::assert_valid_report("check", &v);
     (v, out.status.code().unwrap_or(-1))
 }
 

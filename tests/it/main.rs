@@ -4,6 +4,7 @@ mod audit;
 mod check;
 mod faults;
 mod forensics;
+mod formats;
 mod fuzz;
 mod harness;
 mod hostile;

@@ -316,6 +316,7 @@ fn committed_man_pages_and_completions_match_the_cli() {
         (vec!["bash"], "docs/completions/psk-guard.bash".into()),
         (vec!["zsh"], "docs/completions/_psk-guard".into()),
         (vec!["fish"], "docs/completions/psk-guard.fish".into()),
+        (vec!["json-schema"], "docs/report.schema.json".into()),
     ];
     for s in subs {
         files.push((vec!["man", s], format!("docs/man/psk-guard-{s}.1")));

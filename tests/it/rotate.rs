@@ -50,6 +50,8 @@ fn assert_rotated(c: &Cluster, out: &std::process::Output, old: &str) {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::formats::assert_valid_report("rotate", &report);
     let new = c.secret_key();
     assert_ne!(new, old);
     assert_eq!(new.len(), 43, "32 random bytes, base64url");
@@ -417,6 +419,7 @@ fn status_reads_the_record_back() {
     assert_eq!(out.status.code(), Some(1), "unfinished");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["data"]["phase"], "rolled-out");
+    crate::formats::assert_valid_report("rotate --status", &r);
     assert!(r["data"]["new_fingerprint"]
         .as_str()
         .unwrap()
