@@ -268,11 +268,23 @@ pub fn man_page(sub: Option<&str>) -> Option<Vec<u8>> {
 }
 
 /// Completions for `shell`, generated from the CLI definition.
+///
+/// clap_complete's bash script names the state of a subcommand of a hyphenated binary in two
+/// ways: the word loop sets `cmd="psk__guard__subcmd__check"` while the `case` that lists the
+/// subcommand's flags matches `psk__subcmd__guard__subcmd__check)`, so nothing after a
+/// subcommand completes. The labels are rewritten to the name the loop sets (tests/it/shells.rs
+/// completes a subcommand flag in a real bash, zsh and fish).
 pub fn completions(shell: &str) -> Option<Vec<u8>> {
     let shell: clap_complete::Shell = shell.parse().ok()?;
     let mut cmd = <Cli as clap::CommandFactory>::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "psk-guard", &mut out);
+    if shell == clap_complete::Shell::Bash {
+        let text = String::from_utf8(out).ok()?;
+        out = text
+            .replace("psk__subcmd__guard", "psk__guard")
+            .into_bytes();
+    }
     Some(out)
 }
 
@@ -436,12 +448,29 @@ pub fn main() -> ExitCode {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("psk-guard: error: {e:#}");
+            eprintln!("psk-guard: error: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
         }
     };
     crate::hardening::test_pause_point();
     code
+}
+
+/// An error and its causes on one line, each cause said once: a cause whose text the message
+/// already holds (errors that print their source, wrapped again) is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }
 
 /// Applies `--skip`/`--ignore`, then writes the report once: to stdout, or atomically to

@@ -100,7 +100,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__audit)
+        psk__guard__subcmd__audit)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -202,7 +202,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__check)
+        psk__guard__subcmd__check)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --expect-fingerprint --no-history --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -276,7 +276,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__fix)
+        psk__guard__subcmd__fix)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -350,7 +350,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__generate)
+        psk__guard__subcmd__generate)
             opts="-q -h --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -380,7 +380,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help)
+        psk__guard__subcmd__help)
             opts="check scan-db fix rotate audit generate push-key help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -394,7 +394,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__audit)
+        psk__guard__subcmd__help__subcmd__audit)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -408,7 +408,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__check)
+        psk__guard__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -422,7 +422,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__fix)
+        psk__guard__subcmd__help__subcmd__fix)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -436,7 +436,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__generate)
+        psk__guard__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -450,7 +450,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__help)
+        psk__guard__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -464,7 +464,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__push__subcmd__key)
+        psk__guard__subcmd__help__subcmd__push__subcmd__key)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -478,7 +478,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__rotate)
+        psk__guard__subcmd__help__subcmd__rotate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -492,7 +492,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__scan__subcmd__db)
+        psk__guard__subcmd__help__subcmd__scan__subcmd__db)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -506,7 +506,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__push__subcmd__key)
+        psk__guard__subcmd__push__subcmd__key)
             opts="-q -h --db --run-dir --conf-db --host-root --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -560,7 +560,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__rotate)
+        psk__guard__subcmd__rotate)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --progress-deadline --job-timeout --push-lead-ms --no-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -674,7 +674,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__scan__subcmd__db)
+        psk__guard__subcmd__scan__subcmd__db)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --max-record --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -23,6 +23,13 @@ ensure_time() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
 }
 
+# bash, zsh and fish for tests/it/shells.rs, which loads the committed completions into each.
+ensure_shells() {
+    command -v zsh >/dev/null && command -v fish >/dev/null && [ -f /usr/share/bash-completion/bash_completion ] && return 0
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh fish bash-completion >/dev/null
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; else

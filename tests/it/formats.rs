@@ -552,3 +552,33 @@ fn host_root_resolves_absolute_links_inside_the_root() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--host-root /nonexistent-root"));
 }
+
+#[test]
+fn errors_say_their_cause_once_and_scan_db_prints_human_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = psk_guard(&["scan-db", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        err.matches("Is a directory").count(),
+        1,
+        "the cause once: {err}"
+    );
+    assert!(err.contains(dir.path().to_str().unwrap()), "{err}");
+    let node = seeded("times");
+    let out = psk_guard(&["scan-db", node.conf_db.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("first ")).unwrap();
+    let first = line
+        .split("first ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(
+        first.len() >= 20 && first.contains('T') && first.ends_with('Z'),
+        "RFC 3339 time, not epoch milliseconds: {line}"
+    );
+}

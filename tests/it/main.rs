@@ -14,4 +14,5 @@ mod memory;
 mod output;
 mod ovsdb_client;
 mod rotate;
+mod shells;
 mod sim;
