@@ -74,7 +74,10 @@ const MAX_PIDFILE: u64 = 32;
 fn is_ovsdb_server(pid: u32) -> Result<(), String> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     if !proc_dir.exists() {
-        tracing::debug!(pid, "the pidfile's process is not visible in this pid namespace");
+        tracing::debug!(
+            pid,
+            "the pidfile's process is not visible in this pid namespace"
+        );
         return Ok(());
     }
     let name = match std::fs::read_link(proc_dir.join("exe")) {
