@@ -2,18 +2,22 @@
 //!
 //! It plans first (and prints the plan), then, unless `--dry-run`, compacts the live database
 //! through ovsdb-server's unixctl socket so old keys are rewritten out of conf.db, and tightens
-//! modes. It never loosens a bit: every new mode is the current one minus bits, computed from a
-//! fresh `lstat` just before the change, and the modes compaction resets are restored. Then it
-//! verifies: a fresh file check and a re-scan of the file must show nothing it set out to fix.
+//! modes. It never loosens a bit: every new mode is the current one minus the rule's forbidden
+//! bits (setuid/setgid always among them), computed from an `fstat` of the descriptor opened
+//! while planning just before the change, and the modes compaction resets are restored. Every
+//! path is opened through [`crate::nodefs`] and changed through that descriptor; nothing is
+//! changed when a directory on the way is controlled by a non-root user, nor any link, FIFO or
+//! device. Then it verifies: a fresh file check and a re-scan of the file must show nothing it set
+//! out to fix, and every check must have run.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::checks::files::{self, Paths, State};
+use crate::checks::files::{self, Paths};
 use crate::forensics;
+use crate::nodefs::{self, Accounts, Entry, Kind};
 use crate::ovsdb::client::unixctl;
 use crate::report::{Code, Report, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
 use crate::secret::FingerprintKey;
@@ -59,76 +63,165 @@ impl Action {
     }
 }
 
-/// Bits that must not be set on each path (the same rules `check` applies).
-fn rules(paths: &Paths) -> Vec<(PathBuf, u32)> {
-    vec![
-        (paths.run_dir.clone(), 0o027),
-        (paths.ovs_dir.clone(), 0o022),
-        (paths.conf_db.clone(), 0o137),
-        (paths.db_sock.clone(), 0o007),
-        (paths.ovs_dir.join(".conf.db.~lock~"), 0o022),
-    ]
+/// The most bytes of `ovsdb-server.pid` read: a pid and a newline.
+const MAX_PIDFILE: u64 = 32;
+
+/// Is `pid` a running ovsdb-server? By the basename of `/proc/<pid>/exe` (the binary, which a
+/// process cannot rename itself to), or its `comm` when `exe` is not readable. A pid that is not
+/// visible here is accepted: ovsdb-server runs in antrea-agent's pod, whose pid namespace a node
+/// Job (no hostPID) does not share. The pidfile itself is then the evidence, and it was checked
+/// to be a small root-owned file under root-controlled directories.
+fn is_ovsdb_server(pid: u32) -> Result<(), String> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    if !proc_dir.exists() {
+        tracing::debug!(
+            pid,
+            "the pidfile's process is not visible in this pid namespace"
+        );
+        return Ok(());
+    }
+    let name = match std::fs::read_link(proc_dir.join("exe")) {
+        Ok(exe) => exe
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_owned()
+            })
+            .unwrap_or_default(),
+        Err(_) => std::fs::File::open(proc_dir.join("comm"))
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                nodefs::read_bounded(f, 64, &proc_dir.join("comm")).map_err(|e| e.to_string())
+            })
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .map_err(|e| format!("cannot tell what process {pid} is: {e}"))?,
+    };
+    if name == "ovsdb-server" {
+        Ok(())
+    } else {
+        Err(format!(
+            "process {pid} is not ovsdb-server (its executable is {:?})",
+            name.chars().take(64).collect::<String>()
+        ))
+    }
 }
 
-async fn all_rules(paths: &Paths) -> Vec<(PathBuf, u32)> {
-    let mut r = rules(paths);
-    if let Ok(mut rd) = tokio::fs::read_dir(&paths.ovs_dir).await {
-        while let Ok(Some(e)) = rd.next_entry().await {
-            if e.file_name().to_string_lossy().ends_with(".ctl") {
-                r.push((e.path(), 0o007));
-            }
-        }
+/// Opens a unixctl socket and checks it is what ovsdb-server made: a root-owned socket reached
+/// without links under root-controlled directories. The caller connects through the returned
+/// descriptor ([`nodefs::Entry::fd_path`]), so the path cannot be swapped after this check.
+fn verified_ctl(path: &Path, accounts: &Accounts) -> Result<Entry, String> {
+    let e = nodefs::open(path, accounts).map_err(|e| e.to_string())?;
+    e.expect(Kind::Socket).map_err(|e| e.to_string())?;
+    if e.meta.uid != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not root: not ovsdb-server's",
+            path.display(),
+            e.meta.uid
+        ));
     }
-    r.sort();
-    r
+    if let Some((dir, why)) = e.untrusted(accounts) {
+        return Err(format!("{} is {why}", dir.display()));
+    }
+    Ok(e)
 }
 
 /// Finds ovsdb-server's unixctl socket the way Open vSwitch names it:
-/// `<ovs_dir>/ovsdb-server.pid`, then `<ovs_dir>/ovsdb-server.<pid>.ctl`.
-pub async fn find_ctl(ovs_dir: &Path) -> Result<PathBuf, String> {
+/// `<ovs_dir>/ovsdb-server.pid` (a small regular file owned by root, holding the pid of a
+/// running ovsdb-server), then `<ovs_dir>/ovsdb-server.<pid>.ctl`.
+pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts) -> Result<Entry, String> {
     let pidfile = ovs_dir.join("ovsdb-server.pid");
-    let text = tokio::fs::read_to_string(&pidfile).await.map_err(|e| {
+    let pf = nodefs::open(&pidfile, accounts).map_err(|e| {
         format!(
-            "no readable {} ({}): ovsdb-server does not seem to run",
-            pidfile.display(),
-            e.kind()
+            "no readable {} ({e}): ovsdb-server does not seem to run",
+            pidfile.display()
         )
     })?;
-    let pid: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{} does not hold a process id", pidfile.display()))?;
-    let ctl = ovs_dir.join(format!("ovsdb-server.{pid}.ctl"));
-    match tokio::fs::symlink_metadata(&ctl).await {
-        Ok(_) => Ok(ctl),
-        Err(_) => Err(format!("{} is absent: ovsdb-server (pid {pid}) is not running or uses another --unixctl path (pass --ctl)", ctl.display())),
-    }
-}
-
-/// Removes `mask` bits from `path`'s current mode; refuses symlinks; never adds a bit.
-async fn tighten(path: &Path, keep_at_most: u32) -> Result<Option<(u32, u32)>, String> {
-    let meta = tokio::fs::symlink_metadata(path)
-        .await
-        .map_err(|e| format!("{}: {}", path.display(), e.kind()))?;
-    if meta.file_type().is_symlink() {
+    if pf.meta.uid != 0 {
         return Err(format!(
-            "{} is a symbolic link: not changed",
-            path.display()
+            "{} is owned by uid {}, not root: not ovsdb-server's",
+            pidfile.display(),
+            pf.meta.uid
         ));
     }
-    let from = meta.permissions().mode() & 0o7777;
-    let to = from & keep_at_most;
+    let text = pf.read_bounded(MAX_PIDFILE).map_err(|e| e.to_string())?;
+    let pid: u32 = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{} does not hold a process id", pidfile.display()))?;
+    is_ovsdb_server(pid).map_err(|e| format!("{} names pid {pid}: {e}", pidfile.display()))?;
+    let ctl = ovs_dir.join(format!("ovsdb-server.{pid}.ctl"));
+    verified_ctl(&ctl, accounts).map_err(|e| match e {
+        e if e.contains("is absent") => format!(
+            "{} is absent: ovsdb-server (pid {pid}) uses another --unixctl path (pass --ctl)",
+            ctl.display()
+        ),
+        e => e,
+    })
+}
+
+/// Removes the rule's forbidden bits from the opened inode's current mode; never adds a bit.
+fn tighten(e: &Entry, forbidden: u32) -> Result<Option<(u32, u32)>, String> {
+    let now = e.restat().map_err(|e| e.to_string())?;
+    let from = now.mode;
+    let to = from & !forbidden;
     if to == from {
         return Ok(None);
     }
-    debug_assert_eq!(to & !from, 0, "never add a permission bit");
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(to))
-        .await
-        .map_err(|e| format!("chmod {:04o} {}: {}", to, path.display(), e.kind()))?;
+    e.chmod(to)
+        .map_err(|err| format!("{err} (to {to:04o}, from {from:04o})"))?;
     Ok(Some((from, to)))
 }
 
-/// Runs `fix`. Returns the report (what remains after the fix) and the exit status.
+async fn scan_conf_db(cfg: &FixConfig, fp_key: &FingerprintKey) -> Result<forensics::Scan, String> {
+    let (conf_db, k) = (cfg.paths.conf_db.clone(), fp_key.clone());
+    tokio::task::spawn_blocking(move || {
+        forensics::scan_file(&conf_db, forensics::log::DEFAULT_MAX_RECORD, &k)
+    })
+    .await
+    .map_err(|_| "the scan task failed".to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()))
+}
+
+fn print_plan(out: &mut dyn std::io::Write, plan: &[Action], dry_run: bool) {
+    let _ = writeln!(
+        out,
+        "psk-guard fix: plan ({} change(s){}):",
+        plan.len(),
+        if dry_run {
+            ", dry run: nothing will be changed"
+        } else {
+            ""
+        }
+    );
+    for a in plan {
+        let _ = writeln!(out, "  - {}", a.describe());
+    }
+    if plan.is_empty() {
+        let _ = writeln!(out, "  (nothing to fix)");
+    }
+}
+
+/// Stops before changing anything: says why, records it, fills the report; exit 2.
+async fn refuse(
+    out: &mut dyn std::io::Write,
+    report: &mut Report,
+    cfg: &FixConfig,
+    plan: &[Action],
+    scan: Option<&forensics::Scan>,
+    what: &str,
+    why: String,
+) -> u8 {
+    let _ = writeln!(out, "psk-guard fix: {why}. Changed nothing.");
+    report.not_checked(what, why);
+    finish(report, cfg, scan, plan, false).await;
+    EXIT_ERROR
+}
+
+/// Runs `fix`. Returns the report (what remains after the fix) and the exit status: 0 when
+/// everything it set out to fix is fixed and verified, 1 when something remains, 2 when
+/// something it set out to check or change could not be (nothing changed when it refused).
 pub async fn run(
     cfg: &FixConfig,
     fp_key: &FingerprintKey,
@@ -140,32 +233,32 @@ pub async fn run(
         .target
         .insert("run_dir".into(), cfg.paths.run_dir.display().to_string());
 
-    // 1. Plan.
+    // 1. Observe and plan. Nothing is changed below a directory a non-root user controls.
+    let (obs, accounts) = files::observe_async(&cfg.paths).await;
     let mut plan = vec![];
-    let rules = if cfg.only_compact {
-        vec![]
-    } else {
-        all_rules(&cfg.paths).await
-    };
-    for (path, mask) in rules {
-        if let State::Present { mode, .. } = files::stat(&path).await {
-            if mode & mask != 0 {
+    let mut targets = vec![];
+    if let Some((dir, (why, _))) = files::untrusted_dirs(&obs, &accounts).into_iter().next() {
+        let why = format!(
+            "refusing to change anything: {} is {why}, so what lies below it could be swapped for a link between a check and a change",
+            dir.display()
+        );
+        let code = refuse(plan_out, &mut report, cfg, &plan, None, "fix", why).await;
+        return (report, code);
+    }
+    for o in obs.iter().filter(|_| !cfg.only_compact) {
+        if let Some(e) = o.judged() {
+            if e.meta.mode & o.rule.forbidden != 0 {
                 plan.push(Action::Chmod {
-                    path,
-                    from: mode,
-                    to: mode & !mask,
-                    mask,
+                    path: o.path.clone(),
+                    from: e.meta.mode,
+                    to: e.meta.mode & !o.rule.forbidden,
+                    mask: o.rule.forbidden,
                 });
+                targets.push(o);
             }
         }
     }
-    let (conf_db, k) = (cfg.paths.conf_db.clone(), fp_key.clone());
-    let scan = tokio::task::spawn_blocking(move || {
-        forensics::scan_file(&conf_db, forensics::log::DEFAULT_MAX_RECORD, &k)
-    })
-    .await
-    .map_err(|_| "the scan task failed".to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()));
+    let scan = scan_conf_db(cfg, fp_key).await;
     let old_keys = match &scan {
         Ok(s) => s.old_keys().count(),
         Err(e) => {
@@ -173,70 +266,70 @@ pub async fn run(
             0
         }
     };
+    let mut ctl_entry = None;
     if old_keys > 0 {
         let ctl = match &cfg.ctl {
-            Some(c) => Ok(c.clone()),
-            None => find_ctl(&cfg.paths.ovs_dir).await,
+            Some(c) => verified_ctl(c, &accounts).map(|e| (c.clone(), e)),
+            None => find_ctl(&cfg.paths.ovs_dir, &accounts).map(|e| (e.path.clone(), e)),
         };
         match ctl {
-            Ok(ctl) => plan.insert(0, Action::Compact { ctl, old_keys }),
+            Ok((ctl, e)) => {
+                plan.insert(0, Action::Compact { ctl, old_keys });
+                ctl_entry = Some(e);
+            }
             Err(why) => {
-                let _ = writeln!(plan_out, "psk-guard fix: {old_keys} old key(s) remain in {}, but compaction needs the running ovsdb-server: {why}. Changed nothing.", cfg.paths.conf_db.display());
-                report.not_checked("compaction of conf.db", why);
-                finish(&mut report, cfg, scan.ok().as_ref(), &plan, false).await;
-                return (report, EXIT_ERROR);
+                let why = format!("{old_keys} old key(s) remain in {}, but compaction needs the running ovsdb-server: {why}", cfg.paths.conf_db.display());
+                let s = scan.as_ref().ok();
+                let code = refuse(
+                    plan_out,
+                    &mut report,
+                    cfg,
+                    &plan,
+                    s,
+                    "compaction of conf.db",
+                    why,
+                )
+                .await;
+                return (report, code);
             }
         }
     }
-    let _ = writeln!(
-        plan_out,
-        "psk-guard fix: plan ({} change(s){}):",
-        plan.len(),
-        if cfg.dry_run {
-            ", dry run: nothing will be changed"
-        } else {
-            ""
-        }
-    );
-    for a in &plan {
-        let _ = writeln!(plan_out, "  - {}", a.describe());
-    }
-    if plan.is_empty() {
-        let _ = writeln!(plan_out, "  (nothing to fix)");
-    }
+    print_plan(plan_out, &plan, cfg.dry_run);
     if cfg.dry_run {
-        finish(&mut report, cfg, scan.ok().as_ref(), &plan, false).await;
-        let code = if plan.is_empty() {
-            EXIT_OK
-        } else {
-            EXIT_FINDINGS
+        finish(&mut report, cfg, scan.as_ref().ok(), &plan, false).await;
+        let code = match (report.incomplete.is_empty(), plan.is_empty()) {
+            (false, _) => EXIT_ERROR,
+            (true, false) => EXIT_FINDINGS,
+            (true, true) => EXIT_OK,
         };
         return (report, code);
     }
-
-    // 2. Apply: compaction first (it recreates conf.db with a default mode), then modes.
-    let mut failures = vec![];
-    let before_conf = files::stat(&cfg.paths.conf_db).await;
-    for a in &plan {
-        if let Action::Compact { ctl, .. } = a {
-            match unixctl(ctl, "ovsdb-server/compact", &[], cfg.timeout).await {
-                Ok(_) => {
-                    // Never let compaction loosen conf.db: keep at most the bits it had before.
-                    if let State::Present { mode, .. } = before_conf {
-                        let keep = mode & !0o137;
-                        if let Err(e) = tighten(&cfg.paths.conf_db, keep).await {
-                            failures.push(e);
-                        }
-                    }
-                }
-                Err(e) => failures.push(format!("compaction failed: {e}")),
-            }
-        }
+    if !plan.is_empty() && !nix::unistd::geteuid().is_root() {
+        let why = "these changes need root (run psk-guard fix as root, in a Job: runAsUser 0)"
+            .to_string();
+        let code = refuse(
+            plan_out,
+            &mut report,
+            cfg,
+            &plan,
+            scan.as_ref().ok(),
+            "fix",
+            why,
+        )
+        .await;
+        return (report, code);
     }
-    for a in &plan {
-        if let Action::Chmod { path, mask, .. } = a {
-            if let Err(e) = tighten(path, 0o7777 & !mask).await {
-                failures.push(e);
+
+    // 2. Apply: compaction first (it recreates conf.db with a default mode), then modes, each
+    // through the descriptor opened while planning.
+    let mut failures = vec![];
+    if let (Some(ctl), Some(Action::Compact { ctl: shown, .. })) = (&ctl_entry, plan.first()) {
+        failures.extend(compact(cfg, ctl, shown, &obs, &accounts).await);
+    }
+    for o in targets {
+        if let Some(e) = o.judged() {
+            if let Err(err) = tighten(e, o.rule.forbidden) {
+                failures.push(err);
             }
         }
     }
@@ -245,20 +338,56 @@ pub async fn run(
     }
 
     // 3. Verify with fresh eyes.
-    let (conf_db, k) = (cfg.paths.conf_db.clone(), fp_key.clone());
-    let rescan = tokio::task::spawn_blocking(move || {
-        forensics::scan_file(&conf_db, forensics::log::DEFAULT_MAX_RECORD, &k)
-    })
-    .await
-    .ok()
-    .and_then(Result::ok);
+    let rescan = scan_conf_db(cfg, fp_key).await.ok();
     let remaining = finish(&mut report, cfg, rescan.as_ref(), &plan, true).await;
-    let code = if failures.is_empty() && remaining == 0 {
-        EXIT_OK
-    } else {
+    let code = if !report.incomplete.is_empty() {
+        EXIT_ERROR
+    } else if remaining > 0 {
         EXIT_FINDINGS
+    } else {
+        EXIT_OK
     };
     (report, code)
+}
+
+/// Compacts through the verified control socket, then gives the new conf.db (compaction writes
+/// a fresh file) at most the bits the old one had, minus the forbidden ones. Returns failures.
+async fn compact(
+    cfg: &FixConfig,
+    ctl: &Entry,
+    shown: &Path,
+    obs: &[files::Observed],
+    accounts: &Accounts,
+) -> Vec<String> {
+    let before = obs
+        .iter()
+        .find(|o| o.rule.loc == files::Loc::ConfDb)
+        .and_then(|o| o.judged().map(|e| (e.meta.mode, o.rule.forbidden)));
+    if let Err(e) = unixctl(&ctl.fd_path(), "ovsdb-server/compact", &[], cfg.timeout).await {
+        return vec![format!(
+            "compaction failed (through {}): {e}",
+            shown.display()
+        )];
+    }
+    let Some((mode, forbidden)) = before else {
+        return vec![];
+    };
+    let fresh = match nodefs::open(&cfg.paths.conf_db, accounts) {
+        Ok(e) if e.meta.kind == Kind::Regular && e.untrusted(accounts).is_none() => e,
+        Ok(e) => {
+            return vec![format!(
+                "{} after compaction is {} or under a directory a non-root user controls: its mode was not restored",
+                e.path.display(),
+                e.meta.kind
+            )]
+        }
+        Err(e) => return vec![format!("reopening conf.db after compaction: {e}")],
+    };
+    // Keep at most the bits it had before (never let compaction loosen it).
+    match tighten(&fresh, !(mode & !forbidden) & 0o7777) {
+        Ok(_) => vec![],
+        Err(e) => vec![e],
+    }
 }
 
 /// Fills the report with what remains (file findings and history findings) and the plan.
@@ -278,15 +407,11 @@ async fn finish(
         forensics::findings(&paths.conf_db, s, report);
     }
     report.sort();
-    let fixable = [
-        Code::RunDirModeTooOpen,
-        Code::OvsDirModeTooOpen,
-        Code::ConfDbModeTooOpen,
-        Code::DbSockModeTooOpen,
-        Code::CtlSockModeTooOpen,
-        Code::LockFileModeTooOpen,
-        Code::PskHistoryOnDisk,
-    ];
+    let fixable: Vec<Code> = files::RULES
+        .iter()
+        .map(|r| r.mode_code)
+        .chain([Code::PskHistoryOnDisk])
+        .collect();
     let remaining = report
         .findings
         .iter()
@@ -295,7 +420,9 @@ async fn finish(
     report.data = Some(json!({
         "plan": plan.iter().map(Action::describe).collect::<Vec<_>>(),
         "applied": applied,
-        "verified": applied && remaining == 0,
+        // Verified only when everything it set out to check could be checked, and nothing of it
+        // remains.
+        "verified": applied && remaining == 0 && report.incomplete.is_empty(),
         "remaining_fixable": remaining,
         "history": scan.map(forensics::scan_data),
     }));

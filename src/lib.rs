@@ -12,6 +12,8 @@
 //! - [`cluster`]: the Kubernetes client, permission preflight, Lease, Events, per-node Jobs.
 //! - [`rotation`]: `psk-guard rotate`: the phases, the record on the Secret, rollout, `push-key`.
 //! - [`report`]: one findings model printed as text, JSON or SARIF; exit codes.
+//! - [`nodefs`]: the one way node paths are opened, read and changed: no symlink followed by
+//!   name, the directory chain checked, every action through the opened descriptor.
 //! - [`hardening`]: no core dumps, memory locked where permitted, the test pause point.
 //! - [`cli`]: flags to configuration, and the entry point.
 
@@ -23,6 +25,7 @@ pub mod fix;
 pub mod forensics;
 pub mod hardening;
 pub mod hostroot;
+pub mod nodefs;
 pub mod ovsdb;
 pub mod report;
 pub mod rotation;

@@ -30,6 +30,13 @@ ensure_shells() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh fish bash-completion >/dev/null
 }
 
+# setfacl/getfacl (Debian package acl): the exposure tests grant access by POSIX ACL.
+ensure_acl() {
+    command -v setfacl >/dev/null && return 0
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends acl >/dev/null
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; else

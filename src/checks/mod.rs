@@ -35,19 +35,8 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     report
         .target
         .insert("conf_db".into(), cfg.paths.conf_db.display().to_string());
-    files::check(&cfg.paths, &mut report).await;
-
-    let mut exposure = tunnels::KeyExposure::default();
-    if let Some(e) = files::exposure(&cfg.paths.conf_db, 0o4).await {
-        exposure
-            .reasons
-            .push(format!("conf.db is readable by {}", e.describe()));
-    }
-    if let Some(e) = files::exposure(&cfg.db_sock, 0o2).await {
-        exposure
-            .reasons
-            .push(format!("db.sock accepts connections from {}", e.describe()));
-    }
+    let reasons = files::check(&cfg.paths, &mut report).await;
+    let exposure = tunnels::KeyExposure { reasons };
 
     let opts = Options {
         timeout: cfg.timeout,

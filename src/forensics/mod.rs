@@ -14,7 +14,6 @@ mod pipeline;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::path::Path;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -61,10 +60,10 @@ impl Scan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("cannot open {path}: {kind} ({hint})")]
+    #[error("cannot open: {source} ({hint})")]
     Open {
-        path: String,
-        kind: std::io::ErrorKind,
+        #[source]
+        source: crate::nodefs::FsError,
         hint: &'static str,
     },
     #[error("{path}: {source}")]
@@ -539,18 +538,22 @@ pub fn scan_file(
     max_record: usize,
     fp_key: &FingerprintKey,
 ) -> Result<Scan, ScanError> {
-    let file = File::open(path).map_err(|e| ScanError::Open {
-        path: path.display().to_string(),
-        kind: e.kind(),
-        hint: match e.kind() {
-            std::io::ErrorKind::NotFound => {
+    // Not followed if it is a link, and only a regular file: a FIFO, device or directory is a
+    // clear error, never a hang or an endless read.
+    let (file, meta) = crate::nodefs::open_user_file(path).map_err(|e| ScanError::Open {
+        hint: match &e {
+            crate::nodefs::FsError::Absent { .. } => {
                 "check the path; on a node it is /var/run/antrea/openvswitch/conf.db"
             }
-            std::io::ErrorKind::PermissionDenied => "run as root",
+            crate::nodefs::FsError::WrongType { .. } => {
+                "give the path of a conf.db file itself (copy a stream to a file first)"
+            }
+            e if e.is_permission_denied() => "run as root",
             _ => "check the path",
         },
+        source: e,
     })?;
-    let size = file.metadata().ok().map(|m| m.len());
+    let size = Some(meta.size);
     scan_reader(file, size, max_record, fp_key).map_err(|source| ScanError::Read {
         path: path.display().to_string(),
         source,
@@ -631,10 +634,7 @@ pub async fn finish_history(
 ) {
     match task.await {
         Ok(Ok(scan)) => findings(path, &scan, report),
-        Ok(Err(ScanError::Open {
-            kind: std::io::ErrorKind::NotFound,
-            ..
-        })) => {
+        Ok(Err(ScanError::Open { source, .. })) if source.is_absent() => {
             report.not_checked("conf.db history", format!("{} is absent", path.display()));
         }
         Ok(Err(e)) => report.not_checked("conf.db history", e.to_string()),

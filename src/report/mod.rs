@@ -180,6 +180,14 @@ codes! {
         "The AntreaAgentStatusUpdates policy exists but does not stop a compromised agent: the Constraint's enforcementAction is dryrun or warn (violations are only recorded), Gatekeeper's webhook has failurePolicy Ignore (it fails open when Gatekeeper is unavailable), no webhook sends requests to Gatekeeper, or kube-system (or Antrea's namespace) is exempted by Gatekeeper's Config, the webhook's namespaceSelector or the Constraint's match.";
     KeyReachableViaRbac => "key-reachable-via-rbac", "Someone else can obtain the IPsec PSK through RBAC",
         "An RBAC subject cannot read the antrea-ipsec Secret directly but can obtain the key another way: create a Pod or any workload in Antrea's namespace (mounting the Secret or taking it as env), exec, attach or add an ephemeral container to the agent (printenv ANTREA_IPSEC_PSK), nodes/proxy (exec through the kubelet), patch the agent DaemonSet, impersonate users or groups, escalate or bind roles, or get a token for, run a Pod as, or impersonate a service account that can. The finding lists every path with its verbs and bindings.";
+    OvsDirOwnerNotRoot => "ovs-dir-owner-not-root", "openvswitch directory is not owned by root",
+        "A non-root owner of the openvswitch directory can change its mode and replace conf.db, db.sock, the pidfile and the control sockets in it.";
+    PathChainNotRootControlled => "path-chain-not-root-controlled", "A directory above the node's Antrea paths is controlled by a non-root user",
+        "A directory on the way from / to conf.db, db.sock or the run directory is owned by a non-root user or writable by one (mode bits or POSIX ACL; a root-owned sticky directory is fine for entries root owns). That user can swap what lies below it for links or other files between any check and action, so psk-guard fix refuses to change anything below it.";
+    PathIsSymlink => "path-is-symlink", "A node path is a symbolic link",
+        "conf.db, db.sock, the run directory or another path Antrea and ovsdb-server create is a symbolic link (or is reached through a link a non-root user controls). They never create links there: someone replaced it. psk-guard reports the link itself, never follows it and never changes what it points to.";
+    PathWrongType => "path-wrong-type", "A node path is not the kind of file it should be",
+        "A path is a FIFO, device, directory or other kind of file where Antrea or ovsdb-server create a regular file, directory or socket. psk-guard does not read from it or change it.";
 }
 
 /// What a finding is about.

@@ -11,6 +11,7 @@ mod hostile;
 mod kube_api;
 mod manifests;
 mod memory;
+mod node_attacker;
 mod output;
 mod ovsdb_client;
 mod rotate;

@@ -1,0 +1,619 @@
+//! The node is hostile: a non-root user who controls part of the run directory tries to turn
+//! `psk-guard fix` (run by root) against the node, and special files (FIFO, device, directory,
+//! `/dev/zero`, a 1 GB sparse file) sit where conf.db or the pidfile should be. The real binary
+//! against a real ovsdb-server; the unprivileged attacker is a forked child that dropped to uid
+//! 65534 (nobody) and swaps names in a tight loop.
+//!
+//! Strictness modelled on the kernel: `chmod(2)` by path follows symbolic links, `rename(2)` of a
+//! link over a file is atomic, a FIFO `open(2)` without `O_NONBLOCK` blocks until a writer comes.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{check_json, finding, psk_guard, Node};
+
+const NOBODY: u32 = 65534;
+const OLD: &str = "Attacker-Test-Old-Key-0123456789ab";
+const CUR: &str = "Attacker-Test-Cur-Key-ba9876543210";
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// A root-owned directory (0755) outside the node holding a root-owned file: what the attacker
+/// wants root to chmod.
+fn victim(name: &str, m: u32) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::Builder::new()
+        .prefix("pskg-victim")
+        .tempdir_in("/tmp")
+        .unwrap();
+    set_mode(d.path(), 0o755);
+    let f = d.path().join(name);
+    std::fs::write(&f, b"#!/bin/sh\n").unwrap();
+    set_mode(&f, m);
+    (d, f)
+}
+
+/// The node's temp dir and run dir opened for traversal, so that nobody can reach
+/// `openvswitch/` (as a user with a host path mount could).
+fn open_up_for_nobody(node: &Node) {
+    set_mode(node.dir.path(), 0o755);
+    set_mode(&node.run_dir, 0o755);
+}
+
+/// A forked child running as nobody, killed on drop.
+struct Attacker(libc::pid_t);
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        // SAFETY: plain syscalls on our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+impl Attacker {
+    fn still_running(&self) -> bool {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::waitpid(self.0, std::ptr::null_mut(), libc::WNOHANG) == 0 }
+    }
+}
+
+/// Forks; the child drops to nobody and calls `step` forever. Only raw syscalls run in the
+/// child (the test process has threads), with every string prepared before the fork.
+fn attacker(step: impl Fn()) -> Attacker {
+    // SAFETY: the child only makes async-signal-safe syscalls and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: async-signal-safe syscalls only.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                libc::_exit(1);
+            }
+        }
+        loop {
+            step();
+        }
+    }
+    Attacker(pid)
+}
+
+/// A short sleep, so the attacker leaves CPU to `fix` on a small machine (it still swaps
+/// thousands of times a second).
+fn pause() {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000,
+    };
+    // SAFETY: nanosleep is async-signal-safe; `ts` lives across the call.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// Swaps `at` between a regular 06777 file and a symbolic link to `target`.
+fn file_link_swapper(at: &Path, target: &Path) -> Attacker {
+    let dir = at.parent().unwrap();
+    let (at, target) = (c(at), c(target));
+    let (tmp_f, tmp_l) = (c(&dir.join(".swap-f")), c(&dir.join(".swap-l")));
+    attacker(move || unsafe {
+        let fd = libc::open(tmp_f.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
+        if fd >= 0 {
+            libc::fchmod(fd, 0o6777);
+            libc::close(fd);
+        }
+        libc::rename(tmp_f.as_ptr(), at.as_ptr());
+        libc::symlink(target.as_ptr(), tmp_l.as_ptr());
+        libc::rename(tmp_l.as_ptr(), at.as_ptr());
+        pause();
+    })
+}
+
+/// Swaps the directory `at` for a symbolic link to `target` and back.
+fn dir_link_swapper(at: &Path, target: &Path) -> Attacker {
+    let real = c(&at.with_extension("real"));
+    let (at, target) = (c(at), c(target));
+    // Each state is held for a while (a few thousand syscalls) so that both are hit often.
+    let hold = || {
+        for _ in 0..2000 {
+            unsafe { libc::getppid() };
+        }
+    };
+    attacker(move || unsafe {
+        libc::rename(at.as_ptr(), real.as_ptr());
+        libc::symlink(target.as_ptr(), at.as_ptr());
+        hold();
+        libc::unlink(at.as_ptr());
+        libc::rename(real.as_ptr(), at.as_ptr());
+        hold();
+        pause();
+    })
+}
+
+fn fix_args(node: &Node) -> Vec<String> {
+    let mut a = vec!["fix".to_owned()];
+    a.extend(node.node_args());
+    a.extend(["-o".into(), "json".into()]);
+    a
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    psk_guard(&a)
+}
+
+/// Runs `fix` `n` times while the attacker swaps; returns how often it exited 2.
+fn fix_repeatedly(node: &Node, n: usize) -> usize {
+    let args = fix_args(node);
+    (0..n)
+        .filter(|_| run(&args).status.code() == Some(2))
+        .count()
+}
+
+#[test]
+fn lock_file_swapped_for_a_link_never_changes_the_target() {
+    let node = Node::start();
+    open_up_for_nobody(&node);
+    chown(&node.ovs_dir, NOBODY); // nobody may replace entries of openvswitch/
+    let (_v, target) = victim("setuid-me", 0o755);
+    let lock = node.ovs_dir.join(".conf.db.~lock~");
+    let a = file_link_swapper(&lock, &target);
+    // The attacker really swaps: both states are seen.
+    let (mut file, mut link, t) = (false, false, Instant::now());
+    while !(file && link) && t.elapsed() < Duration::from_secs(20) {
+        match std::fs::symlink_metadata(&lock) {
+            Ok(m) if m.file_type().is_symlink() => link = true,
+            Ok(_) => file = true,
+            Err(_) => {}
+        }
+    }
+    assert!(file && link, "the attacker does not swap");
+    let refused = fix_repeatedly(&node, 300);
+    assert!(a.still_running(), "the attacker ran throughout");
+    drop(a);
+    assert_eq!(mode(&target), 0o755, "fix changed the target of the link");
+    assert_eq!(std::fs::metadata(&target).unwrap().uid(), 0);
+    assert_eq!(
+        refused, 300,
+        "fix must refuse (exit 2) under an openvswitch/ nobody controls"
+    );
+}
+
+#[test]
+fn parent_directory_swapped_for_a_link_changes_nothing_elsewhere() {
+    let node = Node::start();
+    open_up_for_nobody(&node);
+    chown(&node.run_dir, NOBODY); // nobody owns the run dir: may rename openvswitch/
+    let (v, conf) = victim("conf.db", 0o644);
+    let lock = v.path().join(".conf.db.~lock~");
+    std::fs::write(&lock, b"").unwrap();
+    set_mode(&lock, 0o6777);
+    let sock = v.path().join("db.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    set_mode(&sock, 0o777);
+    let a = dir_link_swapper(&node.ovs_dir, v.path());
+    let refused = fix_repeatedly(&node, 300);
+    assert!(a.still_running(), "the attacker ran throughout");
+    drop(a);
+    assert_eq!(mode(&conf), 0o644, "fix followed openvswitch -> elsewhere");
+    assert_eq!(mode(&lock), 0o6777, "fix followed openvswitch -> elsewhere");
+    assert_eq!(mode(&sock), 0o777, "fix followed openvswitch -> elsewhere");
+    assert_eq!(refused, 300, "fix must refuse under a run dir nobody owns");
+}
+
+#[test]
+fn non_root_run_dir_or_ovs_dir_fix_refuses_and_check_reports_it() {
+    for which in ["run", "ovs"] {
+        let node = Node::start();
+        node.chmod(&node.conf_db, 0o644);
+        let dir = if which == "run" {
+            node.run_dir.clone()
+        } else {
+            node.ovs_dir.clone()
+        };
+        chown(&dir, NOBODY);
+        let out = run(&fix_args(&node));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{which}: {stderr}");
+        assert!(
+            stderr.contains("refusing") && stderr.contains(&dir.display().to_string()),
+            "{stderr}"
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["data"]["verified"], false);
+        assert_eq!(mode(&node.conf_db), 0o644, "{which}: nothing changed");
+        let (r, _) = check_json(&node, &["--no-history"]);
+        let f = finding(&r, "path-chain-not-root-controlled").expect("chain finding");
+        assert_eq!(f["subject"]["name"], dir.display().to_string(), "{r:#}");
+        assert!(f["observed"].as_str().unwrap().contains("65534"), "{f:#}");
+        let owner = if which == "run" {
+            "run-dir-owner-not-root"
+        } else {
+            "ovs-dir-owner-not-root"
+        };
+        assert!(finding(&r, owner).is_some(), "{which}: {r:#}");
+    }
+}
+
+#[test]
+fn symlinked_conf_db_is_reported_as_a_link_and_never_followed() {
+    let node = Node::start();
+    let (_v, target) = victim("elsewhere.db", 0o777);
+    std::fs::remove_file(&node.conf_db).unwrap();
+    std::os::unix::fs::symlink(&target, &node.conf_db).unwrap();
+    let (r, _) = check_json(&node, &["--no-history"]);
+    let f = finding(&r, "path-is-symlink").expect("symlink finding");
+    assert_eq!(f["subject"]["name"], node.conf_db.display().to_string());
+    assert!(
+        finding(&r, "conf-db-mode-too-open").is_none(),
+        "a link is not 'mode 0777': {r:#}"
+    );
+    let out = run(&fix_args(&node));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(mode(&target), 0o777, "fix followed the link");
+}
+
+#[test]
+fn fix_clears_setuid_and_setgid_when_it_tightens() {
+    let node = Node::start();
+    let lock = node.ovs_dir.join(".conf.db.~lock~");
+    if !lock.exists() {
+        std::fs::write(&lock, b"").unwrap();
+    }
+    set_mode(&lock, 0o6777);
+    let out = run(&fix_args(&node));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        mode(&lock),
+        0o755,
+        "setuid/setgid cleared, write for others removed"
+    );
+}
+
+/// `fix` exits 2 and claims nothing verified whenever something it set out to check could not be.
+#[test]
+fn fix_exit_code_2_for_each_could_not_check_case() {
+    type Setup = fn(&Node);
+    let cases: [(&str, Setup); 4] = [
+        ("conf.db missing", |n| {
+            std::fs::remove_file(&n.conf_db).unwrap()
+        }),
+        ("not a database", |n| {
+            std::fs::remove_file(&n.conf_db).unwrap();
+            std::fs::write(&n.conf_db, b"hello, not an OVSDB file\n").unwrap();
+            set_mode(&n.conf_db, 0o640);
+        }),
+        ("clustered", |n| {
+            std::fs::remove_file(&n.conf_db).unwrap();
+            std::fs::write(&n.conf_db, b"CLUSTER JSON 2 0000\n{}\n").unwrap();
+            set_mode(&n.conf_db, 0o640);
+        }),
+        ("conf.db unreadable (a directory)", |n| {
+            std::fs::remove_file(&n.conf_db).unwrap();
+            std::fs::create_dir(&n.conf_db).unwrap();
+        }),
+    ];
+    for (what, setup) in cases {
+        let node = Node::start();
+        setup(&node);
+        let out = run(&fix_args(&node));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{what}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(out.status.code(), Some(2), "{what}: {r:#}");
+        assert_eq!(r["data"]["verified"], false, "{what}");
+        assert!(!r["incomplete"].as_array().unwrap().is_empty(), "{what}");
+    }
+    // Not root, with work to do.
+    let node = Node::start();
+    open_up_for_nobody(&node);
+    let out = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(fix_args(&node))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "non-root");
+    assert_eq!(mode(&node.run_dir), 0o755, "non-root changed nothing");
+}
+
+/// A node with an old key in conf.db (so `fix` needs the unixctl socket).
+fn node_with_old_key() -> Node {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", OLD);
+    node.set_psk("n1-abc123", CUR);
+    node
+}
+
+#[test]
+fn unixctl_peer_is_verified() {
+    // The pid in the pidfile is not ovsdb-server.
+    let node = node_with_old_key();
+    let pidfile = node.ovs_dir.join("ovsdb-server.pid");
+    std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+    let out = run(&fix_args(&node));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not ovsdb-server"), "{stderr}");
+
+    // The .ctl is a link to the real socket: not followed.
+    let node = node_with_old_key();
+    let ctl = node.ctl();
+    let real = ctl.with_extension("real");
+    std::fs::rename(&ctl, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &ctl).unwrap();
+    let before = std::fs::read(&node.conf_db).unwrap();
+    let out = run(&fix_args(&node));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&node.conf_db).unwrap(),
+        before,
+        "not compacted"
+    );
+
+    // The .ctl socket is not root's.
+    let node = node_with_old_key();
+    chown(&node.ctl(), NOBODY);
+    let out = run(&fix_args(&node));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not root"), "{stderr}");
+
+    // The verified socket is used: compaction through it works.
+    let node = node_with_old_key();
+    let out = run(&fix_args(&node));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the binary under /usr/bin/time with a watchdog: (exit code, stdout, stderr, peak RSS kB).
+/// The watchdog only proves "did not hang" (a generous bound, not a timing assertion).
+fn run_bounded(args: &[String], stdin: Stdio) -> (i32, String, String, u64) {
+    let rss_file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(rss_file.path())
+        .arg(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("psk-guard {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let rss = std::fs::read_to_string(rss_file.path())
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        rss,
+    )
+}
+
+const MAX_RSS_KB: u64 = 200 * 1024;
+
+fn replace_conf_db(node: &Node, what: &str) {
+    let p = &node.conf_db;
+    std::fs::remove_file(p).unwrap();
+    let ok = match what {
+        "fifo" => Command::new("mkfifo").arg(p).status().unwrap().success(),
+        "device" => Command::new("mknod")
+            .arg(p)
+            .args(["c", "1", "5"]) // /dev/zero's numbers
+            .status()
+            .unwrap()
+            .success(),
+        "directory" => std::fs::create_dir(p).is_ok(),
+        "sparse" => {
+            let f = std::fs::File::create(p).unwrap();
+            set_mode(p, 0o640); // only the content is wrong
+            f.set_len(1 << 30).is_ok()
+        }
+        _ => unreachable!(),
+    };
+    assert!(ok, "making conf.db a {what}");
+}
+
+#[test]
+fn special_files_at_conf_db_give_a_clear_error_for_every_reader() {
+    for what in ["fifo", "device", "directory", "sparse"] {
+        let node = Node::start();
+        replace_conf_db(&node, what);
+        let node_args = node.node_args();
+        let db = node.conf_db.display().to_string();
+        let mut runs: Vec<(&str, Vec<String>)> = vec![("scan-db", vec!["scan-db".into(), db])];
+        for cmd in ["check", "fix --dry-run", "fix"] {
+            let mut a: Vec<String> = cmd.split(' ').map(String::from).collect();
+            a.extend(node_args.iter().cloned());
+            runs.push((cmd, a));
+        }
+        for (cmd, mut args) in runs {
+            args.extend(["--timeout", "3", "-o", "json"].map(String::from));
+            let (code, stdout, stderr, rss) = run_bounded(&args, Stdio::null());
+            assert!(rss < MAX_RSS_KB, "{what}/{cmd}: {rss} kB");
+            let all = format!("{stdout}{stderr}");
+            if what == "sparse" {
+                assert_eq!(code, 2, "{what}/{cmd}: {all}");
+                assert!(all.contains("not an OVSDB database"), "{what}/{cmd}: {all}");
+                continue;
+            }
+            let kind = match what {
+                "fifo" => "FIFO",
+                "device" => "character device",
+                _ => "a directory",
+            };
+            assert!(all.contains(kind), "{what}/{cmd}: {all}");
+            match cmd {
+                // The finding (path-wrong-type, high) decides check's exit code.
+                "check" => {
+                    assert_eq!(code, 1, "{what}/{cmd}: {all}");
+                    assert!(all.contains("path-wrong-type"), "{all}");
+                }
+                _ => assert_eq!(code, 2, "{what}/{cmd}: {all}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn special_files_as_pidfile_give_a_clear_error() {
+    for what in ["fifo", "dev-zero-bind", "dev-zero-link", "sparse"] {
+        let node = node_with_old_key();
+        let pidfile = node.ovs_dir.join("ovsdb-server.pid");
+        std::fs::remove_file(&pidfile).unwrap();
+        let mut bound = false;
+        match what {
+            "fifo" => assert!(Command::new("mkfifo")
+                .arg(&pidfile)
+                .status()
+                .unwrap()
+                .success()),
+            "dev-zero-bind" => {
+                std::fs::write(&pidfile, b"").unwrap();
+                assert!(Command::new("mount")
+                    .args(["--bind", "/dev/zero"])
+                    .arg(&pidfile)
+                    .status()
+                    .unwrap()
+                    .success());
+                bound = true;
+            }
+            "dev-zero-link" => std::os::unix::fs::symlink("/dev/zero", &pidfile).unwrap(),
+            _ => std::fs::File::create(&pidfile)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap(),
+        }
+        let mut results = vec![];
+        for dry in [true, false] {
+            let mut args = fix_args(&node);
+            if dry {
+                args.push("--dry-run".into());
+            }
+            args.extend(["--timeout", "3"].map(String::from));
+            results.push((dry, run_bounded(&args, Stdio::null())));
+        }
+        if bound {
+            let _ = Command::new("umount").arg(&pidfile).status();
+        }
+        for (dry, (code, _, stderr, rss)) in results {
+            assert_eq!(code, 2, "{what} dry={dry}: {stderr}");
+            assert!(stderr.contains("ovsdb-server.pid"), "{what}: {stderr}");
+            assert!(rss < MAX_RSS_KB, "{what}: {rss} kB");
+        }
+    }
+}
+
+#[test]
+fn scan_db_of_a_pipe_says_it_is_not_a_regular_file() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(["scan-db", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        let _ = i.write_all(b"OVSDB JSON 10 0000\n");
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!stderr.contains("truncated"), "{stderr}");
+}
+
+/// POSIX ACLs are part of who can reach the key (setfacl from Debian's `acl` package).
+#[test]
+fn acl_grants_are_part_of_the_exposure() {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", CUR);
+    let setfacl = |spec: &str, p: &Path| {
+        let ok = Command::new("setfacl")
+            .args(["-m", spec])
+            .arg(p)
+            .status()
+            .expect("setfacl (Debian package acl; scripts/test installs it)")
+            .success();
+        assert!(ok, "setfacl {spec} {}", p.display());
+    };
+    let plaintext = |r: &serde_json::Value| finding(r, "psk-plaintext-in-ovsdb").unwrap().clone();
+    // Read for nobody on conf.db, but the run dir (0750) and the temp dir (0700) stop them.
+    setfacl("u:65534:r", &node.conf_db);
+    let (r, _) = check_json(&node, &["--no-history"]);
+    assert_eq!(plaintext(&r)["severity"], "medium", "{r:#}");
+    // Traverse for nobody on the directories above: now nobody reads the key.
+    setfacl("u:65534:x", node.dir.path());
+    setfacl("u:65534:x", &node.run_dir);
+    let (r, _) = check_json(&node, &["--no-history"]);
+    let f = plaintext(&r);
+    assert_eq!(f["severity"], "critical", "{r:#}");
+    let who = f["details"]["exposed_to"].to_string();
+    assert!(who.contains("nobody") && who.contains("65534"), "{who}");
+
+    // Only traverse by ACL on the run dir; conf.db readable by others through its mode.
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", CUR);
+    node.chmod(&node.conf_db, 0o644);
+    let (r, _) = check_json(&node, &["--no-history"]);
+    assert_eq!(plaintext(&r)["severity"], "medium", "{r:#}");
+    setfacl("u:65534:x", node.dir.path());
+    setfacl("u:65534:x", &node.run_dir);
+    let (r, _) = check_json(&node, &["--no-history"]);
+    let f = plaintext(&r);
+    assert_eq!(f["severity"], "critical", "{r:#}");
+    assert!(f["details"]["exposed_to"].to_string().contains("65534"));
+
+    // Write by ACL on openvswitch/: the chain is not root-controlled.
+    setfacl("u:65534:rwx", &node.ovs_dir);
+    let (r, _) = check_json(&node, &["--no-history"]);
+    let f = finding(&r, "path-chain-not-root-controlled").expect("chain finding");
+    assert!(f["observed"].as_str().unwrap().contains("nobody"), "{f:#}");
+}
