@@ -292,7 +292,7 @@ async fn finish(
         .iter()
         .filter(|f| f.code_enum.is_some_and(|c| fixable.contains(&c)))
         .count();
-    report.data = Some(json!({
+    report.set_data(json!({
         "plan": plan.iter().map(Action::describe).collect::<Vec<_>>(),
         "applied": applied,
         "verified": applied && remaining == 0,
