@@ -52,8 +52,11 @@ fn hostile_server(dbs: serde_json::Value, error: serde_json::Value) -> tempfile:
     let ovs = dir.path().join("run/openvswitch");
     std::fs::create_dir_all(&ovs).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path().join("run"), std::fs::Permissions::from_mode(0o750))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("run"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
     let listener = UnixListener::bind(ovs.join("db.sock")).unwrap();
     std::thread::spawn(move || {
         let Ok((s, _)) = listener.accept() else {
@@ -120,7 +123,11 @@ fn hostile_database_names_are_escaped_and_bounded() {
         assert_no_raw_controls(fmt, &out.stdout);
         assert_no_raw_controls(fmt, &out.stderr);
         let s = String::from_utf8_lossy(&out.stdout);
-        assert!(out.stdout.len() < SMALL, "{fmt}: {} bytes", out.stdout.len());
+        assert!(
+            out.stdout.len() < SMALL,
+            "{fmt}: {} bytes",
+            out.stdout.len()
+        );
         assert!(s.contains("]0;owned"), "{fmt}: the name is not shown: {s}");
         assert!(s.contains("bytes more"), "{fmt}: {s}");
         assert!(s.contains("and 32 more"), "{fmt}: {s}");
@@ -131,12 +138,19 @@ fn hostile_database_names_are_escaped_and_bounded() {
 fn a_huge_server_error_string_gives_bounded_escaped_output() {
     let error = format!("\x1b[2J\x1b[H{}", "E".repeat(30 << 20));
     for fmt in ["text", "json", "sarif"] {
-        let dir = hostile_server(serde_json::json!(["Open_vSwitch"]), serde_json::json!(error));
+        let dir = hostile_server(
+            serde_json::json!(["Open_vSwitch"]),
+            serde_json::json!(error),
+        );
         let out = check(&server_args(&dir), fmt);
         assert_no_raw_controls(fmt, &out.stdout);
         assert_no_raw_controls(fmt, &out.stderr);
         let s = String::from_utf8_lossy(&out.stdout);
-        assert!(out.stdout.len() < SMALL, "{fmt}: {} bytes", out.stdout.len());
+        assert!(
+            out.stdout.len() < SMALL,
+            "{fmt}: {} bytes",
+            out.stdout.len()
+        );
         assert!(s.contains("[2J"), "{fmt}: the error is not shown: {s}");
         assert!(s.contains("bytes more"), "{fmt}: {s}");
     }
@@ -180,8 +194,10 @@ fn scan_db_keeps_a_bounded_number_of_bounded_interface_names() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("conf.db");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    f.write_all(&record(br#"{"name":"Open_vSwitch","version":"8.3.0","tables":{}}"#))
-        .unwrap();
+    f.write_all(&record(
+        br#"{"name":"Open_vSwitch","version":"8.3.0","tables":{}}"#,
+    ))
+    .unwrap();
     let long = format!("\x1b[2K{}", "n".repeat(32 << 10));
     for i in 0..4000 {
         let body = serde_json::json!({
