@@ -553,7 +553,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .target
                 .insert("conf_db".into(), a.path.display().to_string());
             forensics::findings(&a.path, &scan, &mut report);
-            report.data = Some(forensics::scan_data(&scan));
+            report.set_data(forensics::scan_data(&scan));
             report.sort();
             emit(&mut report, &a.report, g)?;
             if a.report.output == Format::Text && a.report.output_file.is_none() {

@@ -417,7 +417,7 @@ async fn finish(
         .iter()
         .filter(|f| f.code_enum.is_some_and(|c| fixable.contains(&c)))
         .count();
-    report.data = Some(json!({
+    report.set_data(json!({
         "plan": plan.iter().map(Action::describe).collect::<Vec<_>>(),
         "applied": applied,
         // Verified only when everything it set out to check could be checked, and nothing of it

@@ -122,5 +122,5 @@ pub async fn fan_out(cfg: &AuditConfig, client: &Client, nodes: &[Node], report:
             }
         }
     }
-    report.data = Some(json!({"nodes": sections, "nodes_total": nodes.len()}));
+    report.set_data(json!({"nodes": sections, "nodes_total": nodes.len()}));
 }

@@ -61,10 +61,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn not_checked(&mut self, check: impl Into<String>, reason: impl Into<String>) {
-        self.incomplete.push(Incomplete {
-            check: check.into(),
-            reason: reason.into(),
-        });
+        self.incomplete.push(Incomplete::new(check, reason));
     }
 
     /// Records a failed list under `what` and returns `None`; a success passes through.

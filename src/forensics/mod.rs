@@ -22,16 +22,23 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::report::{Code, Finding, Report, Severity, Subject};
+use crate::report::{sanitize, Code, Finding, Report, Severity, Subject};
 use crate::secret::{Fingerprint, FingerprintKey};
 use log::{Damage, LogReader, Next, ReadError};
+
+/// Most interface names kept per key (bounds memory on a crafted file; the count of tunnels is
+/// reported by `check`).
+pub const MAX_INTERFACES_PER_KEY: usize = 100;
 
 /// One distinct key found in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHistory {
     pub fingerprint: Fingerprint,
-    /// Interfaces whose rows carried the key (or that the command line carrying it named).
+    /// Interfaces whose rows carried the key (or that the command line carrying it named):
+    /// at most [`MAX_INTERFACES_PER_KEY`], each name bounded and escaped.
     pub interfaces: BTreeSet<String>,
+    /// More interfaces carried the key than `interfaces` keeps.
+    pub interfaces_truncated: bool,
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
     /// Records (transactions) that contain the key.
@@ -194,6 +201,7 @@ fn seen(
     let k = keys.entry(fp).or_insert_with(|| KeyHistory {
         fingerprint: fp,
         interfaces: BTreeSet::new(),
+        interfaces_truncated: false,
         first_ms: None,
         last_ms: None,
         records: 0,
@@ -202,8 +210,14 @@ fn seen(
         current: false,
     });
     if let Some(i) = iface {
-        if !k.interfaces.contains(i) {
-            k.interfaces.insert(i.to_owned());
+        // A crafted file can name millions of interfaces of any length: keep a bounded few.
+        let i = sanitize::bounded(i, sanitize::MAX_NAME);
+        if !k.interfaces.contains(i.as_ref()) {
+            if k.interfaces.len() < MAX_INTERFACES_PER_KEY {
+                k.interfaces.insert(i.into_owned());
+            } else {
+                k.interfaces_truncated = true;
+            }
         }
     }
     if let Some(d) = date {
@@ -278,8 +292,9 @@ impl Replay {
                 continue;
             };
             if let Some(n) = row.name {
-                if entry.0.as_deref() != Some(n) {
-                    entry.0 = Some(n.to_owned());
+                let n = sanitize::bounded(n, sanitize::MAX_NAME);
+                if entry.0.as_deref() != Some(n.as_ref()) {
+                    entry.0 = Some(n.into_owned());
                 }
             }
             if let Some(new) = new {
@@ -578,6 +593,7 @@ pub fn scan_data(scan: &Scan) -> serde_json::Value {
             "fingerprint": k.fingerprint.to_string(),
             "current": k.current,
             "interfaces": k.interfaces,
+            "interfaces_truncated": k.interfaces_truncated,
             "first_seen_ms": iso_ms(k.first_ms),
             "last_seen_ms": iso_ms(k.last_ms),
             "records": k.records,

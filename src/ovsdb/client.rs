@@ -406,16 +406,18 @@ impl Client {
             }
         };
         if let Some(error) = reply.error {
+            // Server text: bounded and escaped here, where it enters psk-guard.
+            use crate::report::sanitize::{bounded, name, text};
             let error = match &error {
-                Json::String(s) => s.clone(),
+                Json::String(s) => text(s),
                 Json::Object(o) => {
-                    let e = o.get("error").and_then(Json::as_str).unwrap_or("error");
+                    let e = name(o.get("error").and_then(Json::as_str).unwrap_or("error"));
                     match o.get("details").and_then(Json::as_str) {
-                        Some(d) => format!("{e} ({})", d.chars().take(300).collect::<String>()),
-                        None => e.to_owned(),
+                        Some(d) => format!("{e} ({})", bounded(d, 300)),
+                        None => e,
                     }
                 }
-                other => other.to_string().chars().take(300).collect(),
+                other => bounded(&other.to_string(), 300).into_owned(),
             };
             return Err(Error::Rpc {
                 method: method.to_owned(),
@@ -462,12 +464,8 @@ impl Client {
             Ok(())
         } else {
             Err(Error::UnknownDatabase {
-                db: db.to_owned(),
-                available: if dbs.is_empty() {
-                    "none".into()
-                } else {
-                    dbs.join(", ")
-                },
+                db: crate::report::sanitize::name(db),
+                available: available_dbs(&dbs),
             })
         }
     }
@@ -538,11 +536,31 @@ impl Client {
     }
 }
 
+/// The server's database names for an error message: each bounded and escaped, at most
+/// [`SHOWN_DBS`] of them (a hostile server can send any number of names of any length).
+fn available_dbs(dbs: &[String]) -> String {
+    if dbs.is_empty() {
+        return "none".into();
+    }
+    let mut shown: Vec<String> = dbs
+        .iter()
+        .take(SHOWN_DBS)
+        .map(|d| crate::report::sanitize::name(d))
+        .collect();
+    if dbs.len() > SHOWN_DBS {
+        shown.push(format!("and {} more", dbs.len() - SHOWN_DBS));
+    }
+    shown.join(", ")
+}
+
+/// How many database names an error lists.
+const SHOWN_DBS: usize = 8;
+
 fn unknown_db(e: Error, db: &str) -> Error {
     match e {
         Error::Rpc { error, .. } if error.starts_with("unknown database") => {
             Error::UnknownDatabase {
-                db: db.to_owned(),
+                db: crate::report::sanitize::name(db),
                 available: "see list_dbs".into(),
             }
         }

@@ -450,11 +450,12 @@ pub struct OpError {
 
 impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.error)?;
+        // Server prose: bounded and escaped so a pathological reply cannot flood or drive a
+        // terminal.
+        use crate::report::sanitize::{bounded, MAX_NAME};
+        f.write_str(&bounded(&self.error, MAX_NAME))?;
         if let Some(d) = &self.details {
-            // Details are server prose; bound them so a pathological reply cannot flood a log.
-            let d: String = d.chars().take(300).collect();
-            write!(f, " ({d})")?;
+            write!(f, " ({})", bounded(d, 300))?;
         }
         Ok(())
     }

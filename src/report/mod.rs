@@ -18,6 +18,7 @@ pub mod filter;
 pub mod json;
 pub mod junit;
 pub mod prometheus;
+pub mod sanitize;
 pub mod sarif;
 pub mod text;
 
@@ -200,17 +201,19 @@ pub struct Subject {
     pub name: String,
 }
 
+/// Every constructor bounds and escapes the name ([`sanitize`]): names come from OVSDB, conf.db,
+/// the node's file system and the Kubernetes API.
 impl Subject {
     pub fn path(p: &std::path::Path) -> Self {
         Subject {
             kind: "path",
-            name: p.display().to_string(),
+            name: sanitize::name(&p.display().to_string()),
         }
     }
     pub fn interface(name: &str) -> Self {
         Subject {
             kind: "interface",
-            name: name.to_owned(),
+            name: sanitize::name(name),
         }
     }
     pub fn key(fp: &crate::secret::Fingerprint) -> Self {
@@ -222,13 +225,13 @@ impl Subject {
     pub fn named(kind: &'static str, name: impl Into<String>) -> Self {
         Subject {
             kind,
-            name: name.into(),
+            name: sanitize::name(&name.into()),
         }
     }
     pub fn ovsdb(target: &str) -> Self {
         Subject {
             kind: "ovsdb",
-            name: target.to_owned(),
+            name: sanitize::name(target),
         }
     }
 }
@@ -288,31 +291,34 @@ impl Finding {
             code_enum: Some(code),
         }
     }
+    // Text that enters a finding is bounded and escaped here ([`sanitize`]): it can quote
+    // OVSDB rows, conf.db, server errors and API objects.
     pub fn observed(mut self, s: impl Into<String>) -> Self {
-        self.observed = s.into();
+        self.observed = sanitize::text_owned(s.into());
         self
     }
     pub fn expected(mut self, s: impl Into<Cow<'static, str>>) -> Self {
-        self.expected = s.into();
+        self.expected = sanitize_cow(s.into());
         self
     }
     pub fn remediation(mut self, s: impl Into<Cow<'static, str>>) -> Self {
-        self.remediation = s.into();
+        self.remediation = sanitize_cow(s.into());
         self
     }
     pub fn detail(mut self, k: &str, v: impl Into<serde_json::Value>) -> Self {
-        self.details.insert(k.to_owned(), v.into());
+        self.details
+            .insert(sanitize::name(k), sanitize::json(v.into()));
         self
     }
     /// Names the subject in a way that survives a new salt (see [`Finding::stable_name`]).
     pub fn stable_name(mut self, s: impl Into<String>) -> Self {
-        self.stable_name = Some(s.into());
+        self.stable_name = Some(sanitize::text_owned(s.into()));
         self
     }
     /// The file the finding lives in.
     pub fn located(mut self, path: impl Into<String>, byte_offset: Option<u64>) -> Self {
         self.location = Some(Location {
-            path: path.into(),
+            path: sanitize::name(&path.into()),
             byte_offset,
         });
         self
@@ -339,11 +345,48 @@ impl Finding {
     }
 }
 
+/// Our own static texts pass unchanged; owned ones may quote outside input.
+fn sanitize_cow(s: Cow<'static, str>) -> Cow<'static, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b),
+        Cow::Owned(o) => Cow::Owned(sanitize::text_owned(o)),
+    }
+}
+
 /// A part of the job that could not be done, and why.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Incomplete {
     pub check: String,
     pub reason: String,
+}
+
+impl Incomplete {
+    /// Both texts bounded and escaped (a reason can quote a server's error).
+    pub fn new(check: impl Into<String>, reason: impl Into<String>) -> Self {
+        Incomplete {
+            check: sanitize::text_owned(check.into()),
+            reason: sanitize::text_owned(reason.into()),
+        }
+    }
+}
+
+/// What a report examined (`db`, `run_dir`, `conf_db`, ...): a map whose `insert` bounds and
+/// escapes the value (a `--db` target or a path can hold anything); read it as a `BTreeMap`.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(transparent)]
+pub struct Target(BTreeMap<String, String>);
+
+impl Target {
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        self.0.insert(key, sanitize::name(&value))
+    }
+}
+
+impl std::ops::Deref for Target {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// Why a finding is not counted: `--skip` or an entry of the ignore file.
@@ -454,7 +497,7 @@ fn this_host() -> Host {
 pub struct Report {
     pub command: &'static str,
     /// What was examined (`db`, `run_dir`, `conf_db`, ...).
-    pub target: BTreeMap<String, String>,
+    pub target: Target,
     pub fingerprint_salt: &'static str,
     pub generated_at: String,
     pub host: Host,
@@ -470,7 +513,7 @@ impl Report {
     pub fn new(command: &'static str, salt: SaltOrigin) -> Self {
         Report {
             command,
-            target: BTreeMap::new(),
+            target: Target::default(),
             fingerprint_salt: salt.as_str(),
             generated_at: now_rfc3339(),
             host: this_host(),
@@ -492,7 +535,7 @@ impl Report {
             command: self.command,
             generated_at: self.generated_at.clone(),
             host: self.host.clone(),
-            target: self.target.clone(),
+            target: (*self.target).clone(),
             fingerprint: FingerprintInfo {
                 algorithm: "hmac-sha256-truncated-64",
                 salt: self.fingerprint_salt,
@@ -520,10 +563,12 @@ impl Report {
     }
 
     pub fn not_checked(&mut self, check: impl Into<String>, reason: impl Into<String>) {
-        self.incomplete.push(Incomplete {
-            check: check.into(),
-            reason: reason.into(),
-        });
+        self.incomplete.push(Incomplete::new(check, reason));
+    }
+
+    /// Sets the command-specific `data`, every string in it bounded and escaped.
+    pub fn set_data(&mut self, data: serde_json::Value) {
+        self.data = Some(sanitize::json(data));
     }
 
     /// Puts findings in their stable order: most severe first, then code, then subject.

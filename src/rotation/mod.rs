@@ -557,7 +557,7 @@ pub async fn status(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         Some(_) => EXIT_FINDINGS,
         None => EXIT_OK,
     };
-    report.data = Some(match rec {
+    report.set_data(match rec {
         Some(r) => r.to_json(),
         None => json!({"rotation": null}),
     });
@@ -798,7 +798,7 @@ fn finish(
         json!(started.elapsed().as_millis() as u64),
     );
     data["timings"] = serde_json::Value::Object(timings);
-    report.data = Some(data);
+    report.set_data(data);
     report.sort();
     Rotated { report, code }
 }

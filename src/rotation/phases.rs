@@ -268,7 +268,7 @@ pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
         row.insert("detail".into(), json!(why));
         unconverged.push(node.clone());
         run.report.push(
-            Finding::new(Code::PskUnexpectedFingerprint, Severity::High, Subject { kind: "node", name: node.clone() })
+            Finding::new(Code::PskUnexpectedFingerprint, Severity::High, Subject::named("node", node.clone()))
                 .observed(why)
                 .expected(format!("every tunnel carries key {}", run.rec.new_fingerprint))
                 .remediation("check the node's antrea-agent pod, then rerun psk-guard rotate: it resumes this rotation"),
@@ -322,7 +322,7 @@ pub(super) async fn compact(run: &mut Run<'_>) -> Result<Step, ClusterError> {
     }
     for n in &failed {
         run.report.push(
-            Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject { kind: "node", name: n.clone() })
+            Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject::named("node", n.clone()))
                 .observed("compaction of conf.db failed or was not verified")
                 .expected("no old key left in conf.db")
                 .remediation("run psk-guard fix on the node, or rerun psk-guard rotate (it resumes at compaction)"),

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real ovsdb-server processes (see `harness`).
 
 mod audit;
+mod bounds;
 mod check;
 mod faults;
 mod forensics;
