@@ -168,7 +168,7 @@ codes! {
     ControllerNotOnSecureNode => "controller-not-on-secure-node", "antrea-controller does not run on a secure Node",
         "Antrea's security guide recommends running antrea-controller on a control-plane Node (or another Node kept secure), because it holds the cluster's network policy and, in certificate mode, signs IPsec certificates.";
     HostpathExposesAntrea => "hostpath-exposes-antrea", "A Pod mounts a host path that reaches /var/run/antrea",
-        "A Pod outside Antrea's own mounts /var/run/antrea or a parent of it (/var/run, /run, /var, /) from the host, so it can read conf.db (the PSK) and connect to db.sock. Multi-tenant clusters should forbid hostPath (Pod Security baseline or restricted, or a Gatekeeper policy).";
+        "A Pod, a workload's Pod template or a hostPath/local PersistentVolume outside Antrea's own mounts /var/run/antrea or a parent of it (/var/run, /run, /var, /; compared after normalizing //, . and ..) from the host, so it can read conf.db (the PSK) and connect to db.sock. Only objects owned by Antrea's DaemonSet or Deployment count as Antrea's own. Multi-tenant clusters should forbid hostPath (Pod Security baseline or restricted, or a Gatekeeper policy).";
     NamespaceAllowsHostpath => "namespace-allows-hostpath", "A namespace's Pod Security level allows hostPath",
         "The namespace is not labelled pod-security.kubernetes.io/enforce=baseline or restricted, so Pods in it may mount host paths such as /var/run/antrea.";
     SecretReadableBy => "secret-readable-by", "Someone else can read the antrea-ipsec Secret",
@@ -189,6 +189,10 @@ codes! {
         "conf.db, db.sock, the run directory or another path Antrea and ovsdb-server create is a symbolic link (or is reached through a link a non-root user controls). They never create links there: someone replaced it. psk-guard reports the link itself, never follows it and never changes what it points to.";
     PathWrongType => "path-wrong-type", "A node path is not the kind of file it should be",
         "A path is a FIFO, device, directory or other kind of file where Antrea or ovsdb-server create a regular file, directory or socket. psk-guard does not read from it or change it.";
+    HostpathExposesRuntimeState => "hostpath-exposes-runtime-state", "A workload mounts the container runtime's state",
+        "A Pod, a workload's Pod template or a PersistentVolume outside Antrea's own reaches the container runtime's state on the node (/run/containerd, /var/run/crio, /var/lib/containerd, /var/lib/docker, a runtime socket, /var/lib/kubelet/pods, or a parent of them). That state holds every container's configuration, the agent's environment with ANTREA_IPSEC_PSK included, and the runtime socket can exec into the agent.";
+    PodPrivilegedOrHostpid => "pod-privileged-or-hostpid", "A workload runs privileged or in the host's PID namespace",
+        "A Pod or a workload's Pod template outside Antrea's own runs a privileged container or sets hostPID, so it can read the agent's environment (/proc/<pid>/environ holds ANTREA_IPSEC_PSK) and the node's files, conf.db included. Multi-tenant clusters should forbid both (Pod Security baseline).";
 }
 
 /// What a finding is about.
