@@ -9,7 +9,8 @@
 //! - [`snapshot`]: lists the cluster once, paginated; records what could not be read.
 //! - [`mode`]: the IPsec authentication mode and the strength of the key in the Secret.
 //! - [`gatekeeper`]: the Gatekeeper policy on the agent's status updates, and its webhook.
-//! - [`workloads`]: workloads that reach the key on a node (host paths).
+//! - [`workloads`]: workloads that reach the key on a node (host paths, privileged, hostPID,
+//!   Pod templates, PersistentVolumes).
 //! - [`placement`]: where antrea-controller runs.
 //! - [`rbac`]: who can read the key through RBAC.
 //! - [`nodes`]: `--nodes`, the node check on every node, merged.
@@ -141,6 +142,55 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "list",
         group: "config.gatekeeper.sh",
         resource: "configs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "apps",
+        resource: "daemonsets",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "apps",
+        resource: "deployments",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "apps",
+        resource: "statefulsets",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "apps",
+        resource: "replicasets",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "batch",
+        resource: "cronjobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "persistentvolumes",
         subresource: "",
         name_scoped: false,
     },

@@ -12,7 +12,9 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolume, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::Client;
@@ -50,6 +52,13 @@ pub struct Snapshot {
     pub nodes: Option<Vec<Node>>,
     pub namespaces: Option<Vec<Namespace>>,
     pub pods: Option<Vec<Pod>>,
+    pub daemonsets: Option<Vec<DaemonSet>>,
+    pub deployments: Option<Vec<Deployment>>,
+    pub statefulsets: Option<Vec<StatefulSet>>,
+    pub replicasets: Option<Vec<ReplicaSet>>,
+    pub jobs: Option<Vec<Job>>,
+    pub cronjobs: Option<Vec<CronJob>>,
+    pub persistent_volumes: Option<Vec<PersistentVolume>>,
     /// Roles in every namespace.
     pub roles: Option<Vec<Role>>,
     /// RoleBindings in every namespace (service-account hops cross namespaces).
@@ -193,6 +202,24 @@ pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -
     s.namespaces = s.record("namespaces", r);
     let r = list_all(&Api::<Pod>::all(client.clone()), "pods").await;
     s.pods = s.record("pods", r);
+    let r = list_all(&Api::<DaemonSet>::all(client.clone()), "daemonsets").await;
+    s.daemonsets = s.record("daemonsets", r);
+    let r = list_all(&Api::<Deployment>::all(client.clone()), "deployments").await;
+    s.deployments = s.record("deployments", r);
+    let r = list_all(&Api::<StatefulSet>::all(client.clone()), "statefulsets").await;
+    s.statefulsets = s.record("statefulsets", r);
+    let r = list_all(&Api::<ReplicaSet>::all(client.clone()), "replicasets").await;
+    s.replicasets = s.record("replicasets", r);
+    let r = list_all(&Api::<Job>::all(client.clone()), "jobs").await;
+    s.jobs = s.record("jobs", r);
+    let r = list_all(&Api::<CronJob>::all(client.clone()), "cronjobs").await;
+    s.cronjobs = s.record("cronjobs", r);
+    let r = list_all(
+        &Api::<PersistentVolume>::all(client.clone()),
+        "persistentvolumes",
+    )
+    .await;
+    s.persistent_volumes = s.record("persistentvolumes", r);
     let r = list_all(&Api::<Role>::all(client.clone()), "roles").await;
     s.roles = s.record("roles", r);
     let r = list_all(&Api::<RoleBinding>::all(client.clone()), "rolebindings").await;

@@ -167,7 +167,7 @@ codes! {
     ControllerNotOnSecureNode => "controller-not-on-secure-node", "antrea-controller does not run on a secure Node",
         "Antrea's security guide recommends running antrea-controller on a control-plane Node (or another Node kept secure), because it holds the cluster's network policy and, in certificate mode, signs IPsec certificates.";
     HostpathExposesAntrea => "hostpath-exposes-antrea", "A Pod mounts a host path that reaches /var/run/antrea",
-        "A Pod outside Antrea's own mounts /var/run/antrea or a parent of it (/var/run, /run, /var, /) from the host, so it can read conf.db (the PSK) and connect to db.sock. Multi-tenant clusters should forbid hostPath (Pod Security baseline or restricted, or a Gatekeeper policy).";
+        "A Pod, a workload's Pod template or a hostPath/local PersistentVolume outside Antrea's own mounts /var/run/antrea or a parent of it (/var/run, /run, /var, /; compared after normalizing //, . and ..) from the host, so it can read conf.db (the PSK) and connect to db.sock. Only objects owned by Antrea's DaemonSet or Deployment count as Antrea's own. Multi-tenant clusters should forbid hostPath (Pod Security baseline or restricted, or a Gatekeeper policy).";
     NamespaceAllowsHostpath => "namespace-allows-hostpath", "A namespace's Pod Security level allows hostPath",
         "The namespace is not labelled pod-security.kubernetes.io/enforce=baseline or restricted, so Pods in it may mount host paths such as /var/run/antrea.";
     SecretReadableBy => "secret-readable-by", "Someone else can read the antrea-ipsec Secret",
@@ -180,6 +180,10 @@ codes! {
         "The AntreaAgentStatusUpdates policy exists but does not stop a compromised agent: the Constraint's enforcementAction is dryrun or warn (violations are only recorded), Gatekeeper's webhook has failurePolicy Ignore (it fails open when Gatekeeper is unavailable), no webhook sends requests to Gatekeeper, or kube-system (or Antrea's namespace) is exempted by Gatekeeper's Config, the webhook's namespaceSelector or the Constraint's match.";
     KeyReachableViaRbac => "key-reachable-via-rbac", "Someone else can obtain the IPsec PSK through RBAC",
         "An RBAC subject cannot read the antrea-ipsec Secret directly but can obtain the key another way: create a Pod or any workload in Antrea's namespace (mounting the Secret or taking it as env), exec, attach or add an ephemeral container to the agent (printenv ANTREA_IPSEC_PSK), nodes/proxy (exec through the kubelet), patch the agent DaemonSet, impersonate users or groups, escalate or bind roles, or get a token for, run a Pod as, or impersonate a service account that can. The finding lists every path with its verbs and bindings.";
+    HostpathExposesRuntimeState => "hostpath-exposes-runtime-state", "A workload mounts the container runtime's state",
+        "A Pod, a workload's Pod template or a PersistentVolume outside Antrea's own reaches the container runtime's state on the node (/run/containerd, /var/run/crio, /var/lib/containerd, /var/lib/docker, a runtime socket, /var/lib/kubelet/pods, or a parent of them). That state holds every container's configuration, the agent's environment with ANTREA_IPSEC_PSK included, and the runtime socket can exec into the agent.";
+    PodPrivilegedOrHostpid => "pod-privileged-or-hostpid", "A workload runs privileged or in the host's PID namespace",
+        "A Pod or a workload's Pod template outside Antrea's own runs a privileged container or sets hostPID, so it can read the agent's environment (/proc/<pid>/environ holds ANTREA_IPSEC_PSK) and the node's files, conf.db included. Multi-tenant clusters should forbid both (Pod Security baseline).";
 }
 
 /// What a finding is about.

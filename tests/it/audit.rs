@@ -229,18 +229,15 @@ fn compliant_cluster() {
             &[],
         ),
     );
-    put(
-        &c,
-        "pods",
+    let mut agent = pod(
         NS,
-        pod(
-            NS,
-            "antrea-agent-x",
-            json!({"app": "antrea", "component": "antrea-agent"}),
-            "cp-0",
-            &["/var/run/antrea"],
-        ),
+        "antrea-agent-x",
+        json!({"app": "antrea", "component": "antrea-agent"}),
+        "cp-0",
+        &["/var/run/antrea"],
     );
+    owned_by_agent_daemonset(&c, &mut agent);
+    put(&c, "pods", NS, agent);
     put(&c, "clusterroles", "", agent_cluster_role());
     put(
         &c,
@@ -954,4 +951,153 @@ fn every_rbac_path_to_the_key_is_found_one_finding_per_subject() {
         );
     }
     assert_no_key("audit", r.to_string().as_bytes(), &[STRONG]);
+}
+
+/// Makes `pod` a Pod of the simulated cluster's antrea-agent DaemonSet (controller ownerReference
+/// with the DaemonSet's uid), as the DaemonSet controller does.
+fn owned_by_agent_daemonset(c: &Cluster, pod: &mut Value) {
+    let uid = c
+        .state
+        .lock()
+        .unwrap()
+        .get("daemonsets", NS, "antrea-agent")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "antrea-agent", "uid": uid, "controller": true}]);
+}
+
+fn template(spec: Value) -> Value {
+    json!({"metadata": {"labels": {"app": "x"}}, "spec": spec})
+}
+
+#[test]
+fn workloads_that_reach_the_key_on_a_node() {
+    let c = cluster(1, STRONG);
+    let ns = "tenant-a";
+    // Spellings of the run directory the API accepts.
+    put(
+        &c,
+        "pods",
+        ns,
+        pod(ns, "slashes", json!({}), "worker-00", &["/var//run"]),
+    );
+    put(
+        &c,
+        "pods",
+        ns,
+        pod(ns, "dot", json!({}), "worker-00", &["/var/run/./antrea"]),
+    );
+    put(
+        &c,
+        "pods",
+        ns,
+        pod(
+            ns,
+            "dotdot",
+            json!({}),
+            "worker-00",
+            &["/var/log/../run/antrea"],
+        ),
+    );
+    // Labelled like Antrea in Antrea's namespace, but not owned by its DaemonSet.
+    put(
+        &c,
+        "pods",
+        NS,
+        pod(
+            NS,
+            "antrea-agent-fake",
+            json!({"app": "antrea", "component": "antrea-agent"}),
+            "worker-00",
+            &["/var/run/antrea"],
+        ),
+    );
+    // Owned by Antrea's DaemonSet: Antrea's own.
+    let mut real = pod(
+        NS,
+        "antrea-agent-real",
+        json!({"app": "antrea", "component": "antrea-agent"}),
+        "worker-00",
+        &["/var/run/antrea"],
+    );
+    owned_by_agent_daemonset(&c, &mut real);
+    put(&c, "pods", NS, real);
+    // hostPID.
+    let mut pid = pod(ns, "pid", json!({}), "worker-00", &[]);
+    pid["spec"]["hostPID"] = json!(true);
+    put(&c, "pods", ns, pid);
+    // A Deployment whose Pods do not exist yet, mounting containerd's state.
+    put(
+        &c,
+        "deployments",
+        ns,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "scraper", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "ctr", "hostPath": {"path": "/run/containerd"}}]}))}}),
+    );
+    // A CronJob with a privileged container.
+    put(
+        &c,
+        "cronjobs",
+        ns,
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": ns},
+        "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": template(json!({"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "x", "securityContext": {"privileged": true}}]}))}}}}),
+    );
+    // A local PersistentVolume on the Docker state.
+    put(
+        &c,
+        "persistentvolumes",
+        "",
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-docker"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "local": {"path": "/var/lib/docker"},
+                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["worker-00"]}]}]}}}}),
+    );
+    put(
+        &c,
+        "namespaces",
+        "",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+
+    let (r, _, _) = audit(&c, &[]);
+    let subjects = |code: &str| -> Vec<String> {
+        findings(&r, code)
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f["subject"]["kind"].as_str().unwrap(),
+                    f["subject"]["name"].as_str().unwrap()
+                )
+            })
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        subjects("hostpath-exposes-antrea"),
+        vec![
+            format!("pod {NS}/antrea-agent-fake"),
+            format!("pod {ns}/dot"),
+            format!("pod {ns}/dotdot"),
+            format!("pod {ns}/slashes"),
+        ],
+        "{r:#}"
+    );
+    assert_eq!(
+        subjects("hostpath-exposes-runtime-state"),
+        vec![
+            format!("deployment {ns}/scraper"),
+            "persistentvolume pv-docker".to_owned(),
+            format!("pod {ns}/slashes"),
+        ],
+        "/var//run is /run, a parent of /run/containerd too"
+    );
+    assert_eq!(
+        subjects("pod-privileged-or-hostpid"),
+        vec![format!("cronjob {ns}/nightly"), format!("pod {ns}/pid")]
+    );
+    assert!(subjects("namespace-allows-hostpath").contains(&format!("namespace {ns}")));
+    assert!(incomplete(&r).is_empty(), "{:?}", incomplete(&r));
 }
