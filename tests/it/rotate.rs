@@ -428,63 +428,74 @@ fn status_reads_the_record_back() {
     let _ = std::io::stdout().flush();
 }
 
-/// The benchmark of the rotation issue (run by `benches/rotation`, not by the suite): at N nodes
-/// (default 50), each strategy's mixed-key window (first node's key change to the last) and
-/// end-to-end time, printed as JSON lines. No timed assertion.
+/// The benchmark of the rotation issue (run by `benches/rotation`, not by the suite): for each
+/// node count in BENCH_NODES (comma-separated, default 50), each strategy's mixed-key window
+/// (first node's key change to the last), end-to-end time, and the API requests the rotation made
+/// (total and per node, counted by the test server), printed as JSON lines. No timed assertion.
 #[test]
 #[ignore]
 fn bench_rotation() {
-    let n: usize = std::env::var("BENCH_NODES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let counts: Vec<usize> = std::env::var("BENCH_NODES")
+        .unwrap_or_else(|_| "50".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let delay: u64 = std::env::var("BENCH_RESTART_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    for strategy in ["restart", "push"] {
-        let c = Cluster::new(Options2 {
-            nodes: n,
-            key: OLD.into(),
-            on_delete: false,
-            restart_delay: Duration::from_millis(delay),
-        });
-        let t = std::time::Instant::now();
-        let out = c.psk_guard(
-            &[
-                "rotate",
-                "-o",
-                "json",
-                "--strategy",
-                strategy,
-                "--lease-duration",
-                "30",
-                "--push-lead-ms",
-                "1500",
-                "--rollout-timeout",
-                "1800",
-                "--job-timeout",
-                "600",
-            ],
-            &[],
-        );
-        let total = t.elapsed();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let new = c.secret_key();
-        assert!(c.node_keys().iter().all(|(_, k)| k == &vec![new.clone()]));
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        println!(
-            "{}",
-            json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay,
-                   "mixed_key_window_ms": c.window_ms(), "key_changes": c.changes.lock().unwrap().len(),
-                   "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"]})
-        );
+    for n in counts {
+        for strategy in ["restart", "push"] {
+            bench_one(n, delay, strategy);
+        }
     }
+}
+
+fn bench_one(n: usize, delay: u64, strategy: &str) {
+    let c = Cluster::new(Options2 {
+        nodes: n,
+        key: OLD.into(),
+        on_delete: false,
+        restart_delay: Duration::from_millis(delay),
+    });
+    let before = c.state.lock().unwrap().requests.len();
+    let t = std::time::Instant::now();
+    let out = c.psk_guard(
+        &[
+            "rotate",
+            "-o",
+            "json",
+            "--strategy",
+            strategy,
+            "--lease-duration",
+            "30",
+            "--push-lead-ms",
+            "1500",
+            "--progress-deadline",
+            "600",
+            "--job-timeout",
+            "600",
+        ],
+        &[],
+    );
+    let total = t.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = c.secret_key();
+    assert!(c.node_keys().iter().all(|(_, k)| k == &vec![new.clone()]));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let requests = c.state.lock().unwrap().requests.len() - before;
+    println!(
+        "{}",
+        json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay,
+               "mixed_key_window_ms": c.window_ms(), "key_changes": c.changes.lock().unwrap().len(),
+               "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"],
+               "api_requests": requests, "api_requests_per_node": requests as f64 / n as f64})
+    );
 }
 
 #[test]
