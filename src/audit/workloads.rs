@@ -110,7 +110,14 @@ pub fn reached(path: &str) -> Vec<&'static HostPathRule> {
     let within = |a: &str, b: &str| a == b || b == "/" || a.starts_with(&format!("{b}/"));
     HOST_PATH_RULES
         .iter()
-        .filter(|r| within(r.path, &p) || within(&p, r.path))
+        .filter(|r| {
+            // /var/run is /run on most hosts, but a Pod mounting /var sees the /var/run a host
+            // without that link has: the rule's /var/run form counts too.
+            let var_form = format!("/var{}", r.path);
+            within(r.path, &p)
+                || within(&p, r.path)
+                || (r.path.starts_with("/run/") && within(&var_form, &p))
+        })
         .collect()
 }
 
