@@ -561,7 +561,7 @@ fn errors_say_their_cause_once_and_scan_db_prints_human_times() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(
-        err.matches("Is a directory").count(),
+        err.matches("is a directory").count(),
         1,
         "the cause once: {err}"
     );
