@@ -66,6 +66,9 @@ pub struct Snapshot {
     pub cluster_role_bindings: Option<Vec<ClusterRoleBinding>>,
     /// What could not be read, and why.
     pub incomplete: Vec<Incomplete>,
+    /// Set when the API server could not be reached: the remaining kinds are not asked for (each
+    /// would wait out its own retries), only recorded.
+    unreachable: Option<String>,
 }
 
 impl Snapshot {
@@ -74,7 +77,36 @@ impl Snapshot {
     }
 
     /// Records a failed list under `what` and returns `None`; a success passes through.
-    fn record<T>(&mut self, what: &str, r: Result<Vec<T>, kube::Error>) -> Option<Vec<T>> {
+    /// Lists a kind, unless the API server already proved unreachable (then `None`).
+    async fn list<K>(&mut self, api: &Api<K>, what: &str) -> Option<Result<Vec<K>, kube::Error>>
+    where
+        K: Clone + DeserializeOwned + Debug,
+    {
+        if self.unreachable.is_some() {
+            return None;
+        }
+        let r = list_all(api, what).await;
+        if let Err(e) = &r {
+            if !matches!(e, kube::Error::Api(_)) {
+                self.unreachable = Some(what.to_owned());
+            }
+        }
+        Some(r)
+    }
+
+    fn skipped(&mut self, check: &str) {
+        let first = self.unreachable.clone().unwrap_or_default();
+        self.not_checked(
+            check,
+            format!("not asked: the API server could not be reached when listing {first}"),
+        );
+    }
+
+    fn record<T>(&mut self, what: &str, r: Option<Result<Vec<T>, kube::Error>>) -> Option<Vec<T>> {
+        let Some(r) = r else {
+            self.skipped(what);
+            return None;
+        };
         match r {
             Ok(v) => Some(v),
             Err(e) => {
@@ -89,8 +121,12 @@ impl Snapshot {
         &mut self,
         check: &str,
         what: &str,
-        r: Result<Vec<T>, kube::Error>,
+        r: Option<Result<Vec<T>, kube::Error>>,
     ) -> Option<Vec<T>> {
+        let Some(r) = r else {
+            self.skipped(check);
+            return None;
+        };
         match r {
             Err(kube::Error::Api(s)) if is_absent(&s) => Some(vec![]),
             Err(e) => {
@@ -162,7 +198,7 @@ pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -
         "ConstraintTemplate",
         "constrainttemplates",
     );
-    let r = list_all(&templates, "constrainttemplates").await;
+    let r = s.list(&templates, "constrainttemplates").await;
     s.constraint_templates =
         s.record_optional("Gatekeeper ConstraintTemplate", "constrainttemplates", r);
     let constraints = dyn_api(
@@ -172,7 +208,7 @@ pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -
         "AntreaAgentStatusUpdates",
         "antreaagentstatusupdates",
     );
-    let r = list_all(&constraints, "antreaagentstatusupdates").await;
+    let r = s.list(&constraints, "antreaagentstatusupdates").await;
     s.constraints = s.record_optional("Gatekeeper Constraint", "antreaagentstatusupdates", r);
     let configs = dyn_api(
         client,
@@ -181,51 +217,70 @@ pub async fn load(client: &Client, cfg: &AuditConfig, fp_key: &FingerprintKey) -
         "Config",
         "configs",
     );
-    let r = list_all(&configs, "configs.config.gatekeeper.sh").await;
+    let r = s.list(&configs, "configs.config.gatekeeper.sh").await;
     s.gatekeeper_configs =
         s.record_optional("Gatekeeper Config", "configs.config.gatekeeper.sh", r);
 
-    let r = list_all(
-        &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
-        "validatingwebhookconfigurations",
-    )
-    .await;
+    let r = s
+        .list(
+            &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+            "validatingwebhookconfigurations",
+        )
+        .await;
     s.webhooks = s.record("validatingwebhookconfigurations", r);
-    let r = list_all(&Api::<ClusterRole>::all(client.clone()), "clusterroles").await;
+    let r = s
+        .list(&Api::<ClusterRole>::all(client.clone()), "clusterroles")
+        .await;
     s.cluster_roles = s.record("clusterroles", r);
-    let r = list_all(&Api::<Node>::all(client.clone()), "nodes").await;
+    let r = s.list(&Api::<Node>::all(client.clone()), "nodes").await;
     s.nodes = s.record("nodes", r);
-    let r = list_all(&Api::<Namespace>::all(client.clone()), "namespaces").await;
+    let r = s
+        .list(&Api::<Namespace>::all(client.clone()), "namespaces")
+        .await;
     s.namespaces = s.record("namespaces", r);
-    let r = list_all(&Api::<Pod>::all(client.clone()), "pods").await;
+    let r = s.list(&Api::<Pod>::all(client.clone()), "pods").await;
     s.pods = s.record("pods", r);
-    let r = list_all(&Api::<DaemonSet>::all(client.clone()), "daemonsets").await;
+    let r = s
+        .list(&Api::<DaemonSet>::all(client.clone()), "daemonsets")
+        .await;
     s.daemonsets = s.record("daemonsets", r);
-    let r = list_all(&Api::<Deployment>::all(client.clone()), "deployments").await;
+    let r = s
+        .list(&Api::<Deployment>::all(client.clone()), "deployments")
+        .await;
     s.deployments = s.record("deployments", r);
-    let r = list_all(&Api::<StatefulSet>::all(client.clone()), "statefulsets").await;
+    let r = s
+        .list(&Api::<StatefulSet>::all(client.clone()), "statefulsets")
+        .await;
     s.statefulsets = s.record("statefulsets", r);
-    let r = list_all(&Api::<ReplicaSet>::all(client.clone()), "replicasets").await;
+    let r = s
+        .list(&Api::<ReplicaSet>::all(client.clone()), "replicasets")
+        .await;
     s.replicasets = s.record("replicasets", r);
-    let r = list_all(&Api::<Job>::all(client.clone()), "jobs").await;
+    let r = s.list(&Api::<Job>::all(client.clone()), "jobs").await;
     s.jobs = s.record("jobs", r);
-    let r = list_all(&Api::<CronJob>::all(client.clone()), "cronjobs").await;
+    let r = s
+        .list(&Api::<CronJob>::all(client.clone()), "cronjobs")
+        .await;
     s.cronjobs = s.record("cronjobs", r);
-    let r = list_all(
-        &Api::<PersistentVolume>::all(client.clone()),
-        "persistentvolumes",
-    )
-    .await;
+    let r = s
+        .list(
+            &Api::<PersistentVolume>::all(client.clone()),
+            "persistentvolumes",
+        )
+        .await;
     s.persistent_volumes = s.record("persistentvolumes", r);
-    let r = list_all(&Api::<Role>::all(client.clone()), "roles").await;
+    let r = s.list(&Api::<Role>::all(client.clone()), "roles").await;
     s.roles = s.record("roles", r);
-    let r = list_all(&Api::<RoleBinding>::all(client.clone()), "rolebindings").await;
+    let r = s
+        .list(&Api::<RoleBinding>::all(client.clone()), "rolebindings")
+        .await;
     s.role_bindings = s.record("rolebindings", r);
-    let r = list_all(
-        &Api::<ClusterRoleBinding>::all(client.clone()),
-        "clusterrolebindings",
-    )
-    .await;
+    let r = s
+        .list(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            "clusterrolebindings",
+        )
+        .await;
     s.cluster_role_bindings = s.record("clusterrolebindings", r);
     s
 }
