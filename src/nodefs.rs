@@ -206,6 +206,8 @@ pub enum FsError {
     },
     #[error("{path} is larger than {max} bytes: not read")]
     TooLarge { path: PathBuf, max: u64 },
+    #[error("{path}: /proc is not mounted here, so it cannot be inspected (psk-guard reaches opened files through /proc/self/fd; mount proc, as every container runtime does)")]
+    NoProc { path: PathBuf },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -227,6 +229,23 @@ impl FsError {
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FsError {
     let path = path.to_owned();
     move |source| FsError::Io { op, path, source }
+}
+
+/// Like [`io`] for calls made through `/proc/self/fd/N`: a missing `/proc` (a bare chroot) is
+/// said as such instead of as a confusing "No such file or directory" about the node path.
+fn io_proc(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FsError {
+    let path = path.to_owned();
+    move |source| {
+        if source.raw_os_error() == Some(libc::ENOENT) && !proc_mounted() {
+            FsError::NoProc { path }
+        } else {
+            FsError::Io { op, path, source }
+        }
+    }
+}
+
+fn proc_mounted() -> bool {
+    Path::new("/proc/self/fd").is_dir()
 }
 
 fn cstr(s: &OsStr) -> std::io::Result<CString> {
@@ -268,8 +287,11 @@ fn proc_fd(fd: RawFd) -> PathBuf {
 /// The access ACL of what `fd` (an `O_PATH` descriptor) refers to. `fgetxattr` does not take
 /// `O_PATH` descriptors, so the xattr is read through `/proc/self/fd/N`, which names exactly that
 /// inode (it cannot be redirected by a rename). No ACL, or a file system without them: `None`.
-fn read_acl(fd: RawFd) -> Option<Vec<AclEntry>> {
-    let p = CString::new(proc_fd(fd).as_os_str().as_bytes()).ok()?;
+/// Without `/proc` the ACL cannot be read at all, which is an error (an ACL may grant access).
+fn read_acl(fd: RawFd, path: &Path) -> Result<Option<Vec<AclEntry>>, FsError> {
+    let Ok(p) = CString::new(proc_fd(fd).as_os_str().as_bytes()) else {
+        return Ok(None);
+    };
     let name = c"system.posix_acl_access";
     let mut buf = [0u8; 4 + 8 * 64];
     // SAFETY: valid strings and a buffer of the length passed.
@@ -281,10 +303,18 @@ fn read_acl(fd: RawFd) -> Option<Vec<AclEntry>> {
             buf.len(),
         )
     };
-    if n <= 0 {
-        return None;
+    if n < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT)
+        && !proc_mounted()
+    {
+        return Err(FsError::NoProc {
+            path: path.to_owned(),
+        });
     }
-    parse_acl(&buf[..n as usize])
+    if n <= 0 {
+        return Ok(None);
+    }
+    Ok(parse_acl(&buf[..n as usize]))
 }
 
 fn meta_of(fd: RawFd, path: &Path) -> Result<Meta, FsError> {
@@ -299,7 +329,7 @@ fn meta_of(fd: RawFd, path: &Path) -> Result<Meta, FsError> {
         acl: if kind == Kind::Symlink {
             None
         } else {
-            read_acl(fd)
+            read_acl(fd, path)?
         },
     })
 }
@@ -561,7 +591,7 @@ impl Entry {
             self.fd_path().as_os_str(),
             libc::O_RDONLY | libc::O_NONBLOCK,
         )
-        .map_err(io("open", &self.path))?;
+        .map_err(io_proc("open", &self.path))?;
         Ok(File::from(fd))
     }
 
@@ -579,7 +609,7 @@ impl Entry {
     /// Names in this directory.
     pub fn list(&self) -> Result<Vec<OsString>, FsError> {
         self.expect(Kind::Directory)?;
-        let rd = std::fs::read_dir(self.fd_path()).map_err(io("list", &self.path))?;
+        let rd = std::fs::read_dir(self.fd_path()).map_err(io_proc("list", &self.path))?;
         rd.map(|e| e.map(|e| e.file_name()).map_err(io("list", &self.path)))
             .collect()
     }
@@ -628,7 +658,7 @@ impl Entry {
             .map_err(|_| io("chmod", &self.path)(std::io::ErrorKind::InvalidInput.into()))?;
         // SAFETY: valid NUL-terminated string.
         if unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) } < 0 {
-            return Err(io("chmod", &self.path)(std::io::Error::last_os_error()));
+            return Err(io_proc("chmod", &self.path)(std::io::Error::last_os_error()));
         }
         Ok(())
     }

@@ -39,12 +39,14 @@ if [ "$entry" = "/usr/local/bin/psk-guard check" ]; then ok "entrypoint + cmd: $
 if out=$(chroot "$ROOTFS" /usr/local/bin/psk-guard --version 2>&1) && [ "$out" = "psk-guard $VERSION" ]; then
     ok "psk-guard --version in the image: $out"; else fail "--version in the image: $out"; fi
 
-# 4. `psk-guard check` from the image against a demo node mounted as the Job mounts it.
+# 4. `psk-guard check` from the image against a demo node mounted as the Job mounts it. A container
+# runtime always mounts /proc (runc's default spec), and psk-guard reaches opened files through
+# /proc/self/fd, so the chroot gets one too; without it check says "/proc is not mounted".
 start_demo_node "$T/node"
-mkdir -p "$ROOTFS/var/run/antrea"
+mkdir -p "$ROOTFS/var/run/antrea" "$ROOTFS/proc"
 set +e
 unshare --mount --propagation private sh -c \
-    'mount --bind "$1" "$2/var/run/antrea" && exec chroot "$2" /usr/local/bin/psk-guard check -o json --fail-on high' \
+    'mount --bind "$1" "$2/var/run/antrea" && mount -t proc proc "$2/proc" && exec chroot "$2" /usr/local/bin/psk-guard check -o json --fail-on high' \
     sh "$RUN" "$ROOTFS" >"$T/report.json" 2>"$T/stderr"
 code=$?
 set -e

@@ -617,3 +617,51 @@ fn acl_grants_are_part_of_the_exposure() {
     let f = finding(&r, "path-chain-not-root-controlled").expect("chain finding");
     assert!(f["observed"].as_str().unwrap().contains("nobody"), "{f:#}");
 }
+
+/// psk-guard reaches opened files through `/proc/self/fd`. In a bare chroot (no /proc: the image
+/// test's first version) every file check failed as "No such file or directory" about the node's
+/// own paths, and the history scan went missing without a word. Now each says /proc is missing,
+/// and nothing is reported as checked that was not. Runs check in a private mount namespace with
+/// /proc lazily unmounted (root only, as the rest of this file).
+#[test]
+fn without_proc_check_says_so_instead_of_blaming_the_node_paths() {
+    let node = Node::start();
+    node.add_tunnel("tun0", "peer-a", "192.0.2.7", CUR);
+    let mut args = vec![
+        "check".to_string(),
+        "-o".into(),
+        "json".into(),
+        "--fingerprint-salt".into(),
+        "test".into(),
+    ];
+    args.extend(node.node_args());
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("umount -l /proc && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(&args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run unshare");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let text = report.to_string();
+    assert!(
+        text.contains("/proc is not mounted"),
+        "the cause is named: {text}"
+    );
+    assert!(
+        !text.contains("No such file or directory"),
+        "no node path is blamed: {text}"
+    );
+    assert!(
+        finding(&report, "conf-db-mode-too-open").is_none()
+            && finding(&report, "run-dir-mode-too-open").is_none(),
+        "modes are not judged without their ACLs: {text}"
+    );
+}
