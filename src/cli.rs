@@ -331,6 +331,10 @@ pub struct CheckArgs {
     /// Skip the scan of conf.db's history.
     #[arg(long)]
     pub no_history: bool,
+    /// Where antrea-agent keeps its IPsec certificate and private key in certificate mode
+    /// (default: RUN_DIR/openvswitch, the agent's /var/run/openvswitch).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -535,10 +539,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = CheckConfig {
                 db_target: db_target(&a.node, &db_sock),
                 db_sock,
-                paths,
                 timeout,
                 expect,
                 history: !a.no_history,
+                cert_dir: a.cert_dir.clone().unwrap_or_else(|| paths.ovs_dir.clone()),
+                paths,
             };
             check_report_args(&a.report)?;
             let mut report = rt.block_on(checks::run(&cfg, &fp_key));

@@ -4,7 +4,10 @@
 //! server cannot be reached the report says so (finding `ovsdb-unreachable` and an `incomplete`
 //! entry) and keeps what the file checks found.
 
+pub mod certkeys;
+pub mod downgrade;
 pub mod files;
+pub mod remotes;
 pub mod tunnels;
 
 use std::path::PathBuf;
@@ -24,6 +27,8 @@ pub struct CheckConfig {
     pub expect: Option<Fingerprint>,
     /// Scan conf.db's history for old keys (the forensics reader).
     pub history: bool,
+    /// Where Antrea keeps the IPsec certificate and private key (certificate mode).
+    pub cert_dir: PathBuf,
 }
 
 pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
@@ -49,11 +54,19 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     let queried = async {
         let client = Client::connect(&cfg.db_sock, opts).await?;
         client.require_db(VSWITCH_DB).await?;
-        tunnels::read(&client, fp_key).await
+        let tunnels = tunnels::read(&client, fp_key).await?;
+        let managers = remotes::read(&client).await?;
+        Ok::<_, crate::ovsdb::Error>((tunnels, managers))
     }
     .await;
-    match queried {
-        Ok(ts) => tunnels::analyze(&ts, &exposure, cfg.expect, &mut report),
+    let mut cert_mode = false;
+    let managers = match queried {
+        Ok((ts, managers)) => {
+            tunnels::analyze(&ts, &exposure, cfg.expect, &mut report);
+            downgrade::analyze(&ts, &mut report);
+            cert_mode = ts.iter().any(|t| t.remote_name);
+            Some(managers)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "OVSDB query failed");
             report.push(
@@ -63,8 +76,16 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
                     .remediation("check that antrea-agent's ovsdb-server runs on this node and that --db points at its socket; run as root"),
             );
             report.not_checked("tunnel keys in OVSDB", e.to_string());
+            report.not_checked("OVSDB Manager rows", e.to_string());
+            None
         }
-    }
+    };
+    let ovs_dir = cfg.paths.ovs_dir.clone();
+    let cmd = tokio::task::spawn_blocking(move || remotes::cmdline(&ovs_dir))
+        .await
+        .unwrap_or_else(|_| remotes::Cmdline::Unknown("the task reading it failed".into()));
+    remotes::analyze(managers.as_deref(), &cmd, &mut report);
+    certkeys::check(&[&cfg.paths.run_dir, &cfg.cert_dir], cert_mode, &mut report).await;
     if let Some(task) = history {
         crate::forensics::finish_history(&cfg.paths.conf_db, task, &mut report).await;
     }

@@ -193,6 +193,16 @@ codes! {
         "A Pod, a workload's Pod template or a PersistentVolume outside Antrea's own reaches the container runtime's state on the node (/run/containerd, /var/run/crio, /var/lib/containerd, /var/lib/docker, a runtime socket, /var/lib/kubelet/pods, or a parent of them). That state holds every container's configuration, the agent's environment with ANTREA_IPSEC_PSK included, and the runtime socket can exec into the agent.";
     PodPrivilegedOrHostpid => "pod-privileged-or-hostpid", "A workload runs privileged or in the host's PID namespace",
         "A Pod or a workload's Pod template outside Antrea's own runs a privileged container or sets hostPID, so it can read the agent's environment (/proc/<pid>/environ holds ANTREA_IPSEC_PSK) and the node's files, conf.db included. Multi-tenant clusters should forbid both (Pod Security baseline).";
+    IpsecTunnelUnencrypted => "ipsec-tunnel-unencrypted", "An IPsec tunnel carries neither a PSK nor a certificate peer",
+        "A tunnel port that Antrea marks as IPsec (external_ids:antrea-type=ipsec-tunnel) has an interface with neither options:psk nor options:remote_name, so ovs-monitor-ipsec sets up no IPsec for it and traffic to that peer leaves the node unencrypted. Antrea never creates such a port: someone with write access to OVSDB stripped it.";
+    IpsecTunnelTypeMismatch => "ipsec-tunnel-type-mismatch", "An IPsec tunnel's type differs from its peers'",
+        "Antrea creates every tunnel of a node with the cluster's one tunnel type (geneve, gre, vxlan or stt). A marked IPsec port whose interface has another type, or no tunnel type at all, was changed in OVSDB, and traffic to that peer may bypass IPsec.";
+    OvsdbNetworkRemote => "ovsdb-network-remote", "OVSDB is reachable over the network",
+        "A Manager row (served through ovsdb-server's --remote=db:Open_vSwitch,Open_vSwitch,manager_options) or ovsdb-server's command line has a ptcp:, pssl:, tcp: or ssl: remote. Whoever can connect reads and writes the whole database, the PSK included, without the unix socket's permissions. Critical; high for a Manager row that the running ovsdb-server does not serve (it will after a restart with ovs-ctl's default options).";
+    CertKeyTooOpen => "cert-key-too-open", "An IPsec private key is readable by others",
+        "In certificate mode the node's private key (*.key in the run or certificate directory) is the secret. Antrea writes it 0600; a looser mode than 0640 is high, and critical when a non-root user can actually read it through the directory chain.";
+    CertKeyOwnerNotRoot => "cert-key-owner-not-root", "An IPsec private key is not owned by root",
+        "A non-root owner of the node's IPsec private key can read it and change its mode.";
 }
 
 /// What a finding is about.

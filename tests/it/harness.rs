@@ -93,10 +93,16 @@ impl Node {
     }
 
     pub fn start_server(&mut self) {
+        self.start_server_args(&[]);
+    }
+
+    /// Starts ovsdb-server with `extra` options added (e.g. another `--remote`).
+    pub fn start_server_args(&mut self, extra: &[&str]) {
         let pidfile = self.ovs_dir.join("ovsdb-server.pid");
         run(Command::new("ovsdb-server")
             .arg(&self.conf_db)
             .arg(format!("--remote=punix:{}", self.sock.display()))
+            .args(extra)
             .arg(format!("--pidfile={}", pidfile.display()))
             .arg(format!(
                 "--log-file={}",

@@ -10,6 +10,7 @@ mod fuzz;
 mod harness;
 mod hostile;
 mod kube_api;
+mod leaks;
 mod manifests;
 mod memory;
 mod node_attacker;
