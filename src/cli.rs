@@ -335,6 +335,19 @@ pub struct CheckArgs {
     /// (default: RUN_DIR/openvswitch, the agent's /var/run/openvswitch).
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Directory of antrea-agent's and ovsdb-server's logs, searched (with subdirectories, plain
+    /// and .gz) for every key the node knows of.
+    #[arg(long, value_name = "DIR", default_value = checks::logs::DEFAULT_LOG_DIR,
+          overrides_with = "log_dir")]
+    pub log_dir: PathBuf,
+    /// Skip the search of the log directory.
+    #[arg(long)]
+    pub no_logs: bool,
+    /// Bytes searched per log file, after decompression (bounds gzip bombs); the rest of a longer
+    /// file is reported as not checked.
+    #[arg(long, value_name = "BYTES", default_value_t = checks::logs::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_max_bytes: u64,
 }
 
 #[derive(Args, Debug)]
@@ -536,13 +549,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(Fingerprint::parse(s).with_context(|| format!("--expect-fingerprint {s:?} is not a fingerprint (hmac-sha256:<16 hex digits>)"))?)
                 }
             };
+            // --log-dir and --cert-dir are host paths too.
+            let on_host = |p: &std::path::Path, flag: &str| -> anyhow::Result<PathBuf> {
+                match &a.node.host_root {
+                    None => Ok(p.to_owned()),
+                    Some(root) => {
+                        crate::hostroot::resolve(root, p).with_context(|| flag.to_owned())
+                    }
+                }
+            };
+            let cert_dir = match &a.cert_dir {
+                Some(d) => on_host(d, "--cert-dir")?,
+                None => paths.ovs_dir.clone(),
+            };
+            let logs = match a.no_logs {
+                true => None,
+                false => Some(checks::logs::LogConfig::new(
+                    on_host(&a.log_dir, "--log-dir")?,
+                    a.log_max_bytes,
+                )),
+            };
             let cfg = CheckConfig {
                 db_target: db_target(&a.node, &db_sock),
                 db_sock,
                 timeout,
                 expect,
                 history: !a.no_history,
-                cert_dir: a.cert_dir.clone().unwrap_or_else(|| paths.ovs_dir.clone()),
+                cert_dir,
+                logs,
                 paths,
             };
             check_report_args(&a.report)?;

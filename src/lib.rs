@@ -5,7 +5,9 @@
 //! - [`secret`]: the only place a key lives ([`secret::Psk`], wiped on drop, never printed) and
 //!   the keyed fingerprints every output uses instead.
 //! - [`ovsdb`]: our OVSDB JSON-RPC client (framing, protocol types, connection, unixctl).
-//! - [`checks`]: `psk-guard check`, the node checks: tunnel keys in OVSDB, file modes and owners.
+//! - [`checks`]: `psk-guard check`, the node checks: tunnel keys in OVSDB, file modes and owners,
+//!   IPsec downgrades, network remotes, certificate keys, keys in log files.
+//! - [`keysearch`]: finding a key in bytes (log files) without holding a copy of it.
 //! - [`forensics`]: the conf.db log reader and the history of keys still on disk (`scan-db`).
 //! - [`fix`]: `psk-guard fix`: compaction and mode tightening, planned, applied, verified.
 //! - [`audit`]: `psk-guard audit`: the cluster-level recommendations, and the fan-out to nodes.
@@ -25,6 +27,7 @@ pub mod fix;
 pub mod forensics;
 pub mod hardening;
 pub mod hostroot;
+pub mod keysearch;
 pub mod nodefs;
 pub mod ovsdb;
 pub mod report;

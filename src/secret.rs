@@ -147,6 +147,11 @@ impl fmt::Debug for FingerprintKey {
 pub struct Fingerprint([u8; FINGERPRINT_BYTES]);
 
 impl Fingerprint {
+    /// The fingerprint as a number (for keyed hashing; see `keysearch`).
+    pub fn to_u64(self) -> u64 {
+        u64::from_be_bytes(self.0)
+    }
+
     pub fn parse(s: &str) -> Option<Fingerprint> {
         let hex_part = s.strip_prefix("hmac-sha256:").unwrap_or(s);
         let bytes = hex::decode(hex_part).ok()?;

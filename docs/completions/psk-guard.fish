@@ -60,6 +60,9 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l run-dir -d
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l expect-fingerprint -d 'Report every tunnel whose key does not have this fingerprint (needs the same --fingerprint-salt the fingerprint was made with)' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l cert-dir -d 'Where antrea-agent keeps its IPsec certificate and private key in certificate mode (default: RUN_DIR/openvswitch, the agent\'s /var/run/openvswitch)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log-dir -d 'Directory of antrea-agent\'s and ovsdb-server\'s logs, searched (with subdirectories, plain and .gz) for every key the node knows of' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log-max-bytes -d 'Bytes searched per log file, after decompression (bounds gzip bombs); the rest of a longer file is reported as not checked' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l timeout -d 'Seconds to wait for a connection or a reply' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
@@ -67,6 +70,7 @@ always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-history -d 'Skip the scan of conf.db\'s history'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-logs -d 'Skip the search of the log directory'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'

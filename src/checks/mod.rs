@@ -7,6 +7,7 @@
 pub mod certkeys;
 pub mod downgrade;
 pub mod files;
+pub mod logs;
 pub mod remotes;
 pub mod tunnels;
 
@@ -29,6 +30,8 @@ pub struct CheckConfig {
     pub history: bool,
     /// Where Antrea keeps the IPsec certificate and private key (certificate mode).
     pub cert_dir: PathBuf,
+    /// The log scan (`None` with `--no-logs`).
+    pub logs: Option<logs::LogConfig>,
 }
 
 pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
@@ -60,9 +63,13 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     }
     .await;
     let mut cert_mode = false;
+    let mut keys = logs::Keys::default();
     let managers = match queried {
         Ok((ts, managers)) => {
             tunnels::analyze(&ts, &exposure, cfg.expect, &mut report);
+            for k in ts.iter().filter_map(|t| t.key.as_ref()) {
+                keys.add(k.probes.clone(), true);
+            }
             downgrade::analyze(&ts, &mut report);
             cert_mode = ts.iter().any(|t| t.remote_name);
             Some(managers)
@@ -87,7 +94,11 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     remotes::analyze(managers.as_deref(), &cmd, &mut report);
     certkeys::check(&[&cfg.paths.run_dir, &cfg.cert_dir], cert_mode, &mut report).await;
     if let Some(task) = history {
-        crate::forensics::finish_history(&cfg.paths.conf_db, task, &mut report).await;
+        let old = crate::forensics::finish_history(&cfg.paths.conf_db, task, &mut report).await;
+        keys.add(old, false);
+    }
+    if let Some(l) = &cfg.logs {
+        logs::check(l, keys, fp_key, &mut report).await;
     }
     report.sort();
     report

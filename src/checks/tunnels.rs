@@ -30,6 +30,8 @@ pub const TUNNEL_TYPES: &[&str] = &["geneve", "gre", "vxlan", "stt"];
 pub struct KeyFacts {
     pub fingerprint: Fingerprint,
     pub strength: Strength,
+    /// How to find the key in log files without holding it (see [`crate::keysearch`]).
+    pub probes: Vec<crate::keysearch::Probe>,
 }
 
 /// One IPsec tunnel interface. Holds no key, only facts about it.
@@ -148,9 +150,11 @@ impl<'de, 'k> Sink<'de, 'k> {
                 return Some(facts.clone());
             }
         }
+        let fingerprint = self.fp_key.fingerprint_bytes(bytes);
         let facts = KeyFacts {
-            fingerprint: self.fp_key.fingerprint_bytes(bytes),
+            fingerprint,
             strength: assess_bytes(bytes),
+            probes: crate::keysearch::probes(self.fp_key, fingerprint, bytes),
         };
         let (buf, f) = self
             .last

@@ -57,6 +57,8 @@ pub struct Scan {
     pub schema: Option<String>,
     pub keys: Vec<KeyHistory>,
     pub damage: Option<Damage>,
+    /// Every key seen, as search probes for the log scan (no key bytes; see `keysearch`).
+    pub probes: Vec<crate::keysearch::Probe>,
 }
 
 impl Scan {
@@ -187,7 +189,13 @@ struct Replay {
     evict: usize,
     /// Keys already counted in the current record.
     counted: Vec<Fingerprint>,
+    /// Search probes of every distinct key (up to [`MAX_PROBED_KEYS`]), made the first time its
+    /// bytes are fingerprinted.
+    probes: BTreeMap<Fingerprint, Vec<crate::keysearch::Probe>>,
 }
+
+/// Distinct keys of one file that the log scan looks for (a hostile file may hold many).
+const MAX_PROBED_KEYS: usize = 4096;
 
 /// Records that `fp` was seen (in a row or a comment) in the current record.
 fn seen(
@@ -241,6 +249,11 @@ impl Replay {
             return *fp;
         }
         let fp = fp_key.fingerprint_bytes(value);
+        if self.probes.len() < MAX_PROBED_KEYS {
+            self.probes
+                .entry(fp)
+                .or_insert_with(|| crate::keysearch::probes(fp_key, fp, value));
+        }
         if self.cache.len() < FP_CACHE {
             self.cache
                 .push((zeroize::Zeroizing::new(value.to_vec()), fp));
@@ -337,6 +350,7 @@ impl Replay {
         }
         keys.sort_by_key(|k| (k.first_ms, k.fingerprint));
         Scan {
+            probes: self.probes.into_values().flatten().collect(),
             records,
             bytes,
             schema,
@@ -642,18 +656,23 @@ pub fn start_history(
     tokio::task::spawn_blocking(move || scan_file(&p, log::DEFAULT_MAX_RECORD, &k))
 }
 
-/// Joins the scan [`start_history`] started and adds its findings.
+/// Joins the scan [`start_history`] started and adds its findings. Returns the search probes of
+/// every key the file holds (for the log scan).
 pub async fn finish_history(
     path: &Path,
     task: tokio::task::JoinHandle<Result<Scan, ScanError>>,
     report: &mut Report,
-) {
+) -> Vec<crate::keysearch::Probe> {
     match task.await {
-        Ok(Ok(scan)) => findings(path, &scan, report),
+        Ok(Ok(mut scan)) => {
+            findings(path, &scan, report);
+            return std::mem::take(&mut scan.probes);
+        }
         Ok(Err(ScanError::Open { source, .. })) if source.is_absent() => {
             report.not_checked("conf.db history", format!("{} is absent", path.display()));
         }
         Ok(Err(e)) => report.not_checked("conf.db history", e.to_string()),
         Err(_) => report.not_checked("conf.db history", "the scan task failed"),
     }
+    vec![]
 }

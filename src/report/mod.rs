@@ -203,6 +203,8 @@ codes! {
         "In certificate mode the node's private key (*.key in the run or certificate directory) is the secret. Antrea writes it 0600; a looser mode than 0640 is high, and critical when a non-root user can actually read it through the directory chain.";
     CertKeyOwnerNotRoot => "cert-key-owner-not-root", "An IPsec private key is not owned by root",
         "A non-root owner of the node's IPsec private key can read it and change its mode.";
+    PskInLogFile => "psk-in-log-file", "A log file holds an IPsec key",
+        "A file in the log directory holds a key this node knows of (in use now, or old from conf.db's history), raw or JSON-escaped, plain or gzip-compressed. antrea-agent logs the PSK at verbosity 4 and above; ovsdb-server with jsonrpc debug logging logs every request. Log files are often readable more widely than conf.db and are shipped off the node. High; critical when a non-root user can read the file.";
 }
 
 /// What a finding is about.

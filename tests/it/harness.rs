@@ -27,6 +27,8 @@ pub struct Node {
     pub ovs_dir: PathBuf,
     pub sock: PathBuf,
     pub conf_db: PathBuf,
+    /// The node's log directory (`/var/log/antrea`), empty at start.
+    pub log_dir: PathBuf,
     pub pid: Option<i32>,
 }
 
@@ -75,7 +77,10 @@ impl Node {
             .arg("create")
             .arg(&conf_db)
             .arg(SCHEMA));
+        let log_dir = dir.path().join("log");
+        std::fs::create_dir_all(&log_dir).unwrap();
         let mut n = Node {
+            log_dir,
             sock: ovs_dir.join("db.sock"),
             dir,
             run_dir,
@@ -195,6 +200,8 @@ impl Node {
             self.db_arg(),
             "--run-dir".into(),
             self.run_dir.display().to_string(),
+            "--log-dir".into(),
+            self.log_dir.display().to_string(),
         ]
     }
 }

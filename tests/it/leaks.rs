@@ -1,6 +1,8 @@
 //! The node's other leak channels (issue 11): IPsec downgrades in OVSDB, OVSDB remotes on the
 //! network, certificate-mode private keys, and keys in log files. Real ovsdb-server throughout.
 
+use std::collections::BTreeMap;
+
 use crate::harness::{check_json, codes, finding, Node};
 
 const STRONG: &str = "q8Zr2LkVn0xWf7TyPb3Hs9Jd1Mc6Ge4A";
@@ -171,4 +173,245 @@ fn world_readable_private_key_in_certificate_mode() {
     let (r, _) = check_json(&node, &["--cert-dir", other.to_str().unwrap()]);
     let f = finding(&r, "cert-key-owner-not-root").unwrap();
     assert_eq!(f["subject"]["name"], k2.display().to_string());
+}
+
+// ------------------------------------------------------------------------------------------
+// Keys in log files.
+
+/// A key with the characters JSON escapes, so its escaped form differs from the raw one.
+const QUOTED: &str = r#"Zq7"Log\Key-5e1d9a3b7c0f2e4d"#;
+const OLD: &str = "Wx4OldLogKey-8f2b6c0d4e91a7c3";
+
+/// `options:psk=` value in ovs-vsctl's quoted-string syntax.
+fn vsctl_quoted(k: &str) -> String {
+    format!(
+        "options:psk=\"{}\"",
+        k.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+fn write(path: &std::path::Path, bytes: &[u8], mode: u32) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+/// gzip(1) from a stream, as logrotate compresses.
+fn gzip_to(path: &std::path::Path, feed: impl FnOnce(&mut dyn std::io::Write)) {
+    let out = std::fs::File::create(path).unwrap();
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(out)
+        .spawn()
+        .expect("gzip");
+    feed(child.stdin.as_mut().unwrap());
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+fn log_findings(r: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    findings(r, "psk-in-log-file")
+        .into_iter()
+        .map(|f| {
+            let name = f["subject"]["name"].as_str().unwrap();
+            let file = name.rsplit('/').next().unwrap().to_owned();
+            (file, f.clone())
+        })
+        .collect()
+}
+
+fn node_with_quoted_key() -> Node {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", STRONG);
+    node.vsctl(&["set", "Interface", "n1-abc123", &vsctl_quoted(QUOTED)]);
+    node
+}
+
+#[test]
+fn log_files_holding_a_key_raw_json_escaped_and_gzip() {
+    let node = node_with_quoted_key();
+    let d = &node.log_dir;
+    node.chmod(d, 0o755);
+    // klog line of the agent at -v=4: the raw key.
+    write(
+        &d.join("antrea-agent.log"),
+        format!("I1127 10:00:00.000 1 ipsec.go:80] Using PSK {QUOTED} for tunnel\n").as_bytes(),
+        0o600,
+    );
+    // ovsdb-server with jsonrpc debug logging: the request, JSON-escaped.
+    let req = serde_json::json!({"method": "transact", "params": ["Open_vSwitch",
+        {"op": "update", "table": "Interface", "row": {"options": ["map", [["psk", QUOTED]]]}}], "id": 3});
+    let line = format!("2026-11-27T10:00:00Z|00042|jsonrpc|DBG|unix#3: received request, {req}\n");
+    assert!(
+        !line.contains(QUOTED),
+        "the test needs the escaped form only"
+    );
+    std::fs::create_dir(d.join("openvswitch")).unwrap();
+    write(
+        &d.join("openvswitch/ovsdb-server.log"),
+        line.as_bytes(),
+        0o644,
+    );
+    // A rotated, compressed agent log.
+    gzip_to(&d.join("antrea-agent.log.1.gz"), |w| {
+        for i in 0..2000 {
+            writeln!(w, "I1127 09:{:02}:00.000 1 noise.go:1] line {i}", i % 60).unwrap();
+        }
+        writeln!(w, "I1127 09:59:59.000 1 ipsec.go:80] Using PSK {QUOTED}").unwrap();
+    });
+    write(&d.join("clean.log"), b"nothing to see\n", 0o644);
+    // A symlink to a file outside holding the key: not followed.
+    let outside = node.dir.path().join("outside.log");
+    write(&outside, QUOTED.as_bytes(), 0o644);
+    std::os::unix::fs::symlink(&outside, d.join("linked.log")).unwrap();
+
+    let (r, code) = check_json(&node, &[]);
+    let fs = log_findings(&r);
+    assert_eq!(
+        fs.keys().collect::<Vec<_>>(),
+        vec![
+            "antrea-agent.log",
+            "antrea-agent.log.1.gz",
+            "ovsdb-server.log"
+        ],
+        "{r:#}"
+    );
+    let live = finding(&r, "psk-plaintext-in-ovsdb").unwrap()["details"]["fingerprint"].clone();
+    for (file, form, gzip) in [
+        ("antrea-agent.log", "raw", false),
+        ("antrea-agent.log.1.gz", "raw", true),
+        ("ovsdb-server.log", "json-escaped", false),
+    ] {
+        let f = &fs[file];
+        let k = &f["details"]["keys"][0];
+        assert_eq!(k["fingerprint"], live, "{file}");
+        assert_eq!(k["current"], true, "{file}");
+        assert_eq!(k["forms"], serde_json::json!([form]), "{file}");
+        assert_eq!(f["details"]["gzip"], gzip, "{file}");
+    }
+    // Who can read it: 0600 is root's only; 0644 under a traversable directory is everyone's.
+    assert_eq!(fs["antrea-agent.log"]["severity"], "high");
+    assert_eq!(fs["antrea-agent.log"]["details"]["mode"], "0600");
+    assert_eq!(fs["ovsdb-server.log"]["severity"], "critical");
+    assert!(fs["ovsdb-server.log"]["details"]["exposed_to"]
+        .to_string()
+        .contains("all users"));
+    assert_eq!(code, 1);
+    assert!(
+        !r.to_string().contains("Log\\\\Key"),
+        "no key in the report"
+    );
+    crate::output::assert_no_key("check with logs", r.to_string().as_bytes(), &[QUOTED]);
+
+    // --no-logs skips the search.
+    let (r, _) = check_json(&node, &["--no-logs"]);
+    assert!(log_findings(&r).is_empty());
+}
+
+#[test]
+fn a_key_across_a_chunk_boundary_is_found() {
+    let node = node_with_quoted_key();
+    // The scanner reads 64 KiB chunks: put the key across the first boundary, and across the
+    // first boundary of the decompressed stream of a gzip file.
+    let mut bytes = vec![b'.'; 65536 - 9];
+    bytes.extend_from_slice(QUOTED.as_bytes());
+    bytes.extend(vec![b'.'; 1000]);
+    write(&node.log_dir.join("straddle.log"), &bytes, 0o600);
+    gzip_to(&node.log_dir.join("straddle.log.2.gz"), |w| {
+        w.write_all(&bytes).unwrap()
+    });
+    let (r, _) = check_json(&node, &[]);
+    let fs = log_findings(&r);
+    assert_eq!(fs.len(), 2, "{r:#}");
+    for f in fs.values() {
+        assert_eq!(f["details"]["keys"][0]["occurrences"], 1);
+    }
+}
+
+#[test]
+fn a_gzip_bomb_is_read_only_up_to_the_bound() {
+    let node = node_with_quoted_key();
+    // 4 MiB of zeros compress to about 4 KiB (a bomb in miniature: the bound, not the size, is
+    // what is tested); the key is at its start and after 2 MiB.
+    gzip_to(&node.log_dir.join("bomb.log.gz"), |w| {
+        w.write_all(QUOTED.as_bytes()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..4 {
+            if i == 2 {
+                w.write_all(QUOTED.as_bytes()).unwrap();
+            }
+            w.write_all(&zeros).unwrap();
+        }
+    });
+    assert!(
+        std::fs::metadata(node.log_dir.join("bomb.log.gz"))
+            .unwrap()
+            .len()
+            < 16 << 10
+    );
+    let (r, code) = check_json(&node, &["--log-max-bytes", "1048576"]);
+    let f = &log_findings(&r)["bomb.log.gz"];
+    assert_eq!(f["details"]["keys"][0]["occurrences"], 1, "{r:#}");
+    let inc = r["incomplete"].to_string();
+    assert!(
+        inc.contains("bomb.log.gz") && inc.contains("only the first 1048576 bytes"),
+        "{r:#}"
+    );
+    assert_eq!(code, 1);
+    // Without the bound (the default is 256 MiB) both are found and nothing is left unread.
+    let (r, _) = check_json(&node, &[]);
+    assert_eq!(
+        log_findings(&r)["bomb.log.gz"]["details"]["keys"][0]["occurrences"],
+        2,
+        "{r:#}"
+    );
+    assert!(!r["incomplete"].to_string().contains("bomb.log.gz"));
+}
+
+#[test]
+fn an_old_key_known_only_from_conf_db_history_is_found_in_a_log() {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", OLD);
+    node.set_psk("n1-abc123", STRONG);
+    write(
+        &node.log_dir.join("antrea-agent.log.3"),
+        format!("I1120 08:00:00.000 1 ipsec.go:80] Using PSK {OLD}\n").as_bytes(),
+        0o640,
+    );
+    let (r, _) = check_json(&node, &[]);
+    let old_fp =
+        finding(&r, "psk-history-on-disk").unwrap()["details"]["old_fingerprints"][0].clone();
+    let f = &log_findings(&r)["antrea-agent.log.3"];
+    let k = &f["details"]["keys"][0];
+    assert_eq!(k["fingerprint"], old_fp, "{r:#}");
+    assert_eq!(k["current"], false);
+    // The old key is known only from the history scan.
+    let (r, _) = check_json(&node, &["--no-history"]);
+    assert!(log_findings(&r).is_empty(), "{r:#}");
+}
+
+#[test]
+fn an_absent_log_directory_is_not_a_pass() {
+    let node = node_with_quoted_key();
+    let missing = node.dir.path().join("no-such-dir");
+    let (r, code) = check_json(
+        &node,
+        &[
+            "--log-dir",
+            missing.to_str().unwrap(),
+            "--fail-on",
+            "critical",
+        ],
+    );
+    let inc = r["incomplete"].to_string();
+    assert!(
+        inc.contains("no-such-dir") && inc.contains("absent"),
+        "{r:#}"
+    );
+    assert_eq!(code, 2);
+    // A symlinked log directory is not followed either.
+    let link = node.dir.path().join("log-link");
+    std::os::unix::fs::symlink(&node.log_dir, &link).unwrap();
+    let (r, _) = check_json(&node, &["--log-dir", link.to_str().unwrap()]);
+    assert!(r["incomplete"].to_string().contains("log-link"), "{r:#}");
 }

@@ -79,9 +79,26 @@ fn assert_clean(what: &str, image: &[u8]) {
     }
 }
 
+/// Log files holding both keys: plain, and gzip-compressed (through the inflater's window).
+fn logs_with_keys(node: &Node) {
+    let text = format!("I1127 1 ipsec.go:80] PSK {CURRENT}\nI1120 1 ipsec.go:80] PSK {OLD}\n");
+    std::fs::write(node.log_dir.join("antrea-agent.log"), &text).unwrap();
+    let gz = std::fs::File::create(node.log_dir.join("antrea-agent.log.1.gz")).unwrap();
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(gz)
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.repeat(100).as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 fn check_leaves_no_key_in_memory() {
     let node = node_with_keys();
+    logs_with_keys(&node);
     for fmt in ["text", "json", "sarif"] {
         let (image, status) = run_paused(&[
             "check",
@@ -89,6 +106,8 @@ fn check_leaves_no_key_in_memory() {
             &node.db_arg(),
             "--run-dir",
             node.run_dir.to_str().unwrap(),
+            "--log-dir",
+            node.log_dir.to_str().unwrap(),
             "-o",
             fmt,
         ]);

@@ -201,12 +201,43 @@ fn help_lists_exit_codes() {
     snapshot("help.txt", &text);
 }
 
+/// Every finding of the leak-channel checks on `node`: keys in plain, JSON-escaped and gzip logs,
+/// a network Manager, a world-readable private key, a stripped and a retyped IPsec tunnel.
+fn leak_channels(node: &Node) {
+    let text = format!("PSK {} and {}\n", KEYS[1], KEYS[2]);
+    std::fs::write(node.log_dir.join("agent.log"), &text).unwrap();
+    std::fs::write(
+        node.log_dir.join("ovsdb-server.log"),
+        serde_json::json!({"psk": KEYS[2]}).to_string(),
+    )
+    .unwrap();
+    let gz = std::fs::File::create(node.log_dir.join("agent.log.1.gz")).unwrap();
+    let mut child = std::process::Command::new("gzip")
+        .stdin(std::process::Stdio::piped())
+        .stdout(gz)
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    node.vsctl(&["set-manager", "ptcp:0:127.0.0.1"]);
+    let key = node.ovs_dir.join("node0-0123456789.key");
+    std::fs::write(&key, "k").unwrap();
+    node.chmod(&key, 0o644);
+    node.add_tunnel("n3-aaa111", "node3", "10.0.0.4", KEYS[2]);
+    node.vsctl(&["remove", "Interface", "n3-aaa111", "options", "psk"]);
+    node.add_tunnel("n4-bbb222", "node4", "10.0.0.5", KEYS[2]);
+    node.vsctl(&["set", "Interface", "n4-bbb222", "type=vxlan"]);
+}
+
 #[test]
 fn no_key_in_any_output_format_log_level_or_error_path() {
     let node = seeded();
+    leak_channels(&node);
     let db = node.db_arg();
     let run = node.run_dir.display().to_string();
     let conf = node.conf_db.display().to_string();
+    let logs = node.log_dir.display().to_string();
     let mut runs: Vec<Vec<String>> = vec![];
     for fmt in ["text", "json", "sarif"] {
         runs.push(vec![
@@ -215,6 +246,8 @@ fn no_key_in_any_output_format_log_level_or_error_path() {
             db.clone(),
             "--run-dir".into(),
             run.clone(),
+            "--log-dir".into(),
+            logs.clone(),
             "-o".into(),
             fmt.into(),
         ]);
@@ -268,6 +301,18 @@ fn no_key_in_any_output_format_log_level_or_error_path() {
             .env("RUST_LOG", "trace")
             .output()
             .unwrap();
+        if args[0] == "check" && args.iter().any(|a| a == "json") && args.len() > 6 {
+            let text = String::from_utf8_lossy(&out.stdout);
+            for code in [
+                "psk-in-log-file",
+                "ovsdb-network-remote",
+                "cert-key-too-open",
+                "ipsec-tunnel-unencrypted",
+                "ipsec-tunnel-type-mismatch",
+            ] {
+                assert!(text.contains(code), "the sweep must see {code}: {text}");
+            }
+        }
         assert_no_key(&format!("stdout of {args:?}"), &out.stdout, &KEYS);
         assert_no_key(&format!("stderr of {args:?}"), &out.stderr, &KEYS);
     }
