@@ -343,6 +343,10 @@ pub struct CheckArgs {
     /// Skip the search of the log directory.
     #[arg(long)]
     pub no_logs: bool,
+    /// Do not read ovsdb-server's command line from /proc (for its --remote options). In a pod
+    /// this needs the host's process namespace (hostPID); without it the check says it could not look.
+    #[arg(long)]
+    pub no_proc: bool,
     /// Bytes searched per log file, after decompression (bounds gzip bombs); the rest of a longer
     /// file is reported as not checked.
     #[arg(long, value_name = "BYTES", default_value_t = checks::logs::DEFAULT_MAX_BYTES,
@@ -576,6 +580,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 expect,
                 history: !a.no_history,
                 cert_dir,
+                proc: !a.no_proc,
                 logs,
                 paths,
             };

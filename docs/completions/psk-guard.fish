@@ -71,6 +71,7 @@ never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-history -d 'Skip the scan of conf.db\'s history'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-logs -d 'Skip the search of the log directory'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-proc -d 'Do not read ovsdb-server\'s command line from /proc (for its --remote options). In a pod this needs the host\'s process namespace (hostPID); without it the check says it could not look'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'

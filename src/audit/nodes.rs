@@ -37,6 +37,10 @@ pub async fn fan_out(cfg: &AuditConfig, client: &Client, nodes: &[Node], report:
         "json",
         "--fail-on",
         "never",
+        // The node Job mounts only /var/run/antrea and runs in its own process namespace: the
+        // log directory and ovsdb-server's /proc entry are out of its sight.
+        "--no-logs",
+        "--no-proc",
         "--db",
         "unix:/var/run/antrea/openvswitch/db.sock",
         "--run-dir",

@@ -32,6 +32,8 @@ pub struct CheckConfig {
     pub cert_dir: PathBuf,
     /// The log scan (`None` with `--no-logs`).
     pub logs: Option<logs::LogConfig>,
+    /// Read ovsdb-server's command line from /proc (off with `--no-proc`).
+    pub proc: bool,
 }
 
 pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
@@ -88,9 +90,13 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
         }
     };
     let ovs_dir = cfg.paths.ovs_dir.clone();
-    let cmd = tokio::task::spawn_blocking(move || remotes::cmdline(&ovs_dir))
-        .await
-        .unwrap_or_else(|_| remotes::Cmdline::Unknown("the task reading it failed".into()));
+    let cmd = if cfg.proc {
+        tokio::task::spawn_blocking(move || remotes::cmdline(&ovs_dir))
+            .await
+            .unwrap_or_else(|_| remotes::Cmdline::Unknown("the task reading it failed".into()))
+    } else {
+        remotes::Cmdline::Skipped
+    };
     remotes::analyze(managers.as_deref(), &cmd, &mut report);
     certkeys::check(&[&cfg.paths.run_dir, &cfg.cert_dir], cert_mode, &mut report).await;
     if let Some(task) = history {

@@ -144,6 +144,8 @@ pub enum Cmdline {
     },
     /// Why it could not be read (goes into the report's `incomplete`).
     Unknown(String),
+    /// Not looked at (`--no-proc`).
+    Skipped,
 }
 
 /// The `--remote` values of an ovsdb-server command line (`--remote=X` and `--remote X`).
@@ -298,7 +300,7 @@ pub fn analyze(managers: Option<&[Manager]>, cmd: &Cmdline, report: &mut Report)
         Cmdline::Read { args, .. } => {
             Some(remotes_in(args).iter().any(|r| classify(r) == Kind::FromDb))
         }
-        Cmdline::Unknown(_) => None,
+        Cmdline::Unknown(_) | Cmdline::Skipped => None,
     };
     for m in managers.unwrap_or_default() {
         let kind = classify(&m.target);
@@ -345,6 +347,7 @@ pub fn analyze(managers: Option<&[Manager]>, cmd: &Cmdline, report: &mut Report)
         Cmdline::Unknown(why) => {
             report.not_checked("ovsdb-server command line (--remote)", why.clone())
         }
+        Cmdline::Skipped => {}
     }
 }
 

@@ -247,6 +247,9 @@ pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
         "-o".into(),
         "json".into(),
         "--no-history".into(),
+        // Verification asks only whether the tunnels carry the new key.
+        "--no-logs".into(),
+        "--no-proc".into(),
         "--fail-on".into(),
         "never".into(),
         "--fingerprint-salt".into(),

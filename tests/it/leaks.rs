@@ -115,6 +115,13 @@ fn ovsdb_server_listening_on_tcp_is_found_from_its_command_line() {
     assert_eq!(fs[0]["details"]["pid"], node.pid.unwrap());
     assert_eq!(fs[0]["details"]["remote"], "ptcp:0:127.0.0.1");
     assert_eq!(code, 1);
+    // --no-proc: not looked at, and not reported as missing either.
+    let (r, _) = check_json(&node, &["--no-proc"]);
+    assert!(findings(&r, "ovsdb-network-remote").is_empty(), "{r:#}");
+    assert!(
+        !r["incomplete"].to_string().contains("command line"),
+        "{r:#}"
+    );
     // A pidfile naming a process that is not ovsdb-server: said, not trusted.
     node.stop();
     node.start_server();
