@@ -117,7 +117,14 @@ fn seeded(dir_name: &str) -> Node {
 
 fn run(node: &Node, cmd: &str, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = vec![cmd.into()];
-    args.extend(node.node_args());
+    let mut node_args = node.node_args();
+    if cmd != "check" {
+        // --log-dir is check's alone.
+        if let Some(i) = node_args.iter().position(|a| a == "--log-dir") {
+            node_args.drain(i..i + 2);
+        }
+    }
+    args.extend(node_args);
     args.extend(extra.iter().map(|s| s.to_string()));
     psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -522,6 +529,8 @@ fn host_root_resolves_absolute_links_inside_the_root() {
         "/var/lnk/run",
         "--db",
         "unix:/var/lnk/run/openvswitch/db.sock",
+        "--log-dir",
+        "/var/lnk/log",
         "-o",
         "json",
     ]);
