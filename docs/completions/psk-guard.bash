@@ -100,7 +100,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__audit)
+        psk__guard__subcmd__audit)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -202,7 +202,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__check)
+        psk__guard__subcmd__check)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --expect-fingerprint --no-history --cert-dir --log-dir --no-logs --no-proc --log-max-bytes --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -288,7 +288,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__fix)
+        psk__guard__subcmd__fix)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -362,7 +362,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__generate)
+        psk__guard__subcmd__generate)
             opts="-q -h --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -392,7 +392,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help)
+        psk__guard__subcmd__help)
             opts="check scan-db fix rotate audit generate push-key help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -406,7 +406,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__audit)
+        psk__guard__subcmd__help__subcmd__audit)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -420,7 +420,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__check)
+        psk__guard__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -434,7 +434,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__fix)
+        psk__guard__subcmd__help__subcmd__fix)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -448,7 +448,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__generate)
+        psk__guard__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -462,7 +462,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__help)
+        psk__guard__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -476,7 +476,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__push__subcmd__key)
+        psk__guard__subcmd__help__subcmd__push__subcmd__key)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -490,7 +490,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__rotate)
+        psk__guard__subcmd__help__subcmd__rotate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -504,7 +504,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__help__subcmd__scan__subcmd__db)
+        psk__guard__subcmd__help__subcmd__scan__subcmd__db)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -518,7 +518,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__push__subcmd__key)
+        psk__guard__subcmd__push__subcmd__key)
             opts="-q -h --db --run-dir --conf-db --host-root --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -572,7 +572,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__rotate)
+        psk__guard__subcmd__rotate)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --progress-deadline --job-timeout --push-lead-ms --no-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -686,7 +686,7 @@ _psk__guard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        psk__subcmd__guard__subcmd__scan__subcmd__db)
+        psk__guard__subcmd__scan__subcmd__db)
             opts="-o -q -h --output --output-file --fail-on --skip --ignore --max-record --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

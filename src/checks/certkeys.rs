@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::files::{exposure, stat, State};
+use std::os::unix::fs::MetadataExt;
+
+use super::files::reach;
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
 /// Directory entries looked at per directory.
@@ -92,23 +94,20 @@ pub async fn check(dirs: &[&Path], cert_mode: bool, report: &mut Report) {
             }
         };
         for path in files {
-            let regular = tokio::fs::symlink_metadata(&path)
-                .await
-                .is_ok_and(|m| m.file_type().is_file());
-            match stat(&path).await {
-                State::Present { mode, uid, .. } if regular => {
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(m) if m.file_type().is_file() => {
                     found += 1;
-                    let exposed = exposure(&path, 0o4).await.map(|e| e.describe());
-                    judge(&path, mode, uid, exposed, report);
+                    let exposed = reach(&path, 0o4).await;
+                    judge(&path, m.mode() & 0o7777, m.uid(), exposed, report);
                 }
-                State::Present { .. } => report.not_checked(
+                Ok(_) => report.not_checked(
                     "IPsec private keys (*.key)",
                     format!("{} is not a regular file (not followed)", path.display()),
                 ),
-                State::Absent => {}
-                State::Unreadable(why) => report.not_checked(
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => report.not_checked(
                     "IPsec private keys (*.key)",
-                    format!("{}: {why}", path.display()),
+                    format!("{}: {}", path.display(), e.kind()),
                 ),
             }
         }

@@ -374,3 +374,19 @@ pub async fn check(paths: &Paths, report: &mut Report) -> Vec<String> {
     }
     exposure(&obs, &accounts)
 }
+
+/// Who besides root holds `want` (0o4 read) on `path` and may traverse the directories above
+/// it, described; `None` when nobody does or the path cannot be opened. The path is opened
+/// through [`nodefs::open`] (not followed), in a blocking task.
+pub async fn reach(path: &Path, want: u32) -> Option<String> {
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let accounts = Accounts::load();
+        let e = nodefs::open(&p, &accounts).ok()?;
+        let who = e.reachers(want, &accounts);
+        (!who.is_empty()).then(|| accounts.describe_all(&who))
+    })
+    .await
+    .ok()
+    .flatten()
+}

@@ -27,7 +27,7 @@ use miniz_oxide::inflate::TINFLStatus;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::files::exposure;
+use super::files::reach;
 use crate::keysearch::{Form, Matcher, Probe};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 use crate::secret::{Fingerprint, FingerprintKey};
@@ -462,7 +462,7 @@ fn describe_keys(hits: &Hits, keys: &Keys) -> Vec<serde_json::Value> {
 }
 
 async fn finding(found: &Found, s: &Scanned, keys: &Keys) -> Finding {
-    let exposed = exposure(&found.path, 0o4).await.map(|e| e.describe());
+    let exposed = reach(&found.path, 0o4).await;
     let current = s.hits.0.keys().filter(|k| keys.current.contains(k)).count();
     let fps: Vec<String> = s.hits.0.keys().map(|k| k.to_string()).collect();
     let mut f = Finding::new(
