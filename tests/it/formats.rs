@@ -117,14 +117,12 @@ fn seeded(dir_name: &str) -> Node {
 
 fn run(node: &Node, cmd: &str, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = vec![cmd.into()];
-    let mut node_args = node.node_args();
-    if cmd != "check" {
-        // --log-dir is check's alone.
-        if let Some(i) = node_args.iter().position(|a| a == "--log-dir") {
-            node_args.drain(i..i + 2);
-        }
-    }
-    args.extend(node_args);
+    // --log-dir is check's alone.
+    args.extend(if cmd == "check" {
+        node.check_args()
+    } else {
+        node.node_args()
+    });
     args.extend(extra.iter().map(|s| s.to_string()));
     psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -465,7 +463,7 @@ fn output_file_is_atomic_private_and_stdout_carries_only_the_report() {
     assert!(leftovers.is_empty());
     // stdout is exactly one JSON document, even at trace level; logs on stderr, no ANSI.
     let mut args: Vec<String> = vec!["check".into()];
-    args.extend(node.node_args());
+    args.extend(node.check_args());
     args.extend(["-o".into(), "json".into()]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_psk-guard"))
         .args(&args)

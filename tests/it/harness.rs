@@ -193,16 +193,21 @@ impl Node {
         format!("unix:{}", self.sock.display())
     }
 
-    /// `check` args pointing at this node.
+    /// `--db` and `--run-dir` pointing at this node (for any subcommand).
     pub fn node_args(&self) -> Vec<String> {
         vec![
             "--db".into(),
             self.db_arg(),
             "--run-dir".into(),
             self.run_dir.display().to_string(),
-            "--log-dir".into(),
-            self.log_dir.display().to_string(),
         ]
+    }
+
+    /// `check` args pointing at this node: [`Node::node_args`] and its log directory.
+    pub fn check_args(&self) -> Vec<String> {
+        let mut a = self.node_args();
+        a.extend(["--log-dir".into(), self.log_dir.display().to_string()]);
+        a
     }
 }
 
@@ -218,7 +223,7 @@ pub fn psk_guard(args: &[&str]) -> Output {
 /// Runs `psk-guard check ... -o json --fingerprint-salt test` on the node and parses the report.
 pub fn check_json(node: &Node, extra: &[&str]) -> (serde_json::Value, i32) {
     let mut args: Vec<String> = vec!["check".into()];
-    args.extend(node.node_args());
+    args.extend(node.check_args());
     args.extend(["-o", "json", "--fingerprint-salt", "test"].map(String::from));
     args.extend(extra.iter().map(|s| s.to_string()));
     let a: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -110,7 +110,7 @@ fn snapshot(name: &str, actual: &str) {
 
 fn check_out(node: &Node, format: &str) -> std::process::Output {
     let mut args = vec!["check".to_string()];
-    args.extend(node.node_args());
+    args.extend(node.check_args());
     args.extend(
         [
             "-o",
@@ -171,7 +171,7 @@ fn sarif_snapshot_and_shape() {
 fn text_output_is_a_table_without_colour_when_piped() {
     let node = seeded();
     let mut args = vec!["check".to_string()];
-    args.extend(node.node_args());
+    args.extend(node.check_args());
     let out = psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("SEVERITY"), "{text}");
@@ -180,7 +180,7 @@ fn text_output_is_a_table_without_colour_when_piped() {
     let out = check_out(&node, "text");
     assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
     let mut args = vec!["check".to_string()];
-    args.extend(node.node_args());
+    args.extend(node.check_args());
     args.extend(["--color".to_string(), "always".to_string()]);
     let out = psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
