@@ -244,11 +244,17 @@ pub fn codes(report: &serde_json::Value) -> Vec<String> {
 }
 
 pub fn finding<'a>(report: &'a serde_json::Value, code: &str) -> Option<&'a serde_json::Value> {
+    findings(report, code).into_iter().next()
+}
+
+/// Every finding of the report with this code.
+pub fn findings<'a>(report: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::Value> {
     report["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["code"] == code)
+        .filter(|f| f["code"] == code)
+        .collect()
 }
 
 impl Drop for Node {

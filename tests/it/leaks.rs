@@ -3,18 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{check_json, codes, finding, Node};
+use crate::harness::{check_json, codes, finding, findings, Node};
 
 const STRONG: &str = "q8Zr2LkVn0xWf7TyPb3Hs9Jd1Mc6Ge4A";
-
-fn findings<'a>(r: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::Value> {
-    r["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["code"] == code)
-        .collect()
-}
 
 fn three_tunnels() -> Node {
     let node = Node::start();
