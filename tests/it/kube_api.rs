@@ -1,8 +1,20 @@
 //! A Kubernetes API test server on loopback, for the real kube client in the real binary. It keeps
 //! the semantics psk-guard relies on: `resourceVersion` on every write and 409 Conflict on a
-//! stale one, 404, 403 for a denied verb (and SelfSubjectAccessReview answering the same), merge
-//! and strategic-merge patches, label-selector lists, pod logs, `generation` bumped by spec
-//! changes. Controllers (the DaemonSet rollout, Job execution) live in `sim`.
+//! stale one, 404, 403 for a denied verb (and SelfSubjectAccessReview answering the same, with
+//! namespace- and name-scoped grants as RBAC's resourceNames), merge and strategic-merge patches,
+//! label-selector lists (equality- and set-based), pod logs, `generation` bumped by spec changes,
+//! and kube-apiserver's strictness where the tool depends on it:
+//! - 422 `Invalid` with a Status body (`details.causes`) for object names that are not DNS-1123
+//!   subdomains, label keys/values that are not valid, and Job names too long for the
+//!   controller-generated `job-name` label (modelled on k8s.io/apimachinery
+//!   pkg/util/validation/validation.go `IsDNS1123Subdomain`, `IsQualifiedName`,
+//!   `IsValidLabelValue`, and kubernetes pkg/registry/batch/job/strategy.go, which adds
+//!   `batch.kubernetes.io/job-name`/`job-name` to the pod template labels before validation);
+//! - `status` is ignored on a PUT or PATCH of the main resource, for every kind (the
+//!   `PrepareForUpdate` of every pkg/registry/*/strategy.go copies the old status);
+//! - deleting an owner does not delete its dependents: the garbage collector (in `sim`) does,
+//!   later (pkg/controller/garbagecollector).
+//! Controllers (the DaemonSet rollout, Job execution, garbage collection) live in `sim`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
@@ -25,6 +37,9 @@ pub struct State {
     pub logs: BTreeMap<(String, String), String>,
     /// (verb, resource[/subresource]) pairs that get 403.
     pub denied: HashSet<(String, String)>,
+    /// Grants limited to some namespaces and/or object names (RBAC Role namespaces and
+    /// `resourceNames`): a request or access review outside them is denied.
+    pub scoped: Vec<Scope>,
     /// Every request: (method, path, verb, resource).
     pub requests: Vec<(String, String, String, String)>,
     /// Faults: make the next N updates of secrets race with another writer (a 409 for the tool).
@@ -88,6 +103,29 @@ impl State {
             .count()
     }
 
+    /// Whether `verb` on `resource` (with `/subresource`) in `ns` on `name` is allowed. As RBAC
+    /// (plugin/pkg/auth/authorizer/rbac/rbac.go `RuleAllows`): a grant limited by resourceNames
+    /// never allows a request without a name (create, list).
+    pub fn allowed(&self, verb: &str, resource: &str, ns: &str, name: Option<&str>) -> bool {
+        if self
+            .denied
+            .contains(&(verb.to_owned(), resource.to_owned()))
+        {
+            return false;
+        }
+        self.scoped
+            .iter()
+            .filter(|s| s.verb == verb && s.resource == resource)
+            .all(|s| {
+                s.namespaces
+                    .as_ref()
+                    .is_none_or(|n| n.iter().any(|n| n == ns))
+                    && s.names
+                        .as_ref()
+                        .is_none_or(|n| name.is_some_and(|x| n.iter().any(|n| n == x)))
+            })
+    }
+
     /// Writes (anything but GET) the tool made.
     pub fn writes(&self) -> Vec<(String, String)> {
         self.requests
@@ -96,6 +134,15 @@ impl State {
             .map(|(m, p, _, _)| (m.clone(), p.clone()))
             .collect()
     }
+}
+
+/// A grant of `verb` on `resource` only in `namespaces` and/or on `names` (None: any).
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub verb: String,
+    pub resource: String,
+    pub namespaces: Option<Vec<String>>,
+    pub names: Option<Vec<String>>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -124,11 +171,196 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn matches_labels(obj: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        obj["metadata"]["labels"][k].as_str() == Some(v)
+/// A label selector in the string form of k8s.io/apimachinery pkg/labels/selector.go: `k=v`,
+/// `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k` (exists), `!k` (does not exist),
+/// comma-separated requirements, all of which must hold. An empty selector matches everything.
+pub fn matches_labels(obj: &Value, selector: &str) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    split_requirements(selector).iter().all(|req| {
+        let req = req.trim();
+        let get = |k: &str| labels[k.trim()].as_str().map(str::to_owned);
+        let set = |vals: &str| -> Vec<String> {
+            vals.trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(',')
+                .map(|v| v.trim().to_owned())
+                .collect()
+        };
+        if let Some((k, vals)) = req.split_once(" notin ") {
+            return get(k).is_none_or(|v| !set(vals).contains(&v));
+        }
+        if let Some((k, vals)) = req.split_once(" in ") {
+            return get(k).is_some_and(|v| set(vals).contains(&v));
+        }
+        if let Some((k, v)) = req.split_once("!=") {
+            return get(k).as_deref() != Some(v.trim());
+        }
+        if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+            return get(k).as_deref() == Some(v.trim());
+        }
+        if let Some(k) = req.strip_prefix('!') {
+            return get(k).is_none();
+        }
+        get(req).is_some()
     })
+}
+
+/// Splits a selector at the commas that are not inside `( )`.
+fn split_requirements(selector: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth) = (vec![], String::new(), 0);
+    for c in selector.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+}
+
+/// A field selector (`metadata.name=x`, `spec.nodeName=y`, `k!=v`), as the pod/node/secret
+/// field-label conversion functions of pkg/registry accept.
+fn matches_fields(obj: &Value, selector: &str) -> bool {
+    split_requirements(selector).iter().all(|req| {
+        let (k, v, eq) = match req.split_once("!=") {
+            Some((k, v)) => (k, v, false),
+            None => match req.split_once("==").or_else(|| req.split_once('=')) {
+                Some((k, v)) => (k, v, true),
+                None => return false,
+            },
+        };
+        let mut cur = obj;
+        for part in k.trim().split('.') {
+            cur = &cur[part];
+        }
+        (cur.as_str() == Some(v.trim())) == eq
+    })
+}
+
+/// k8s.io/apimachinery pkg/util/validation/validation.go `IsDNS1123Subdomain`.
+pub fn dns1123_subdomain_error(s: &str) -> Option<String> {
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.is_empty() || !s.split('.').all(label_ok) {
+        return Some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into());
+    }
+    None
+}
+
+/// `IsValidLabelValue`: at most 63 characters, `(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`.
+pub fn label_value_error(v: &str) -> Option<String> {
+    if v.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok = v.is_empty()
+        || (alnum(v.chars().next())
+            && alnum(v.chars().last())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+    (!ok).then(|| "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())
+}
+
+/// `IsQualifiedName` for label keys: an optional DNS-1123 subdomain prefix and `/`, then a name
+/// of 1..=63 characters of the label-value alphabet.
+fn label_key_error(k: &str) -> Option<String> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if let Some(e) = prefix.and_then(dns1123_subdomain_error) {
+        return Some(format!("prefix part {e}"));
+    }
+    if name.is_empty() {
+        return Some("name part must be non-empty".into());
+    }
+    label_value_error(name).map(|e| format!("name part {e}"))
+}
+
+/// The validation kube-apiserver applies to the fields psk-guard sets: (field, value, detail).
+fn validation_causes(resource: &str, obj: &Value, creating: bool) -> Vec<(String, String, String)> {
+    let mut causes = vec![];
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    if creating {
+        if let Some(e) = dns1123_subdomain_error(name) {
+            causes.push(("metadata.name".into(), name.to_owned(), e));
+        }
+    }
+    let mut check_labels = |field: &str, labels: &Value| {
+        for (k, v) in labels.as_object().into_iter().flatten() {
+            if let Some(e) = label_key_error(k) {
+                causes.push((field.to_owned(), k.clone(), e));
+            }
+            let v = v.as_str().unwrap_or("");
+            if let Some(e) = label_value_error(v) {
+                causes.push((field.to_owned(), v.to_owned(), e));
+            }
+        }
+    };
+    check_labels("metadata.labels", &obj["metadata"]["labels"]);
+    let mut template = obj["spec"]["template"]["metadata"]["labels"].clone();
+    if resource == "jobs" {
+        // pkg/registry/batch/job/strategy.go generateSelector: the Job's name becomes a label
+        // value of its pods, so a Job name over 63 characters is rejected here.
+        template["batch.kubernetes.io/job-name"] = json!(name);
+        template["job-name"] = json!(name);
+    }
+    check_labels("spec.template.labels", &template);
+    causes
+}
+
+fn invalid(
+    resource: &str,
+    group_version: &str,
+    name: &str,
+    causes: &[(String, String, String)],
+) -> (u16, Value) {
+    let group = group_version.split_once('/').map(|(g, _)| g).unwrap_or("");
+    let kind = kind_of(resource);
+    let qualified = if group.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let texts: Vec<String> = causes
+        .iter()
+        .map(|(f, v, e)| format!("{f}: Invalid value: {v:?}: {e}"))
+        .collect();
+    (
+        422,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("{qualified} {name:?} is invalid: {}", texts.join(", ")),
+               "reason": "Invalid", "code": 422,
+               "details": {"name": name, "group": group, "kind": kind,
+                           "causes": causes.iter().map(|(f, v, e)| json!({"reason": "FieldValueInvalid", "message": format!("Invalid value: {v:?}: {e}"), "field": f})).collect::<Vec<_>>()}}),
+    )
+}
+
+/// Keeps the stored `status` on an update of the main resource (the client cannot set it).
+fn keep_status(obj: &mut Value, current: &Value) {
+    match current.get("status") {
+        Some(s) => obj["status"] = s.clone(),
+        None => {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
 }
 
 struct Route {
@@ -235,12 +467,35 @@ fn kind_of(resource: &str) -> &'static str {
 fn query_param(q: &str, key: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| {
-            v.replace("%3D", "=")
-                .replace("%2C", ",")
-                .replace("%2F", "/")
-        })
+        (k == key).then(|| percent_decode(v))
     })
+}
+
+/// application/x-www-form-urlencoded decoding (`+` is a space, `%XX` a byte).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn handle(
@@ -303,13 +558,24 @@ fn handle_inner(
             Some(s) if !s.is_empty() => format!("{}/{}", a["resource"].as_str().unwrap_or(""), s),
             _ => a["resource"].as_str().unwrap_or("").to_owned(),
         };
-        let allowed = !st
-            .denied
-            .contains(&(a["verb"].as_str().unwrap_or("").to_owned(), res));
+        // The review is answered for the namespace and name it asks about, as the authorizer
+        // answers the request itself (pkg/registry/authorization/selfsubjectaccessreview).
+        let name = a["name"].as_str().filter(|n| !n.is_empty());
+        let allowed = st.allowed(
+            a["verb"].as_str().unwrap_or(""),
+            &res,
+            a["namespace"].as_str().unwrap_or(""),
+            name,
+        );
         review["status"] = json!({"allowed": allowed});
         return (201, review, None);
     }
-    if st.denied.contains(&(verb.to_owned(), res_full.clone())) {
+    let authz_name = if verb == "create" {
+        None
+    } else {
+        r.name.as_deref()
+    };
+    if !st.allowed(verb, &res_full, r.ns.as_deref().unwrap_or(""), authz_name) {
         let (c, v) = status(
             403,
             "Forbidden",
@@ -356,13 +622,14 @@ fn handle_inner(
         },
         "GET" => {
             let sel = query_param(query, "labelSelector").unwrap_or_default();
+            let fields = query_param(query, "fieldSelector").unwrap_or_default();
             // Without a namespace in the path: every namespace (and cluster-scoped objects).
             let items: Vec<Value> = st
                 .objects
                 .iter()
                 .filter(|((res, n, _), _)| *res == r.resource && (r.ns.is_none() || *n == ns))
                 .map(|(_, v)| v)
-                .filter(|o| matches_labels(o, &sel))
+                .filter(|o| matches_labels(o, &sel) && matches_fields(o, &fields))
                 .cloned()
                 .collect();
             let rv = st.rv.to_string();
@@ -381,6 +648,11 @@ fn handle_inner(
                 }
             };
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            let causes = validation_causes(&r.resource, &obj, true);
+            if !causes.is_empty() {
+                let (c, v) = invalid(&r.resource, &r.group_version, &name, &causes);
+                return (c, v, None);
+            }
             let key = (r.resource.clone(), ns.clone(), name.clone());
             if st.objects.contains_key(&key) {
                 let (c, v) = status(
@@ -392,8 +664,22 @@ fn handle_inner(
             }
             obj["metadata"]["generation"] = json!(1);
             obj["metadata"]["creationTimestamp"] = json!("2026-11-26T00:00:00Z");
+            // The server sets status on create (PrepareForCreate), not the client.
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
             st.put(&r.resource, &ns, obj);
             if r.resource == "jobs" {
+                // The Job strategy labels the pod template with the Job's identity.
+                let uid = st.objects[&key]["metadata"]["uid"].clone();
+                let job = st.objects.get_mut(&key).unwrap();
+                let labels = &mut job["spec"]["template"]["metadata"]["labels"];
+                labels["batch.kubernetes.io/job-name"] = json!(name);
+                labels["job-name"] = json!(name);
+                labels["batch.kubernetes.io/controller-uid"] = uid.clone();
+                labels["controller-uid"] = uid.clone();
+                job["spec"]["selector"] =
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 st.new_jobs.push(key.clone());
             }
             (201, st.objects[&key].clone(), None)
@@ -412,6 +698,11 @@ fn handle_inner(
                 return (c, v, None);
             };
             let mut obj: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+            let causes = validation_causes(&r.resource, &obj, false);
+            if !causes.is_empty() {
+                let (c, v) = invalid(&r.resource, &r.group_version, &key.2, &causes);
+                return (c, v, None);
+            }
             if r.resource == "secrets" {
                 if st.race_secret_updates > 0 {
                     // Another writer got there first: its change bumps the resourceVersion.
@@ -446,9 +737,7 @@ fn handle_inner(
             }
             obj["metadata"]["generation"] = json!(generation);
             obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
-            if r.resource == "daemonsets" {
-                obj["status"] = current["status"].clone();
-            }
+            keep_status(&mut obj, &current);
             st.put(&r.resource, &ns, obj);
             (200, st.objects[&key].clone(), None)
         }
@@ -489,7 +778,14 @@ fn handle_inner(
                 return (c, v, None);
             }
             let before = obj["spec"].clone();
+            let stored = obj.clone();
             merge(&mut obj, &patch);
+            keep_status(&mut obj, &stored);
+            let causes = validation_causes(&r.resource, &obj, false);
+            if !causes.is_empty() {
+                let (c, v) = invalid(&r.resource, &r.group_version, &key.2, &causes);
+                return (c, v, None);
+            }
             if obj["spec"] != before {
                 let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                 obj["metadata"]["generation"] = json!(g);
@@ -497,18 +793,10 @@ fn handle_inner(
             st.put(&r.resource, &ns, obj);
             (200, st.objects[&key].clone(), None)
         }
+        // Dependents (a Job's pods) are left to the garbage collector in `sim`, which removes
+        // them later, as kube-controller-manager's does.
         "DELETE" => match st.objects.remove(&key) {
-            Some(o) => {
-                if r.resource == "jobs" {
-                    let job = key.2.clone();
-                    st.objects.retain(|(res, n, _), v| {
-                        !(res == "pods"
-                            && *n == ns
-                            && v["metadata"]["labels"]["job-name"].as_str() == Some(job.as_str()))
-                    });
-                }
-                (200, o, None)
-            }
+            Some(o) => (200, o, None),
             None => {
                 let (c, v) = status(
                     404,

@@ -19,3 +19,4 @@ mod ovsdb_client;
 mod rotate;
 mod shells;
 mod sim;
+mod strict;

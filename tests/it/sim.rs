@@ -1,11 +1,33 @@
 //! A simulated Antrea cluster for the rotation tests: N nodes, each a real ovsdb-server, each
 //! with a simulated antrea-agent that behaves as Antrea does (reads the key from the Secret when it
 //! starts, keeps one tunnel port per peer with `options:psk`, deletes and recreates ports whose key
-//! differs); a DaemonSet controller whose status moves only as those agents restart (RollingUpdate
-//! one node at a time, or OnDelete); and a Job runner that runs the real psk-guard binary for a
-//! Job pinned to node X against node X's ovsdb-server (the Job's hostPath, mapped to X's dir).
-//! Every change of a node's key is recorded with its time.
+//! differs); and the controllers and kubelet as strict as the real ones where psk-guard depends
+//! on them. Every change of a node's key is recorded with its time.
+//!
+//! - Nodes are Node objects (`kubernetes.io/os`, a Ready condition that a test can turn False).
+//! - The DaemonSet controller follows pkg/controller/daemon/update.go `rollingUpdate` (maxSurge
+//!   0): NotReady nodes count in `desiredNumberScheduled`; an unavailable pod (on a NotReady
+//!   node, or Pending) counts against `maxUnavailable` (default 1), so one such pod stalls the
+//!   rollout; an out-of-date unavailable pod is replaced at once. Pods carry a controller
+//!   ownerReference to their DaemonSet's uid and are named `antrea-agent-<random>`. Under
+//!   OnDelete only missing pods are created. The node lifecycle controller marks pods on NotReady
+//!   nodes not Ready (pkg/controller/nodelifecycle).
+//! - Optionally a second DaemonSet `antrea-agent-windows` with the SAME `app=antrea,
+//!   component=antrea-agent` labels on a Windows node (Antrea's antrea-windows.yml), and
+//!   non-agent pods in kube-system.
+//! - The Job controller + kubelet: Pod Security admission by the namespace's
+//!   `pod-security.kubernetes.io/enforce` label rejects a hostPath pod at pod creation (the Job
+//!   gets a `FailedCreate` Event and never starts; staging/src/k8s.io/pod-security-admission/
+//!   policy/check_hostPathVolumes.go); pods honour `nodeSelector` and node affinity (a pod that
+//!   cannot run stays Pending); pods start after a configurable delay; the container runs the
+//!   real psk-guard binary for the node it is pinned to, in a private mount namespace where the
+//!   hostPath is a bind mount, read-only when the volumeMount says so (`unshare -m`, as the
+//!   container runtime does; CI runs as root); its log is stdout and stderr interleaved, as
+//!   kubelet's pkg/kubelet/kuberuntime/logs serves a container's log stream.
+//! - The garbage collector deletes dependents of a deleted owner later, not at once
+//!   (pkg/controller/garbagecollector).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,11 +42,6 @@ use crate::harness::Node;
 use crate::kube_api::{self, base64_decode, base64_encode, Shared, State};
 
 pub const NS: &str = "kube-system";
-
-/// The status of a running, Ready agent pod.
-static READY: std::sync::LazyLock<Json> = std::sync::LazyLock::new(
-    || json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
-);
 
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
@@ -49,8 +66,39 @@ pub struct Cluster {
     pub stale: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Nodes whose Jobs fail without output (image pull error, eviction, ...).
     pub failing_jobs: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Faults and timings a test may change while the cluster runs.
+    pub world: Arc<Mutex<World>>,
     stop: Arc<AtomicBool>,
 }
+
+/// Knobs of the simulated world a test may turn at any time.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Nodes whose kubelet stopped reporting (Ready=False); their pods never start.
+    pub not_ready: HashSet<String>,
+    /// Nodes where new pods stay Pending (image pull back-off, no resources).
+    pub pending: HashSet<String>,
+    /// How long a Job's pod takes from creation to its container running.
+    pub job_start_delay: Duration,
+}
+
+/// Shape of the cluster, fixed at creation.
+#[derive(Clone, Debug, Default)]
+pub struct Shape {
+    /// Node names (default `worker-NN`).
+    pub names: Option<Vec<String>>,
+    /// Add Antrea's Windows agent DaemonSet (same labels) with one Windows node, `win-00`.
+    pub windows: bool,
+    /// The agent DaemonSet's selector (default `matchLabels` app/component).
+    pub selector: Option<Json>,
+    /// Other pods in kube-system that carry `component=antrea-agent`-like labels but belong to
+    /// nothing of Antrea's (e.g. a debug pod), one per node name given.
+    pub stray_pods: bool,
+    /// `spec.updateStrategy.rollingUpdate.maxUnavailable` (default: unset, i.e. 1).
+    pub max_unavailable: Option<Json>,
+}
+
+pub const WINDOWS_NODE: &str = "win-00";
 
 fn now_ms() -> u128 {
     SystemTime::now()
@@ -217,8 +265,72 @@ pub struct Options2 {
     pub restart_delay: Duration,
 }
 
+fn random_suffix() -> String {
+    const A: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| A[rand::random::<u32>() as usize % A.len()] as char)
+        .collect()
+}
+
+fn agent_labels() -> Json {
+    json!({"app": "antrea", "component": "antrea-agent"})
+}
+
+/// A pod of DaemonSet `ds` on `node`, as the DaemonSet controller creates it.
+fn agent_pod(ds: &Json, node: &str, phase: &str, ready: bool) -> Json {
+    let name = ds["metadata"]["name"].as_str().unwrap();
+    // Real pods get `<ds>-<random>`; `<ds>-<node>` (when it is a valid name) keeps test messages
+    // readable, and no code may rely on either.
+    let mut pod_name = format!("{name}-{node}");
+    if kube_api::dns1123_subdomain_error(&pod_name).is_some() {
+        pod_name = format!("{name}-{}", random_suffix());
+    }
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name,
+                     "labels": ds["spec"]["template"]["metadata"]["labels"],
+                     "annotations": template_annotations(ds),
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name,
+                                          "uid": ds["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"nodeName": node, "containers": [{"name": "antrea-agent", "image": "x"}]},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+}
+
+fn node_object(name: &str, os: &str) -> Json {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/os": os, "beta.kubernetes.io/os": os}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+fn daemonset(
+    name: &str,
+    os: &str,
+    selector: Json,
+    on_delete: bool,
+    max_unavailable: Option<Json>,
+    n: usize,
+) -> Json {
+    let mut strategy = json!({"type": if on_delete { "OnDelete" } else { "RollingUpdate" }});
+    if let Some(m) = max_unavailable {
+        strategy["rollingUpdate"] = json!({"maxUnavailable": m});
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "generation": 1, "labels": agent_labels()},
+        "spec": {"selector": selector,
+                 "updateStrategy": strategy,
+                 "template": {"metadata": {"labels": agent_labels(), "annotations": {}},
+                              "spec": {"nodeSelector": {"kubernetes.io/os": os},
+                                       "containers": [{"name": "antrea-agent", "image": "antrea/antrea-agent:v2"}]}}},
+        "status": {"desiredNumberScheduled": n, "currentNumberScheduled": n, "numberReady": n, "updatedNumberScheduled": n, "numberAvailable": n, "numberMisscheduled": 0, "observedGeneration": 1},
+    })
+}
+
 impl Cluster {
     pub fn new(o: Options2) -> Cluster {
+        Cluster::with_shape(o, Shape::default())
+    }
+
+    pub fn with_shape(o: Options2, shape: Shape) -> Cluster {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -230,7 +342,11 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, n)| NodeInfo {
-                name: format!("worker-{i:02}"),
+                name: shape
+                    .names
+                    .as_ref()
+                    .and_then(|v| v.get(i).cloned())
+                    .unwrap_or_else(|| format!("worker-{i:02}")),
                 ip: format!("10.0.{}.{}", i / 200, i % 200 + 1),
                 sock: n.sock.clone(),
                 run_dir: n.run_dir.clone(),
@@ -239,19 +355,60 @@ impl Cluster {
         let state: Shared = Arc::new(Mutex::new(State::default()));
         {
             let mut st = state.lock().unwrap();
+            st.put("namespaces", "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"kubernetes.io/metadata.name": NS}}}));
             st.put("secrets", NS, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "antrea-ipsec"}, "type": "Opaque", "data": {"psk": base64_encode(o.key.as_bytes())}}));
             st.put("configmaps", NS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "antrea-config"}, "data": {"antrea-agent.conf": "featureGates:\n  AntreaIPAM: false\nipsec:\n  authenticationMode: psk\n"}}));
-            let labels = json!({"app": "antrea", "component": "antrea-agent"});
-            st.put("daemonsets", NS, json!({
-                "apiVersion": "apps/v1", "kind": "DaemonSet",
-                "metadata": {"name": "antrea-agent", "generation": 1},
-                "spec": {"selector": {"matchLabels": labels},
-                         "updateStrategy": {"type": if o.on_delete { "OnDelete" } else { "RollingUpdate" }},
-                         "template": {"metadata": {"labels": labels, "annotations": {}}, "spec": {"containers": [{"name": "antrea-agent", "image": "antrea/antrea-agent:v2"}]}}},
-                "status": {"desiredNumberScheduled": o.nodes, "currentNumberScheduled": o.nodes, "numberReady": o.nodes, "updatedNumberScheduled": o.nodes, "numberAvailable": o.nodes, "numberMisscheduled": 0, "observedGeneration": 1},
-            }));
+            let selector = shape
+                .selector
+                .clone()
+                .unwrap_or_else(|| json!({"matchLabels": agent_labels()}));
+            st.put(
+                "daemonsets",
+                NS,
+                daemonset(
+                    "antrea-agent",
+                    "linux",
+                    selector.clone(),
+                    o.on_delete,
+                    shape.max_unavailable.clone(),
+                    o.nodes,
+                ),
+            );
+            let ds = st.get("daemonsets", NS, "antrea-agent").cloned().unwrap();
             for info in &infos {
-                st.put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("antrea-agent-{}", info.name), "labels": labels, "annotations": {}}, "spec": {"nodeName": info.name, "containers": [{"name": "antrea-agent", "image": "x"}]}, "status": READY.clone()}));
+                st.put("nodes", "", node_object(&info.name, "linux"));
+                st.put("pods", NS, agent_pod(&ds, &info.name, "Running", true));
+            }
+            if shape.windows {
+                st.put("nodes", "", node_object(WINDOWS_NODE, "windows"));
+                st.put(
+                    "daemonsets",
+                    NS,
+                    daemonset(
+                        "antrea-agent-windows",
+                        "windows",
+                        selector,
+                        o.on_delete,
+                        None,
+                        1,
+                    ),
+                );
+                let wds = st
+                    .get("daemonsets", NS, "antrea-agent-windows")
+                    .cloned()
+                    .unwrap();
+                st.put("pods", NS, agent_pod(&wds, WINDOWS_NODE, "Running", true));
+            }
+            if shape.stray_pods {
+                // Not Antrea's: a debugging pod someone left, same component label, no owner.
+                st.put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "agent-debug", "labels": {"component": "antrea-agent", "app": "debug"}},
+                    "spec": {"nodeName": infos[0].name, "containers": [{"name": "sh", "image": "busybox"}]},
+                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
+                st.put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "coredns-6f8b9", "labels": {"k8s-app": "kube-dns"}},
+                    "spec": {"nodeName": infos[0].name, "containers": [{"name": "coredns", "image": "coredns"}]},
+                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
             }
         }
         let changes: Changes = Arc::new(Mutex::new(vec![]));
@@ -265,23 +422,23 @@ impl Cluster {
         let addr = rt.block_on(kube_api::start(state.clone()));
         let kubeconfig = kube_api::kubeconfig(dir.path(), addr);
         let stop = Arc::new(AtomicBool::new(false));
-        let stale = Arc::new(Mutex::new(std::collections::HashSet::new()));
-        rt.spawn(daemonset_controller(
-            state.clone(),
-            infos.clone(),
-            changes.clone(),
-            o.restart_delay,
-            stale.clone(),
-            stop.clone(),
-        ));
-        let failing_jobs = Arc::new(Mutex::new(std::collections::HashSet::new()));
-        rt.spawn(job_runner(
-            state.clone(),
-            infos.clone(),
-            changes.clone(),
-            failing_jobs.clone(),
-            stop.clone(),
-        ));
+        let stale = Arc::new(Mutex::new(HashSet::new()));
+        let world = Arc::new(Mutex::new(World::default()));
+        let sim = Sim {
+            state: state.clone(),
+            infos: infos.clone(),
+            changes: changes.clone(),
+            world: world.clone(),
+            stale: stale.clone(),
+            failing: Arc::new(Mutex::new(HashSet::new())),
+            stop: stop.clone(),
+            restart_delay: o.restart_delay,
+            starting: Arc::new(Mutex::new(HashSet::new())),
+        };
+        let failing_jobs = sim.failing.clone();
+        rt.spawn(daemonset_controller(sim.clone()));
+        rt.spawn(job_runner(sim.clone()));
+        rt.spawn(garbage_collector(sim.clone()));
         Cluster {
             rt,
             state,
@@ -292,6 +449,7 @@ impl Cluster {
             changes,
             stale,
             failing_jobs,
+            world,
             stop,
         }
     }
@@ -326,6 +484,50 @@ impl Cluster {
         self.secret()["metadata"]["annotations"][format!("psk-guard.io/{k}")]
             .as_str()
             .map(str::to_owned)
+    }
+
+    /// Turns a node NotReady (its kubelet stops posting status) or Ready again.
+    pub fn set_ready(&self, node: &str, ready: bool) {
+        {
+            let mut w = self.world.lock().unwrap();
+            if ready {
+                w.not_ready.remove(node);
+            } else {
+                w.not_ready.insert(node.to_owned());
+            }
+        }
+        let mut st = self.state.lock().unwrap();
+        let mut n = st.get("nodes", "", node).cloned().unwrap();
+        n["status"]["conditions"] =
+            json!([{"type": "Ready", "status": if ready { "True" } else { "False" }}]);
+        st.put("nodes", "", n);
+    }
+
+    /// Waits (bounded) until the DaemonSet controller has reflected the world in the status.
+    pub fn settle(&self) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// The agent pods of DaemonSet `ds` (by owner uid): (name, node, uid).
+    pub fn pods_of(&self, ds: &str) -> Vec<(String, String, String)> {
+        let st = self.state.lock().unwrap();
+        let Some(uid) = st
+            .get("daemonsets", NS, ds)
+            .map(|d| d["metadata"]["uid"].clone())
+        else {
+            return vec![];
+        };
+        st.list("pods", NS)
+            .into_iter()
+            .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    p["spec"]["nodeName"].as_str().unwrap_or("").to_owned(),
+                    p["metadata"]["uid"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// The key on every tunnel of every node (node, distinct keys).
@@ -384,149 +586,408 @@ impl Drop for Cluster {
     }
 }
 
-async fn daemonset_controller(
+/// What the controllers share.
+#[derive(Clone)]
+struct Sim {
     state: Shared,
     infos: Vec<NodeInfo>,
     changes: Changes,
-    delay: Duration,
-    stale: Arc<Mutex<std::collections::HashSet<String>>>,
+    world: Arc<Mutex<World>>,
+    stale: Arc<Mutex<HashSet<String>>>,
+    failing: Arc<Mutex<HashSet<String>>>,
     stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        // Decide what to restart, with the lock held only briefly.
-        let work = {
-            let mut st = state.lock().unwrap();
-            let Some(ds) = st.get("daemonsets", NS, "antrea-agent").cloned() else {
-                continue;
-            };
-            let tmpl = template_annotations(&ds);
-            let on_delete = ds["spec"]["updateStrategy"]["type"] == "OnDelete";
-            let mut next = None;
-            for info in &infos {
-                let pod = st
-                    .get("pods", NS, &format!("antrea-agent-{}", info.name))
-                    .cloned();
-                match pod {
-                    None => {
-                        next = Some(info.clone());
-                        break;
-                    }
-                    Some(p) if !on_delete && p["metadata"]["annotations"] != tmpl => {
-                        next = Some(info.clone());
-                        break;
-                    }
-                    _ => {}
+    restart_delay: Duration,
+    /// Pods (by name) whose container is being started.
+    starting: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Sim {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+    fn node_up(&self, node: &str) -> bool {
+        let w = self.world.lock().unwrap();
+        !w.not_ready.contains(node)
+    }
+    fn node_accepts_pods(&self, node: &str) -> bool {
+        let w = self.world.lock().unwrap();
+        !w.not_ready.contains(node) && !w.pending.contains(node)
+    }
+}
+
+fn pod_available(p: &Json) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["phase"] == "Running"
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// A node's labels, with the ones its kubelet always sets on registration
+/// (pkg/kubelet/kubelet_node_status.go: `kubernetes.io/os`), for nodes a test put by hand.
+fn node_labels(node: &Json) -> Json {
+    let mut l = node["metadata"]["labels"].clone();
+    if l["kubernetes.io/os"].is_null() {
+        l["kubernetes.io/os"] = json!("linux");
+    }
+    l
+}
+
+fn node_matches(node: &Json, selector: &Json) -> bool {
+    let labels = node_labels(node);
+    selector
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels[k] == *v)
+}
+
+/// `maxUnavailable` as an absolute number (an int or a percentage of desired, rounded up as
+/// intstr.GetScaledValueFromIntOrPercent does for DaemonSets); at least 1 when maxSurge is 0.
+fn max_unavailable(ds: &Json, desired: usize) -> usize {
+    let m = &ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"];
+    let n = match (m.as_u64(), m.as_str()) {
+        (Some(n), _) => n as usize,
+        (None, Some(p)) => {
+            let pct: usize = p.trim_end_matches('%').parse().unwrap_or(0);
+            (pct * desired).div_ceil(100)
+        }
+        _ => 1,
+    };
+    n.max(1)
+}
+
+/// One pass of the DaemonSet controller for `ds_name`: status, then pods to delete (rolling
+/// update) and nodes missing a pod. Returns (pods to delete, pods created).
+fn sync_daemonset(sim: &Sim, st: &mut State, ds_name: &str) -> Vec<String> {
+    let Some(ds) = st.get("daemonsets", NS, ds_name).cloned() else {
+        return vec![];
+    };
+    let uid = ds["metadata"]["uid"].clone();
+    let tmpl = template_annotations(&ds);
+    let on_delete = ds["spec"]["updateStrategy"]["type"] == "OnDelete";
+    let node_sel = ds["spec"]["template"]["spec"]["nodeSelector"].clone();
+    let nodes: Vec<String> = st
+        .list("nodes", "")
+        .into_iter()
+        .filter(|n| node_matches(n, &node_sel))
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    // The node lifecycle controller: pods on a NotReady node are not Ready.
+    let pods: Vec<Json> = st
+        .list("pods", NS)
+        .into_iter()
+        .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+        .cloned()
+        .collect();
+    for p in &pods {
+        let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+        if !sim.node_up(node) && pod_available(p) {
+            let mut p2 = p.clone();
+            p2["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+            st.put("pods", NS, p2);
+        }
+    }
+    let pods: Vec<Json> = st
+        .list("pods", NS)
+        .into_iter()
+        .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+        .cloned()
+        .collect();
+    let on = |n: &str| pods.iter().find(|p| p["spec"]["nodeName"] == n);
+    let updated = |p: &Json| p["metadata"]["annotations"] == tmpl;
+    let max = max_unavailable(&ds, nodes.len());
+    let (mut unavailable, mut replace_now, mut candidates) = (0, vec![], vec![]);
+    let mut missing = vec![];
+    for n in &nodes {
+        match on(n) {
+            None => {
+                unavailable += 1;
+                missing.push(n.clone());
+            }
+            Some(p) if updated(p) => {
+                if !pod_available(p) {
+                    unavailable += 1;
                 }
             }
-            // Status reflects the pods as they are.
-            let updated = infos
-                .iter()
-                .filter(|i| {
-                    st.get("pods", NS, &format!("antrea-agent-{}", i.name))
-                        .is_some_and(|p| p["metadata"]["annotations"] == tmpl)
-                })
-                .count();
-            let mut available = infos
-                .iter()
-                .filter(|i| {
-                    st.get("pods", NS, &format!("antrea-agent-{}", i.name))
-                        .is_some()
-                })
-                .count();
-            if next.is_some() && available == infos.len() {
-                available -= 1; // the pod about to restart
-            }
-            let mut ds2 = ds.clone();
-            ds2["status"]["updatedNumberScheduled"] = json!(updated);
-            ds2["status"]["numberAvailable"] = json!(available);
-            ds2["status"]["numberReady"] = json!(available);
-            ds2["status"]["observedGeneration"] = ds["metadata"]["generation"].clone();
-            if ds2["status"] != ds["status"] {
-                st.put("daemonsets", NS, ds2);
-            }
-            next.map(|n| (n, tmpl, secret_key(&st)))
-        };
-        let Some((info, tmpl, key)) = work else {
-            continue;
-        };
-        // The agent container restarts: it reads the Secret (env) at start.
-        state.lock().unwrap().objects.remove(&(
-            "pods".into(),
-            NS.into(),
-            format!("antrea-agent-{}", info.name),
-        ));
-        tokio::time::sleep(delay).await;
-        let is_stale = stale.lock().unwrap().contains(&info.name);
-        if let (Some(key), false) = (key, is_stale) {
-            // An agent that cannot reach its OVSDB crashes: its pod does not come back (the
-            // rolling update stalls on it) until the next attempt succeeds.
-            if agent_start(&info, &infos, &key, &changes).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+            Some(p) => {
+                let name = p["metadata"]["name"].as_str().unwrap().to_owned();
+                if on_delete {
+                    continue;
+                }
+                if !pod_available(p) {
+                    replace_now.push(name);
+                    unavailable += 1;
+                } else if unavailable < max {
+                    candidates.push(name);
+                }
             }
         }
-        let labels = json!({"app": "antrea", "component": "antrea-agent"});
-        state.lock().unwrap().put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("antrea-agent-{}", info.name), "labels": labels, "annotations": tmpl}, "spec": {"nodeName": info.name, "containers": [{"name": "antrea-agent", "image": "x"}]}, "status": READY.clone()}));
     }
+    let budget = max.saturating_sub(unavailable).min(candidates.len());
+    let mut delete = replace_now;
+    delete.extend(candidates.into_iter().take(budget));
+    // Status reflects the pods as they are.
+    let count =
+        |f: &dyn Fn(&Json) -> bool| nodes.iter().filter(|n| on(n).is_some_and(|p| f(p))).count();
+    let available = count(&pod_available);
+    let mut ds2 = ds.clone();
+    ds2["status"] = json!({
+        "desiredNumberScheduled": nodes.len(),
+        "currentNumberScheduled": count(&|_| true),
+        "numberReady": available,
+        "numberAvailable": available,
+        "numberUnavailable": nodes.len() - available,
+        "updatedNumberScheduled": count(&updated),
+        "numberMisscheduled": 0,
+        "observedGeneration": ds["metadata"]["generation"].clone(),
+    });
+    if ds2["status"] != ds["status"] {
+        st.put("daemonsets", NS, ds2);
+    }
+    // The manage loop: a pod for every node without one (Pending until its kubelet starts it).
+    let mut created = vec![];
+    for n in missing {
+        let pod = agent_pod(&ds, &n, "Pending", false);
+        created.push(pod["metadata"]["name"].as_str().unwrap().to_owned());
+        st.put("pods", NS, pod);
+    }
+    for name in &delete {
+        st.objects.remove(&("pods".into(), NS.into(), name.clone()));
+    }
+    created
 }
 
-async fn job_runner(
-    state: Shared,
-    infos: Vec<NodeInfo>,
-    changes: Changes,
-    failing: Arc<Mutex<std::collections::HashSet<String>>>,
-    stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
+async fn daemonset_controller(sim: Sim) {
+    while !sim.stopped() {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let jobs: Vec<_> = std::mem::take(&mut state.lock().unwrap().new_jobs);
-        for key in jobs {
-            let (state, infos, changes, failing) = (
-                state.clone(),
-                infos.clone(),
-                changes.clone(),
-                failing.clone(),
-            );
-            tokio::spawn(async move { run_job(state, infos, changes, failing, key).await });
+        let mut created = {
+            let mut st = sim.state.lock().unwrap();
+            let mut c = sync_daemonset(&sim, &mut st, "antrea-agent");
+            c.extend(sync_daemonset(&sim, &mut st, "antrea-agent-windows"));
+            c
+        };
+        // Pending pods whose container has not been started yet (e.g. a node came back).
+        {
+            let st = sim.state.lock().unwrap();
+            for p in st.list("pods", NS) {
+                if p["status"]["phase"] == "Pending"
+                    && p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+                {
+                    created.push(p["metadata"]["name"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        for pod in created {
+            if sim.starting.lock().unwrap().insert(pod.clone()) {
+                tokio::spawn(kubelet_start_agent(sim.clone(), pod));
+            }
         }
     }
 }
 
-async fn run_job(
-    state: Shared,
-    infos: Vec<NodeInfo>,
-    changes: Changes,
-    failing: Arc<Mutex<std::collections::HashSet<String>>>,
-    key: kube_api::Key,
-) {
-    let (job, secret) = {
-        let st = state.lock().unwrap();
+/// The kubelet starts an agent container: after the restart delay (and only on a node that is
+/// up and accepts pods), the agent reads the Secret and configures its tunnels, then is Ready.
+async fn kubelet_start_agent(sim: Sim, pod: String) {
+    let key = ("pods".to_owned(), NS.to_owned(), pod.clone());
+    let node = {
+        let st = sim.state.lock().unwrap();
+        st.objects
+            .get(&key)
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_owned())
+    };
+    let Some(node) = node else {
+        sim.starting.lock().unwrap().remove(&pod);
+        return;
+    };
+    tokio::time::sleep(sim.restart_delay).await;
+    loop {
+        if sim.stopped() || !sim.state.lock().unwrap().objects.contains_key(&key) {
+            sim.starting.lock().unwrap().remove(&pod);
+            return;
+        }
+        if sim.node_accepts_pods(&node) {
+            let secret = secret_key(&sim.state.lock().unwrap());
+            let is_stale = sim.stale.lock().unwrap().contains(&node);
+            let info = sim.infos.iter().find(|i| i.name == node).cloned();
+            let started = match (info, secret, is_stale) {
+                // An agent that cannot reach its OVSDB crashes: its pod does not become Ready
+                // (the rolling update stalls on it) until an attempt succeeds.
+                (Some(info), Some(k), false) => agent_start(&info, &sim.infos, &k, &sim.changes)
+                    .await
+                    .is_ok(),
+                _ => true,
+            };
+            if started {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut st = sim.state.lock().unwrap();
+    if let Some(mut p) = st.objects.get(&key).cloned() {
+        p["status"] =
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        st.put("pods", NS, p);
+    }
+    sim.starting.lock().unwrap().remove(&pod);
+}
+
+async fn job_runner(sim: Sim) {
+    while !sim.stopped() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let jobs: Vec<_> = std::mem::take(&mut sim.state.lock().unwrap().new_jobs);
+        for key in jobs {
+            tokio::spawn(run_job(sim.clone(), key));
+        }
+    }
+}
+
+/// The garbage collector: every 300 ms, objects whose owners are all gone are deleted.
+async fn garbage_collector(sim: Sim) {
+    while !sim.stopped() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut st = sim.state.lock().unwrap();
+        let uids: HashSet<String> = st
+            .objects
+            .values()
+            .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+            .collect();
+        st.objects.retain(|_, o| {
+            let owners = o["metadata"]["ownerReferences"].as_array();
+            owners.is_none_or(|v| {
+                v.is_empty()
+                    || v.iter()
+                        .any(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+            })
+        });
+    }
+}
+
+/// Pod Security admission (staging/src/k8s.io/pod-security-admission): the namespace's
+/// `pod-security.kubernetes.io/enforce` level; unset means the cluster default, privileged here.
+/// A hostPath volume is allowed only at `privileged` (policy/check_hostPathVolumes.go, baseline).
+fn pod_security_violation(st: &State, ns: &str, pod_spec: &Json) -> Option<String> {
+    let level = st
+        .get("namespaces", "", ns)
+        .and_then(|n| n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].as_str())
+        .unwrap_or("privileged")
+        .to_owned();
+    if level == "privileged" {
+        return None;
+    }
+    let vols: Vec<String> = pod_spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["hostPath"].is_object())
+        .map(|v| format!("{:?}", v["name"].as_str().unwrap_or("")))
+        .collect();
+    (!vols.is_empty()).then(|| {
+        format!(
+            "violates PodSecurity \"{level}:latest\": hostPath volumes (volume {})",
+            vols.join(", ")
+        )
+    })
+}
+
+fn job_status(sim: &Sim, key: &kube_api::Key, status: Json) {
+    let mut st = sim.state.lock().unwrap();
+    if let Some(mut j) = st.objects.get(key).cloned() {
+        j["status"] = status;
+        st.put("jobs", &key.1, j);
+    }
+}
+
+fn set_pod_phase(sim: &Sim, ns: &str, pod: &str, phase: &str) {
+    let mut st = sim.state.lock().unwrap();
+    if let Some(mut p) = st.get("pods", ns, pod).cloned() {
+        p["status"]["phase"] = json!(phase);
+        st.put("pods", ns, p);
+    }
+}
+
+/// The Job controller and the kubelet for one Job: admission, scheduling, the delayed start, the
+/// container (the real psk-guard) and its merged log.
+async fn run_job(sim: Sim, key: kube_api::Key) {
+    let ns = key.1.clone();
+    let (job, secret, node_obj, violation) = {
+        let st = sim.state.lock().unwrap();
+        let Some(job) = st.objects.get(&key).cloned() else {
+            return;
+        };
+        let spec = &job["spec"]["template"]["spec"];
+        let node = spec["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+            ["matchFields"][0]["values"][0]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         (
-            st.objects.get(&key).cloned().unwrap(),
+            job.clone(),
             st.get("secrets", NS, "antrea-ipsec").cloned(),
+            st.get("nodes", "", &node)
+                .cloned()
+                .unwrap_or(json!({"metadata": {"name": node}})),
+            pod_security_violation(&st, &ns, spec),
         )
     };
-    let spec = &job["spec"]["template"]["spec"];
-    let node = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+    let spec = job["spec"]["template"]["spec"].clone();
+    if let Some(why) = violation {
+        // The Job exists; its pod is refused at creation, over and over (FailedCreate).
+        let mut st = sim.state.lock().unwrap();
+        st.put("events", &ns, json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.{}", key.2, random_suffix())},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "namespace": ns, "uid": job["metadata"]["uid"]},
+            "reason": "FailedCreate", "type": "Warning",
+            "message": format!("Error creating: pods \"{}-{}\" is forbidden: {why}", key.2, random_suffix())}));
+        return;
+    }
+    let node = node_obj["metadata"]["name"]
         .as_str()
         .unwrap_or("")
         .to_owned();
-    let Some(info) = infos.iter().find(|i| i.name == node) else {
+    let pod = format!("{}-{}", key.2, random_suffix());
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.put("pods", &ns, json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "labels": job["spec"]["template"]["metadata"]["labels"],
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "uid": job["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "psk-guard", "image": "x"}]},
+            "status": {"phase": "Pending"}}));
+    }
+    // Scheduling and the kubelet: a pod whose node does not exist, does not match its
+    // nodeSelector, cannot run a Linux image, or is down stays Pending.
+    let info = sim.infos.iter().find(|i| i.name == node).cloned();
+    let runs_here = node_obj["status"].is_object()
+        && node_matches(&node_obj, &spec["nodeSelector"])
+        && node_labels(&node_obj)["kubernetes.io/os"] == "linux";
+    let (Some(info), true) = (info, runs_here) else {
         return;
     };
-    if failing.lock().unwrap().contains(&format!("hang:{node}")) {
+    if sim
+        .failing
+        .lock()
+        .unwrap()
+        .contains(&format!("hang:{node}"))
+    {
         return; // the Job never finishes (a pod stuck Pending, an unreachable node)
     }
-    if failing.lock().unwrap().contains(&node) {
-        let mut st = state.lock().unwrap();
-        if let Some(mut j) = st.objects.get(&key).cloned() {
-            j["status"] = json!({"failed": 1});
-            st.put("jobs", NS, j);
+    let delay = sim.world.lock().unwrap().job_start_delay;
+    tokio::time::sleep(delay).await;
+    while !sim.node_accepts_pods(&node) {
+        if sim.stopped() {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if sim.failing.lock().unwrap().contains(&node) {
+        set_pod_phase(&sim, &ns, &pod, "Failed");
+        job_status(&sim, &key, json!({"failed": 1}));
         return;
     }
+    set_pod_phase(&sim, &ns, &pod, "Running");
     let container = &spec["containers"][0];
     let host = info.run_dir.display().to_string();
     let args: Vec<String> = container["args"]
@@ -535,11 +996,23 @@ async fn run_job(
         .iter()
         .map(|a| a.as_str().unwrap().replace("/var/run/antrea", &host))
         .collect();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_psk-guard"));
-    cmd.args(&args)
+    let read_only = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["mountPath"] == "/var/run/antrea" && m["readOnly"] == true);
+    // The container's view of the host path: a bind mount in a private mount namespace,
+    // read-only when the volumeMount says so; stdout and stderr go to one log stream.
+    let mut cmd = tokio::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$1" && { [ "$2" = rw ] || mount -o remount,ro,bind "$1" "$1"; } && shift 2 && exec "$@" 2>&1"#)
+        .args(["sh", &host, if read_only { "ro" } else { "rw" }])
+        .arg(env!("CARGO_BIN_EXE_psk-guard"))
+        .args(&args)
         .env_remove("PSK_GUARD_FINGERPRINT_SALT")
         .env_remove("RUST_LOG")
-        .env_remove("PSK_GUARD_TEST_PAUSE_AFTER");
+        .env_remove("PSK_GUARD_TEST_PAUSE_AFTER")
+        .stdin(std::process::Stdio::null());
     for e in container["env"].as_array().cloned().unwrap_or_default() {
         let r = &e["valueFrom"]["secretKeyRef"];
         if let Some(s) = &secret {
@@ -552,15 +1025,15 @@ async fn run_job(
         }
     }
     let out = cmd.output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
     if args.first().map(String::as_str) == Some("push-key") && out.status.success() {
-        if let Ok(v) = serde_json::from_str::<Json>(&stdout) {
+        if let Some(v) = log.lines().find_map(push_result) {
             if v["tunnels_changed"].as_u64().unwrap_or(0) > 0 {
                 let k = secret
                     .as_ref()
                     .map(|s| base64_decode(s["data"]["psk"].as_str().unwrap_or("")))
                     .unwrap_or_default();
-                changes.lock().unwrap().push((
+                sim.changes.lock().unwrap().push((
                     node.clone(),
                     v["written_at_unix_ms"].as_u64().unwrap_or(0) as u128,
                     key_tag(&k),
@@ -568,16 +1041,32 @@ async fn run_job(
             }
         }
     }
-    let mut st = state.lock().unwrap();
-    let pod = format!("{}-run", key.2);
-    st.put("pods", NS, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "labels": {"job-name": key.2}}, "spec": {"nodeName": node, "containers": [{"name": "psk-guard", "image": "x"}]}}));
-    st.logs.insert((NS.into(), pod), stdout);
-    if let Some(mut j) = st.objects.get(&key).cloned() {
-        j["status"] = if out.status.success() {
+    sim.state
+        .lock()
+        .unwrap()
+        .logs
+        .insert((ns.clone(), pod.clone()), log);
+    let ok = out.status.success();
+    set_pod_phase(&sim, &ns, &pod, if ok { "Succeeded" } else { "Failed" });
+    job_status(
+        &sim,
+        &key,
+        if ok {
             json!({"succeeded": 1})
         } else {
             json!({"failed": 1})
-        };
-        st.put("jobs", NS, j);
+        },
+    );
+}
+
+/// push-key's summary from one log line: a bare JSON object, or psk-guard's framed result
+/// (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`).
+fn push_result(line: &str) -> Option<Json> {
+    if let Some(rest) = line.strip_prefix("PSK-GUARD-RESULT v1 ") {
+        let b64 = rest.split(' ').next()?;
+        return serde_json::from_slice(&base64_decode(b64)).ok();
     }
+    serde_json::from_str::<Json>(line)
+        .ok()
+        .filter(|v| v.is_object())
 }
