@@ -172,6 +172,36 @@ pub struct RotateArgs {
     /// Skip purging old keys from conf.db after the rotation.
     #[arg(long)]
     pub no_compact: bool,
+    /// Leave this node out (repeatable): it need not be healthy, gets no Job, and keeps the old
+    /// key until the next rotation.
+    #[arg(long = "exclude-node", value_name = "NAME")]
+    pub exclude_nodes: Vec<String>,
+    /// Run the whole preflight and print the plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Which cluster to talk to.
+#[derive(Args, Debug)]
+pub struct KubeArgs {
+    /// The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster service
+    /// account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current-context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl KubeArgs {
+    fn apply(&self) {
+        crate::cluster::set_kube_opts(crate::cluster::KubeOpts {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        });
+    }
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +240,8 @@ pub struct AuditArgs {
     /// Per-node Jobs running at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -316,6 +348,10 @@ pub struct NodeArgs {
     /// inside this directory.
     #[arg(long, value_name = "DIR", env = "PSK_GUARD_HOST_ROOT")]
     pub host_root: Option<PathBuf>,
+    /// Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and
+    /// keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr.
+    #[arg(long)]
+    pub result_frame: bool,
 }
 
 #[derive(Args, Debug)]
@@ -431,8 +467,8 @@ fn use_color(c: Color, terminal: bool) -> bool {
 
 /// Logs go to stderr only, plain unless stderr is a terminal. `--log` (or `PSK_GUARD_LOG`) wins
 /// over `RUST_LOG`; `--quiet` keeps only errors.
-fn init_logging(g: &Global) {
-    let filter = if g.quiet {
+fn init_logging(g: &Global, framed: bool) {
+    let filter = if g.quiet || framed {
         "error".to_owned()
     } else {
         g.log
@@ -462,7 +498,14 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli.global);
+    // A node Job's log merges stdout and stderr: keep stderr to errors there.
+    let framed = match &cli.command {
+        Command::Check(a) => a.node.result_frame,
+        Command::Fix(a) => a.node.result_frame,
+        Command::PushKey(a) => a.node.result_frame,
+        _ => false,
+    };
+    init_logging(&cli.global, framed);
     report::set_quiet(cli.global.quiet);
     crate::hardening::harden();
     // `run` owns every key; by the time it returns they have all been dropped (and wiped).
@@ -492,6 +535,25 @@ pub fn error_text(e: &anyhow::Error) -> String {
         out.push_str(&s);
     }
     out
+}
+
+/// Prints `report` as the one framed result line of a node Job.
+fn emit_frame(report: &Report) -> anyhow::Result<()> {
+    let mut json = Vec::new();
+    let opts = report::WriteOptions {
+        format: Format::Json,
+        color: false,
+        fail_on: FailOn::High,
+    };
+    report::write(report, opts, &mut json).context("encoding the report")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{}",
+        crate::cluster::frame::encode(json.trim_ascii_end())
+    )
+    .and_then(|_| stdout.flush())
+    .context("writing the result to stdout")
 }
 
 /// Applies `--skip`/`--ignore`, then writes the report once: to stdout, or atomically to
@@ -586,7 +648,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             check_report_args(&a.report)?;
             let mut report = rt.block_on(checks::run(&cfg, &fp_key));
-            emit(&mut report, &a.report, g)?;
+            if a.node.result_frame {
+                emit_frame(&report)?;
+            } else {
+                emit(&mut report, &a.report, g)?;
+            }
             Ok(report.exit_code(a.report.fail_on))
         }
         Command::ScanDb(a) => {
@@ -616,9 +682,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout,
             };
             check_report_args(&a.report)?;
-            let mut stderr = std::io::stderr();
-            let (mut report, code) = rt.block_on(fix::run(&cfg, &fp_key, &mut stderr));
-            emit(&mut report, &a.report, g)?;
+            let (mut stderr, mut sink) = (std::io::stderr(), std::io::sink());
+            let plan_out: &mut dyn std::io::Write = if a.node.result_frame {
+                &mut sink
+            } else {
+                &mut stderr
+            };
+            let (mut report, code) = rt.block_on(fix::run(&cfg, &fp_key, plan_out));
+            if a.node.result_frame {
+                emit_frame(&report)?;
+            } else {
+                emit(&mut report, &a.report, g)?;
+            }
             Ok(ExitCode::from(code))
         }
         Command::Rotate(a) => {
@@ -639,8 +714,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 job_timeout: Duration::from_secs(a.job_timeout),
                 push_lead: Duration::from_millis(a.push_lead_ms),
                 compact: !a.no_compact,
+                exclude_nodes: a.exclude_nodes.clone(),
+                dry_run: a.dry_run,
             };
             check_report_args(&a.report)?;
+            a.kube.apply();
             let result = if a.status {
                 rt.block_on(crate::rotation::status(&cfg))
             } else {
@@ -675,6 +753,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 api_timeout: timeout,
             };
             check_report_args(&a.report)?;
+            a.kube.apply();
             match rt.block_on(crate::audit::run(&cfg, &fp_key)) {
                 Ok(mut report) => {
                     emit(&mut report, &a.report, g)?;
@@ -725,7 +804,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ))
                 .with_context(|| format!("push-key to {}", a.node.db))?;
             drop(psk);
-            println!("{summary}");
+            if a.node.result_frame {
+                println!(
+                    "{}",
+                    crate::cluster::frame::encode(summary.to_string().as_bytes())
+                );
+            } else {
+                println!("{summary}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,7 +1,20 @@
-//! Per-node Jobs: one pinned Job per node (node affinity on `metadata.name`, as the DaemonSet
-//! controller does), running psk-guard with the host's `/var/run/antrea` mounted read-only (a
-//! unix socket can be connected through a read-only mount), hardened security context. Results
-//! are read from the pod's log (JSON on stdout); the Jobs are deleted afterwards.
+//! Per-node Jobs: one pinned Job per node (node affinity `matchFields metadata.name`, as the
+//! DaemonSet controller does: it accepts any node name), on Linux nodes only (`nodeSelector
+//! kubernetes.io/os: linux`), running psk-guard with the host's `/var/run/antrea` mounted
+//! read-only (a unix socket can be connected through a read-only mount), hardened security
+//! context. Results are read from the pod's log through the framed result line of [`super::frame`]
+//! (the log merges stdout and stderr); the Jobs are deleted afterwards.
+//!
+//! A node name may be 253 characters; label values and the Job name (which the Job controller
+//! copies into the `job-name` label) may be 63. So node names never appear raw in a label or a
+//! name: the label `psk-guard.io/node` is the first 16 hex digits of the name's SHA-256, the name
+//! itself is in the annotation `psk-guard.io/node-name`, and Jobs are named
+//! `psk-guard-<purpose>-<nonce>-<hash>` (at most 52 characters).
+//!
+//! Every Job mounts the run directory read-only (docs/deploy/admission-policy.yaml admits nothing
+//! else). Compaction makes ovsdb-server recreate conf.db with its default mode; `fix
+//! --only-compact` chmods only if that added a bit, so it works through the read-only mount; a mode
+//! that compaction loosened and the mount cannot restore is reported (see `fix`).
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +27,12 @@ use sha2::Digest;
 
 use super::ClusterError;
 
-/// What one node's Job produced.
+/// What one node's Job produced. `Succeeded`/`Failed` carry the node's result: the JSON of its
+/// result frame, or the reason there is none (see [`Outcome::result`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded(String),
-    /// The container exited non-zero (its log, when there is one).
+    /// The container exited non-zero.
     Failed(String),
     TimedOut,
     NotCreated(String),
@@ -40,18 +54,41 @@ pub struct NodeJob {
     pub timeout: Duration,
 }
 
-pub fn job_name(purpose: &str, run_id: &str, node: &str) -> String {
-    let h = hex::encode(&sha2::Sha256::digest(node.as_bytes())[..4]);
-    let id: String = run_id.chars().take(8).collect();
-    format!("psk-guard-{purpose}-{id}-{h}")
+/// The label value standing for a node: the first 16 hex digits of its name's SHA-256.
+pub fn node_hash(node: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(node.as_bytes())[..8])
 }
 
-/// The Job manifest for `node`.
+/// `psk-guard-<purpose>-<nonce>-<node hash>`: a DNS-1123 name of at most 52 characters (so the
+/// Job controller's `job-name` label fits). `nonce` tells apart reruns for the same node.
+pub fn job_name(purpose: &str, nonce: &str, node: &str) -> String {
+    let purpose: String = purpose
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(16)
+        .collect();
+    let nonce: String = nonce
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(8)
+        .collect();
+    format!("psk-guard-{purpose}-{nonce}-{}", node_hash(node))
+}
+
+/// The Job manifest for `node`, named after `j.run_id`.
 pub fn manifest(j: &NodeJob, node: &str) -> serde_json::Value {
+    manifest_named(j, node, &job_name(j.purpose, &j.run_id, node))
+}
+
+/// The Job manifest for `node` named `name`. Node commands print a framed result
+/// (`--result-frame`).
+pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value {
+    let mut args = j.args.clone();
+    args.push("--result-frame".into());
     let mut container = json!({
         "name": "psk-guard",
         "image": j.image,
-        "args": j.args,
+        "args": args,
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]},
@@ -67,9 +104,10 @@ pub fn manifest(j: &NodeJob, node: &str) -> serde_json::Value {
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {
-            "name": job_name(j.purpose, &j.run_id, node),
+            "name": name,
             "namespace": j.namespace,
-            "labels": {"app.kubernetes.io/name": "psk-guard", "psk-guard.io/run": j.run_id, "psk-guard.io/purpose": j.purpose, "psk-guard.io/node": node},
+            "labels": {"app.kubernetes.io/name": "psk-guard", "psk-guard.io/run": j.run_id, "psk-guard.io/purpose": j.purpose, "psk-guard.io/node": node_hash(node)},
+            "annotations": {"psk-guard.io/node-name": node},
         },
         "spec": {
             "backoffLimit": 0,
@@ -79,6 +117,7 @@ pub fn manifest(j: &NodeJob, node: &str) -> serde_json::Value {
                 "metadata": {"labels": {"app.kubernetes.io/name": "psk-guard", "psk-guard.io/run": j.run_id}},
                 "spec": {
                     "restartPolicy": "Never",
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
                     "serviceAccountName": j.service_account,
                     "automountServiceAccountToken": false,
                     "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -103,9 +142,10 @@ pub async fn run_on_nodes(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
     let mut created = vec![];
     let mut out = vec![];
+    let nonce = hex::encode(rand::random::<[u8; 3]>());
     for node in nodes {
-        let name = job_name(job.purpose, &job.run_id, node);
-        let manifest: Result<Job, _> = serde_json::from_value(manifest(job, node));
+        let name = job_name(job.purpose, &nonce, node);
+        let manifest: Result<Job, _> = serde_json::from_value(manifest_named(job, node, &name));
         let res = match manifest {
             Ok(m) => jobs
                 .create(&PostParams::default(), &m)
@@ -114,21 +154,21 @@ pub async fn run_on_nodes(
             Err(e) => Err(e.to_string()),
         };
         match res {
-            Ok(_) => created.push((node.clone(), name)),
+            Ok(j) => created.push((node.clone(), name, j.metadata.uid.unwrap_or_default())),
             Err(e) => out.push((node.clone(), Outcome::NotCreated(e))),
         }
     }
     let deadline = Instant::now() + job.timeout;
-    for (node, name) in created {
+    for (node, name, uid) in created {
         let outcome = loop {
             match jobs.get_opt(&name).await {
                 Ok(Some(j)) => {
                     let st = j.status.unwrap_or_default();
                     if st.succeeded.unwrap_or(0) > 0 {
-                        break Outcome::Succeeded(log_of(&pods, &name).await);
+                        break Outcome::Succeeded(result_of(&pods, &uid).await);
                     }
                     if st.failed.unwrap_or(0) > 0 {
-                        break Outcome::Failed(log_of(&pods, &name).await);
+                        break Outcome::Failed(result_of(&pods, &uid).await);
                     }
                 }
                 Ok(None) => break Outcome::NotCreated(format!("job {name} disappeared")),
@@ -152,16 +192,49 @@ pub async fn run_on_nodes(
     out
 }
 
-async fn log_of(pods: &Api<Pod>, job: &str) -> String {
-    let lp = ListParams::default().labels(&format!("job-name={job}"));
-    match pods.list(&lp).await {
+/// Largest pod log read (a node report of thousands of tunnels fits easily).
+const MAX_LOG_BYTES: i64 = 16 << 20;
+
+/// The node's result from its Job's pod log: the JSON text of the log's result frame, or, when
+/// there is none, the reason (from the log's last lines, sanitized). The pod is found by the
+/// Job's uid (`batch.kubernetes.io/controller-uid`), never by name: a pod of an earlier Job of
+/// the same name may linger until the garbage collector removes it.
+async fn result_of(pods: &Api<Pod>, job_uid: &str) -> String {
+    let lp = ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={job_uid}"));
+    let log = match pods.list(&lp).await {
         Ok(list) => match list.items.first().and_then(|p| p.metadata.name.clone()) {
-            Some(pod) => pods
-                .logs(&pod, &LogParams::default())
-                .await
-                .unwrap_or_default(),
-            None => String::new(),
+            Some(pod) => {
+                let lp = LogParams {
+                    limit_bytes: Some(MAX_LOG_BYTES),
+                    ..LogParams::default()
+                };
+                match pods.logs(&pod, &lp).await {
+                    Ok(l) => l,
+                    Err(e) => return format!("its log could not be read: {e}"),
+                }
+            }
+            None => return "its pod is gone".into(),
         },
-        Err(_) => String::new(),
+        Err(e) => return format!("its pod could not be listed: {e}"),
+    };
+    match super::frame::decode(&log) {
+        Ok(v) => v.to_string(),
+        Err(why) => why,
+    }
+}
+
+impl Outcome {
+    /// The node's report (from its result frame), or why there is none.
+    pub fn result(&self) -> Result<serde_json::Value, String> {
+        match self {
+            Outcome::Succeeded(r) | Outcome::Failed(r) => {
+                serde_json::from_str::<serde_json::Value>(r)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .ok_or_else(|| r.clone())
+            }
+            Outcome::TimedOut => Err("the Job timed out".into()),
+            Outcome::NotCreated(e) => Err(format!("the Job could not be created: {e}")),
+        }
     }
 }

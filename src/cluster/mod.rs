@@ -4,6 +4,8 @@
 //! Objects are built as JSON and decoded into k8s-openapi types, and all calls go through
 //! [`ClusterError`], whose variants name the operation and the object and say what to do.
 
+pub mod frame;
+pub mod health;
 pub mod jobs;
 pub mod lease;
 
@@ -18,7 +20,7 @@ use serde_json::json;
 /// Everything that can fail against the API server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("no usable Kubernetes configuration (kubeconfig or in-cluster): {0}")]
+    #[error("no usable Kubernetes configuration: {0}. Give one with --kubeconfig FILE (and --context NAME), the KUBECONFIG environment variable or ~/.kube/config, or run in a pod with a service account")]
     Config(String),
     #[error("{op} {what}: {hint}")]
     Api {
@@ -53,7 +55,10 @@ impl ClusterError {
                 "conflict: the object changed meanwhile".to_owned()
             }
             kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
-            other => format!("the API server could not be reached or answered badly: {other}"),
+            other => format!(
+                "the API server {} could not be reached or answered badly: {other}",
+                SERVER.get().map(String::as_str).unwrap_or("(unknown)")
+            ),
         };
         ClusterError::Api {
             op,
@@ -113,12 +118,58 @@ where
     }
 }
 
-/// A client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service
-/// account, with every request bounded by `timeout`.
+/// Which kubeconfig and context to use (`--kubeconfig`, `--context`); unset: kube's inference
+/// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
+#[derive(Clone, Debug, Default)]
+pub struct KubeOpts {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub context: Option<String>,
+}
+
+static KUBE_OPTS: std::sync::OnceLock<KubeOpts> = std::sync::OnceLock::new();
+/// The API server's URL, once a client was made (errors name it).
+static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the kubeconfig choice for every client this process makes (once, from the CLI).
+pub fn set_kube_opts(o: KubeOpts) {
+    let _ = KUBE_OPTS.set(o);
+}
+
+async fn config() -> Result<kube::Config, ClusterError> {
+    let o = KUBE_OPTS.get().cloned().unwrap_or_default();
+    let opts = kube::config::KubeConfigOptions {
+        context: o.context.clone(),
+        ..Default::default()
+    };
+    match (&o.kubeconfig, &o.context) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                ClusterError::Config(format!("--kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| ClusterError::Config(format!("--kubeconfig {}: {e}", path.display())))
+        }
+        (None, Some(ctx)) => kube::Config::from_kubeconfig(&opts)
+            .await
+            .map_err(|e| ClusterError::Config(format!("--context {ctx}: {e}"))),
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| ClusterError::Config(e.to_string())),
+    }
+}
+
+/// A client from `--kubeconfig`/`--context`, or the kubeconfig (`KUBECONFIG`, `~/.kube/config`)
+/// or the in-cluster service account, with every request bounded by `timeout`.
 pub async fn client(timeout: Duration) -> Result<Client, ClusterError> {
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(|e| ClusterError::Config(e.to_string()))?;
+    let mut config = config().await?;
+    let _ = SERVER.set(
+        config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned(),
+    );
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
@@ -151,6 +202,9 @@ impl std::fmt::Display for Permission {
     }
 }
 
+/// Resources without a namespace (among those psk-guard uses).
+pub const CLUSTER_SCOPED: &[&str] = &["nodes", "namespaces"];
+
 /// Asks the API server, through SelfSubjectAccessReview, whether each permission is granted in
 /// `namespace` (for name-scoped ones, on `names[resource]`). Returns the missing ones.
 pub async fn missing_permissions(
@@ -162,8 +216,14 @@ pub async fn missing_permissions(
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut missing = vec![];
     for p in perms {
+        // Cluster-scoped resources are reviewed without a namespace.
+        let ns = if CLUSTER_SCOPED.contains(&p.resource) {
+            ""
+        } else {
+            namespace
+        };
         let mut attrs = json!({
-            "namespace": namespace, "verb": p.verb, "group": p.group, "resource": p.resource,
+            "namespace": ns, "verb": p.verb, "group": p.group, "resource": p.resource,
         });
         if !p.subresource.is_empty() {
             attrs["subresource"] = json!(p.subresource);

@@ -71,6 +71,10 @@ pub struct RotateConfig {
     /// For `push`: how far ahead the shared write instant is set, so every Job is ready.
     pub push_lead: Duration,
     pub compact: bool,
+    /// Nodes the user chose to leave out (`--exclude-node`): not required healthy, no Jobs.
+    pub exclude_nodes: Vec<String>,
+    /// Run the whole preflight and print the plan; write nothing (`--dry-run`).
+    pub dry_run: bool,
 }
 
 /// The permissions `rotate` uses (also the source of truth for the RBAC manifests).
@@ -207,6 +211,25 @@ async fn require(
     Err(ClusterError::Forbidden(list.join(", ")))
 }
 
+/// The cluster-scoped permissions `rotate` uses: the target nodes' health, and the Job
+/// namespace's Pod Security level (a ClusterRole in docs/deploy/rbac.yaml).
+pub const CLUSTER_PERMISSIONS: &[Permission] = &[
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "nodes",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "namespaces",
+        subresource: "",
+        name_scoped: true,
+    },
+];
+
 /// The Secret's key, moved into a [`Psk`]; the copy in the object is wiped.
 fn take_key(secret: &mut Secret, key: &str, what: &str) -> Result<Psk, ClusterError> {
     let data = secret.data.as_mut();
@@ -288,6 +311,8 @@ struct Ctx<'a> {
     interactive: bool,
     /// Whether the run still holds the Lease: checked before every write.
     held: lease::Held,
+    /// The nodes to act on (the health preflight's result).
+    targets: cluster::health::Targets,
 }
 
 impl Ctx<'_> {
@@ -334,10 +359,16 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
             "daemonsets" => Some(cfg.daemonset.clone()),
             "configmaps" => Some(cfg.config_map.clone()),
             "leases" => Some(cfg.lease.clone()),
+            "namespaces" => Some(cfg.namespace.clone()),
             _ => None,
         }
     };
-    require(ctx, PERMISSIONS, names).await?;
+    let all: Vec<Permission> = PERMISSIONS
+        .iter()
+        .chain(CLUSTER_PERMISSIONS)
+        .copied()
+        .collect();
+    require(ctx, &all, names).await?;
     let mut secret = cluster::retry("reading the Secret", || ctx.secrets.get(&cfg.secret))
         .await
         .map_err(|e| {
@@ -388,6 +419,7 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
             ))
         }
     }
+    cluster::health::pod_security(&ctx.client, &cfg.namespace).await?;
     Ok((secret, current, ds))
 }
 
@@ -565,15 +597,8 @@ pub async fn status(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
 }
 
 /// The names of the nodes running the agent (from its pods).
-async fn agent_nodes(ctx: &Ctx<'_>, ds: &DaemonSet) -> Result<Vec<String>, ClusterError> {
-    let pods = rollout::agent_pods(&ctx.client, &ctx.cfg.namespace, ds).await?;
-    let mut nodes: Vec<String> = pods
-        .iter()
-        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
-        .collect();
-    nodes.sort();
-    nodes.dedup();
-    Ok(nodes)
+async fn agent_nodes(ctx: &Ctx<'_>, _ds: &DaemonSet) -> Result<Vec<String>, ClusterError> {
+    Ok(ctx.targets.nodes.clone())
 }
 
 fn node_job(
@@ -619,17 +644,24 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         uid: None,
         interactive: std::io::stderr().is_terminal(),
         held: lease::Held::always(),
+        targets: Default::default(),
     };
     // 1. Preflight: nothing is written before it passes.
     let (secret, current, ds) = preflight(&ctx).await?;
+    let targets =
+        cluster::health::preflight(&ctx.client, &cfg.namespace, &ds, &cfg.exclude_nodes).await?;
     let ctx = Ctx {
         uid: secret.metadata.uid.clone(),
+        targets,
         ..ctx
     };
     let new_key = match &cfg.psk_file {
         Some(p) => Some(key_from_file(p)?),
         None => None,
     };
+    if cfg.dry_run {
+        return Ok(dry_run(&ctx, &secret));
+    }
     // 2. Exclusive.
     let holder = format!("{}-{:08x}", cluster::hostname(), rand::random::<u32>());
     let guard = lease::acquire(
@@ -665,7 +697,72 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         Ok(_) => {}
     }
     guard.release().await;
-    result
+    result.map(|mut r| {
+        if let Some(d) = r.report.data.as_mut() {
+            d["excluded_nodes"] = json!(ctx.targets.excluded);
+        }
+        r
+    })
+}
+
+/// `--dry-run`: the preflight passed; say what a run would do, write nothing.
+fn dry_run(ctx: &Ctx<'_>, secret: &Secret) -> Rotated {
+    let cfg = ctx.cfg;
+    let rec = Record::read(secret.metadata.annotations.as_ref()).filter(|r| r.phase != Phase::Done);
+    let mut plan = vec![];
+    match &rec {
+        Some(r) => plan.push(format!(
+            "resume rotation {} at phase {}",
+            r.id,
+            r.phase.as_str()
+        )),
+        None => plan.push(format!(
+            "write a new key into {} (key {:?}), recording the rotation on it",
+            ctx.what(),
+            cfg.key
+        )),
+    }
+    let strategy = rec
+        .as_ref()
+        .and_then(Record::strategy_enum)
+        .unwrap_or(cfg.strategy);
+    let nodes = ctx.targets.nodes.join(", ");
+    if strategy == Strategy::Push {
+        plan.push(format!("push the key to the OVSDB of: {nodes}"));
+    }
+    plan.push(format!(
+        "restart daemonset {}/{} ({}), then verify the tunnels of: {nodes}",
+        cfg.namespace,
+        cfg.daemonset,
+        strategy.as_str()
+    ));
+    if cfg.compact {
+        plan.push(format!("compact conf.db on: {nodes}"));
+    }
+    if !ctx.targets.excluded.is_empty() {
+        plan.push(format!(
+            "leave out (they keep the old key): {}",
+            ctx.targets.excluded.join(", ")
+        ));
+    }
+    ctx.progress("dry run: the preflight passed; nothing was written. The plan:");
+    for (i, p) in plan.iter().enumerate() {
+        ctx.progress(&format!("  {}. {p}", i + 1));
+    }
+    let mut report = Report::new("rotate", crate::secret::SaltOrigin::Given);
+    report
+        .target
+        .insert("secret".into(), format!("{}/{}", cfg.namespace, cfg.secret));
+    report.data = Some(json!({
+        "dry_run": true,
+        "plan": plan,
+        "nodes": ctx.targets.nodes,
+        "excluded_nodes": ctx.targets.excluded,
+    }));
+    Rotated {
+        report,
+        code: EXIT_OK,
+    }
 }
 
 /// The phase machine: from the recorded phase, one function per phase ([`phases`]) until the
@@ -749,14 +846,26 @@ fn outcome_word(o: &Outcome) -> &'static str {
     }
 }
 
+/// What went wrong with a node's Job, with the reason from its log when it left no result.
+fn failure_words(o: &Outcome) -> String {
+    match o.result() {
+        Err(why) if matches!(o, Outcome::Succeeded(_) | Outcome::Failed(_)) => {
+            format!("{}: {why}", outcome_word(o))
+        }
+        _ => outcome_word(o).to_owned(),
+    }
+}
+
 /// Whether a verify Job's report shows the node converged, and why not.
 fn verdict(o: &Outcome) -> (bool, String) {
-    let log = match o {
-        Outcome::Succeeded(l) => l,
-        other => return (false, format!("verification job {}", outcome_word(other))),
-    };
-    let Ok(r) = serde_json::from_str::<serde_json::Value>(log) else {
-        return (false, "the verification job printed no report".into());
+    let r = match o.result() {
+        Ok(r) => r,
+        Err(why) => {
+            return (
+                false,
+                format!("verification job {}: {why}", outcome_word(o)),
+            )
+        }
     };
     let codes: Vec<&str> = r["findings"]
         .as_array()

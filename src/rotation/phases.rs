@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::record::{Phase, Record};
 use super::{
-    advance, finish, generate_key, node_job, outcome_word, pause_after, record_phase, rollout,
+    advance, failure_words, finish, generate_key, node_job, pause_after, record_phase, rollout,
     verdict, write_key, Ctx, Rotated, Strategy, NODE_ARGS,
 };
 use crate::cluster::jobs::{self, Outcome};
@@ -206,7 +206,7 @@ async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
         let ok = matches!(o, Outcome::Succeeded(_));
         run.row(n).insert("pushed".into(), json!(ok));
         if !ok {
-            failed.push(format!("{n} ({})", outcome_word(o)));
+            failed.push(format!("{n} ({})", failure_words(o)));
         }
     }
     if !failed.is_empty() {
@@ -318,15 +318,43 @@ pub(super) async fn compact(run: &mut Run<'_>) -> Result<Step, ClusterError> {
         run.row(n).insert("compacted".into(), json!(ok));
         if !ok {
             failed.push(n.clone());
+            run.row(n).insert("detail".into(), json!(failure_words(o)));
+        }
+        // Compacted, but conf.db came back with a looser mode the read-only mount cannot undo.
+        let mode_left: Vec<String> = o
+            .result()
+            .ok()
+            .and_then(|r| r["incomplete"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|i| i["check"] == crate::fix::MODE_AFTER_COMPACTION)
+            .filter_map(|i| i["reason"].as_str().map(str::to_owned))
+            .collect();
+        if ok && !mode_left.is_empty() {
+            run.report.push(
+                Finding::new(
+                    Code::ConfDbModeTooOpen,
+                    Severity::Medium,
+                    Subject::named("node", n.clone()),
+                )
+                .observed(mode_left.join("; "))
+                .expected("conf.db keeps the mode it had before compaction")
+                .remediation("run psk-guard fix on the node to tighten conf.db again"),
+            );
         }
     }
     if failed.is_empty() {
         return run.advance(Phase::Compacted, None).await;
     }
     for n in &failed {
+        let why = results
+            .iter()
+            .find(|(x, _)| x == n)
+            .map(|(_, o)| failure_words(o))
+            .unwrap_or_default();
         run.report.push(
             Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject::named("node", n.clone()))
-                .observed("compaction of conf.db failed or was not verified")
+                .observed(format!("compaction of conf.db failed or was not verified ({why})"))
                 .expected("no old key left in conf.db")
                 .remediation("run psk-guard fix on the node, or rerun psk-guard rotate (it resumes at compaction)"),
         );

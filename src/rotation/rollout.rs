@@ -18,41 +18,13 @@ use crate::cluster::ClusterError;
 
 pub const RESTART_ANNOTATION: &str = "psk-guard.io/rotation";
 
-fn selector(ds: &DaemonSet) -> String {
-    ds.spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
-}
-
+/// The DaemonSet's own pods: its full selector and a controller ownerReference to it.
 pub async fn agent_pods(
     client: &Client,
     namespace: &str,
     ds: &DaemonSet,
 ) -> Result<Vec<Pod>, ClusterError> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let lp = ListParams::default().labels(&selector(ds));
-    Ok(
-        crate::cluster::retry("listing the agent pods", || pods.list(&lp))
-            .await
-            .map_err(|e| {
-                ClusterError::api(
-                    "list",
-                    format!(
-                        "pods of daemonset {namespace}/{}",
-                        ds.metadata.name.clone().unwrap_or_default()
-                    ),
-                    e,
-                )
-            })?
-            .items,
-    )
+    crate::cluster::health::agent_pods(client, namespace, ds).await
 }
 
 /// How a rollout is followed: its progress deadline, whether progress is drawn as a bar (a TTY),
@@ -138,8 +110,9 @@ pub async fn restart(
             deadline = Instant::now() + progress_deadline;
         }
         if st.observed_generation.unwrap_or(0) >= generation
-            && updated == desired
-            && available == desired
+            && ((updated == desired && available == desired)
+                || ((nodes.len() as i32) < desired
+                    && targets_done(client, namespace, ds, id, nodes).await))
         {
             if tty {
                 eprintln!();
@@ -150,7 +123,8 @@ pub async fn restart(
             if tty {
                 eprintln!();
             }
-            // Name the nodes whose agent has not come back on the new template.
+            // Name the nodes whose agent has not come back (Ready) on the new template: the
+            // DaemonSet controller counts a new pod as updated before it is Ready.
             let pods = agent_pods(client, namespace, ds).await.unwrap_or_default();
             let done: Vec<String> = pods
                 .iter()
@@ -161,6 +135,7 @@ pub async fn restart(
                         .and_then(|a| a.get(RESTART_ANNOTATION))
                         .map(String::as_str)
                         == Some(id)
+                        && pod_ready(p)
                 })
                 .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
                 .collect();
@@ -179,4 +154,41 @@ pub async fn restart(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether every target node's agent pod is on rotation `id`'s template and Ready: the rollout
+/// is done for the nodes that matter when some nodes were excluded (their agents keep the
+/// DaemonSet's counters below desired).
+async fn targets_done(
+    client: &Client,
+    namespace: &str,
+    ds: &DaemonSet,
+    id: &str,
+    nodes: &[String],
+) -> bool {
+    let Ok(pods) = agent_pods(client, namespace, ds).await else {
+        return false;
+    };
+    nodes.iter().all(|n| {
+        pods.iter().any(|p| {
+            let on_node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n);
+            let current = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RESTART_ANNOTATION))
+                .map(String::as_str)
+                == Some(id);
+            on_node && current && pod_ready(p)
+        })
+    })
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
 }

@@ -99,6 +99,7 @@ fn names(resource: &str) -> &'static str {
         "configmaps" => "antrea-config",
         "daemonsets" => "antrea-agent",
         "leases" => "psk-guard-rotation",
+        "namespaces" => "kube-system",
         other => panic!("no name for {other}"),
     }
 }
@@ -132,6 +133,21 @@ fn rotation_rbac_is_exactly_what_the_code_uses() {
             .any(|(_, r, v)| r == "pods" && v == "delete"),
         "no pod deletion for RollingUpdate DaemonSets"
     );
+    let cr: ClusterRole = typed("rbac.yaml", "ClusterRole", "psk-guard-rotate-cluster");
+    let rules = cr.rules.unwrap();
+    assert_eq!(
+        granted(&rules),
+        declared(psk_guard::rotation::CLUSTER_PERMISSIONS),
+        "ClusterRole psk-guard-rotate-cluster vs rotation::CLUSTER_PERMISSIONS"
+    );
+    check_names(&rules, psk_guard::rotation::CLUSTER_PERMISSIONS, names);
+    let crb: ClusterRoleBinding = typed(
+        "rbac.yaml",
+        "ClusterRoleBinding",
+        "psk-guard-rotate-cluster",
+    );
+    assert_eq!(crb.role_ref.name, "psk-guard-rotate-cluster");
+    assert_eq!(crb.subjects.unwrap()[0].name, "psk-guard-rotate");
 }
 
 /// Every ClusterRole in rbac.yaml: a name-scoped rule on a namespaced object in a ClusterRole

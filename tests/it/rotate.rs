@@ -96,6 +96,7 @@ fn assert_rotated(c: &Cluster, out: &std::process::Output, old: &str) {
         &[
             psk_guard::rotation::PERMISSIONS,
             psk_guard::rotation::ON_DELETE_PERMISSIONS,
+            psk_guard::rotation::CLUSTER_PERMISSIONS,
         ],
         "rotate",
     );
