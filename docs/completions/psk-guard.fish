@@ -69,6 +69,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l color -d '
 always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-history -d 'Skip the scan of conf.db\'s history'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-logs -d 'Skip the search of the log directory'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-proc -d 'Do not read ovsdb-server\'s command line from /proc (for its --remote options). In a pod this needs the host\'s process namespace (hostPID); without it the check says it could not look'
@@ -122,6 +123,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l color -d 'Co
 always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l dry-run -d 'Print the plan and change nothing'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l only-compact -d 'Only compact conf.db (no mode changes)'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
@@ -155,6 +157,9 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l lease-dur
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l progress-deadline -l rollout-timeout -d 'Seconds the DaemonSet rollout may go without any node advancing before it counts as stuck (like a Deployment\'s progressDeadlineSeconds; the whole rollout may take longer)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l job-timeout -d 'Seconds to wait for each per-node Job' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l push-lead-ms -d 'For push: milliseconds between creating the Jobs and the shared write instant' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l exclude-node -d 'Leave this node out (repeatable): it need not be healthy, gets no Job, and keeps the old key until the next rotation' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l kubeconfig -d 'The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster service account)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l context -d 'The kubeconfig context (default: its current-context)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l timeout -d 'Seconds to wait for a connection or a reply' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
@@ -163,6 +168,7 @@ never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l status -d 'Only read and print the rotation record on the Secret'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l no-compact -d 'Skip purging old keys from conf.db after the rotation'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l dry-run -d 'Run the whole preflight and print the plan; write nothing'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'
@@ -191,6 +197,8 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l service-ac
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l job-namespace -d 'Namespace of the per-node Jobs (needs the privileged Pod Security level for hostPath)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l job-timeout -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l parallelism -d 'Per-node Jobs running at once' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l kubeconfig -d 'The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster service account)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l context -d 'The kubeconfig context (default: its current-context)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l timeout -d 'Seconds to wait for a connection or a reply' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
@@ -220,6 +228,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -
 always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s h -l help -d 'Print help'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand help; and not __fish_seen_subcommand_from check scan-db fix rotate audit generate push-key help" -f -a "check" -d 'Check this node: plaintext, weak, mixed and old keys in OVSDB and conf.db, and the modes and owners of /var/run/antrea, conf.db and the sockets. Changes nothing'

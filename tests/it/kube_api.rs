@@ -14,6 +14,7 @@
 //!   `PrepareForUpdate` of every pkg/registry/*/strategy.go copies the old status);
 //! - deleting an owner does not delete its dependents: the garbage collector (in `sim`) does,
 //!   later (pkg/controller/garbagecollector).
+//!
 //! Controllers (the DaemonSet rollout, Job execution, garbage collection) live in `sim`.
 
 use std::collections::{BTreeMap, HashSet};

@@ -503,9 +503,26 @@ impl Cluster {
         st.put("nodes", "", n);
     }
 
-    /// Waits (bounded) until the DaemonSet controller has reflected the world in the status.
-    pub fn settle(&self) {
-        std::thread::sleep(Duration::from_millis(300));
+    /// Waits until the agent DaemonSet's status shows `available` available pods (the
+    /// controllers have caught up with a change of the world); panics after 20 s.
+    pub fn wait_available(&self, available: u64) {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self
+                .state
+                .lock()
+                .unwrap()
+                .get("daemonsets", NS, "antrea-agent")
+                .and_then(|d| d["status"]["numberAvailable"].as_u64());
+            if now == Some(available) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "the DaemonSet never showed {available} available (now {now:?})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The agent pods of DaemonSet `ds` (by owner uid): (name, node, uid).
@@ -729,8 +746,7 @@ fn sync_daemonset(sim: &Sim, st: &mut State, ds_name: &str) -> Vec<String> {
     let mut delete = replace_now;
     delete.extend(candidates.into_iter().take(budget));
     // Status reflects the pods as they are.
-    let count =
-        |f: &dyn Fn(&Json) -> bool| nodes.iter().filter(|n| on(n).is_some_and(|p| f(p))).count();
+    let count = |f: &dyn Fn(&Json) -> bool| nodes.iter().filter(|n| on(n).is_some_and(f)).count();
     let available = count(&pod_available);
     let mut ds2 = ds.clone();
     ds2["status"] = json!({

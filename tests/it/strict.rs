@@ -151,7 +151,7 @@ fn windows_agents_and_stray_pods_are_left_alone() {
 fn unhealthy_nodes_and_agents_are_refused_before_any_write() {
     let c = Cluster::new(opts(3, true));
     c.set_ready("worker-01", false);
-    c.settle();
+    c.wait_available(2);
     c.state.lock().unwrap().requests.clear();
     let before = secret_state(&c);
     let out = rotate(&c, &[]);
@@ -180,7 +180,7 @@ fn unhealthy_nodes_and_agents_are_refused_before_any_write() {
         .unwrap()
         .objects
         .remove(&("pods".into(), NS.into(), pod.0));
-    c.settle();
+    c.wait_available(1);
     c.state.lock().unwrap().requests.clear();
     let before = secret_state(&c);
     let out = rotate(&c, &[]);
