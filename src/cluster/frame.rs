@@ -89,9 +89,15 @@ fn sanitize_line(line: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
+        // A run of 20+ base64url/base64 characters (split at `/`, so paths survive) holding
+        // both letters and digits.
         let keyish = word
-            .split(|c: char| !(c.is_ascii_alphanumeric() || "+/=_-".contains(c)))
-            .any(|run| run.len() >= 20 && run.chars().any(|c| c.is_ascii_digit()));
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "+=_-".contains(c)))
+            .any(|run| {
+                run.len() >= 20
+                    && run.chars().any(|c| c.is_ascii_digit())
+                    && run.chars().any(|c| c.is_ascii_alphabetic())
+            });
         if keyish {
             out.push_str("[redacted]");
         } else {
@@ -119,11 +125,15 @@ mod tests {
 
     #[test]
     fn no_frame_gives_a_sanitized_capped_tail() {
-        let log = "one\ntwo\nthree \x1b[31m\nkey Hq3vZ8mR1xT5wK9bN2cF7jL4pY6sD0gA here\n";
+        let log = "one\ntwo\nthree \x1b[31m\nkey Hq3vZ8mR1xT5wK9bN2cF7jL4pY6sD0gA at unix:/tmp/pskg8f3k2a/run/db.sock\n";
         let e = decode(log).unwrap_err();
         assert!(e.contains("two") && e.contains("\\u{1b}[31m"), "{e}");
         assert!(!e.contains("one") && !e.contains("Hq3vZ8mR1xT5"), "{e}");
         assert!(e.contains("[redacted]"), "{e}");
+        assert!(
+            e.contains("unix:/tmp/pskg8f3k2a/run/db.sock"),
+            "paths are kept: {e}"
+        );
         let long = "x".repeat(5000);
         assert!(decode(&long).unwrap_err().chars().count() < 300);
         assert!(decode("").unwrap_err().contains("(nothing)"));
