@@ -101,7 +101,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__audit)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --kubeconfig --context --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,6 +179,14 @@ _psk__guard() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --fingerprint-salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -203,7 +211,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__check)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --expect-fingerprint --no-history --cert-dir --log-dir --no-logs --no-proc --log-max-bytes --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --result-frame --expect-fingerprint --no-history --cert-dir --log-dir --no-logs --no-proc --log-max-bytes --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -289,7 +297,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__fix)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --db --run-dir --conf-db --host-root --result-frame --ctl --dry-run --only-compact --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -519,7 +527,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__push__subcmd__key)
-            opts="-q -h --db --run-dir --conf-db --host-root --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-q -h --db --run-dir --conf-db --host-root --result-frame --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -573,7 +581,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__rotate)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --progress-deadline --job-timeout --push-lead-ms --no-compact --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --daemonset --config-map --strategy --psk-file --status --image --service-account --lease --lease-duration --rollout-timeout --progress-deadline --job-timeout --push-lead-ms --no-compact --exclude-node --dry-run --kubeconfig --context --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -660,6 +668,18 @@ _psk__guard() {
                     return 0
                     ;;
                 --push-lead-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude-node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
