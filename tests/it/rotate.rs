@@ -713,7 +713,17 @@ fn rotate_and_meanwhile(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    while c.annotation("phase").is_none() {
+    // Once the new key is stored and its RotationStarted Event posted (the Event follows the
+    // Secret write at once: acting between the two would count that Event as a late write).
+    let started = |c: &Cluster| {
+        c.state
+            .lock()
+            .unwrap()
+            .list("events", NS)
+            .iter()
+            .any(|e| e["reason"] == "RotationStarted")
+    };
+    while c.annotation("phase").is_none() || !started(c) {
         std::thread::sleep(Duration::from_millis(20));
     }
     during(c);
