@@ -30,6 +30,10 @@ Exit codes (rotate):
   0  the rotation is done and verified on every node
   1  some node did not converge or was not compacted (rerun to resume)
   2  could not run: preflight, permissions, Lease held, key edited meanwhile, rollout timeout
+Exit codes (push-key):
+  0  the key was written to every IPsec tunnel of this node, in one transaction
+  2  nothing was written: no key, or db.sock is not verifiably root's ovsdb-server (a root-owned
+     socket under root-controlled directories, a listener running as root)
 
 Keys are never printed: they are named by a fingerprint, HMAC-SHA256 truncated to 64 bits, keyed
 by a salt that is random per run unless --fingerprint-salt (or PSK_GUARD_FINGERPRINT_SALT) is given.";

@@ -111,23 +111,9 @@ fn is_ovsdb_server(pid: u32) -> Result<(), String> {
     }
 }
 
-/// Opens a unixctl socket and checks it is what ovsdb-server made: a root-owned socket reached
-/// without links under root-controlled directories. The caller connects through the returned
-/// descriptor ([`nodefs::Entry::fd_path`]), so the path cannot be swapped after this check.
+/// Opens a unixctl socket the way every server socket is opened ([`nodefs::open_server_socket`]).
 fn verified_ctl(path: &Path, accounts: &Accounts) -> Result<Entry, String> {
-    let e = nodefs::open(path, accounts).map_err(|e| e.to_string())?;
-    e.expect(Kind::Socket).map_err(|e| e.to_string())?;
-    if e.meta.uid != 0 {
-        return Err(format!(
-            "{} is owned by uid {}, not root: not ovsdb-server's",
-            path.display(),
-            e.meta.uid
-        ));
-    }
-    if let Some((dir, why)) = e.untrusted(accounts) {
-        return Err(format!("{} is {why}", dir.display()));
-    }
-    Ok(e)
+    nodefs::open_server_socket(path, accounts).map_err(|e| e.to_string())
 }
 
 /// Finds ovsdb-server's unixctl socket the way Open vSwitch names it:
@@ -379,7 +365,7 @@ async fn compact(
         .iter()
         .find(|o| o.rule.loc == files::Loc::ConfDb)
         .and_then(|o| o.judged().map(|e| (e.meta.mode, o.rule.forbidden)));
-    if let Err(e) = unixctl(&ctl.fd_path(), "ovsdb-server/compact", &[], cfg.timeout).await {
+    if let Err(e) = unixctl(ctl, "ovsdb-server/compact", &[], cfg.timeout).await {
         return vec![format!(
             "compaction failed (through {}): {e}",
             shown.display()

@@ -208,6 +208,16 @@ pub enum FsError {
     TooLarge { path: PathBuf, max: u64 },
     #[error("{path}: /proc is not mounted here, so it cannot be inspected (psk-guard reaches opened files through /proc/self/fd; mount proc, as every container runtime does)")]
     NoProc { path: PathBuf },
+    #[error(
+        "{path} is owned by uid {uid}, not root: not the server's (ovsdb-server runs as root)"
+    )]
+    NotRootOwned { path: PathBuf, uid: u32 },
+    #[error("{dir} is {why}: {path} below it is not trusted (that user could have put it there)")]
+    UntrustedChain {
+        path: PathBuf,
+        dir: PathBuf,
+        why: String,
+    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -685,6 +695,30 @@ impl Entry {
             .filter(|w| self.chain.iter().all(|d| d.meta.perms(*w) & 0o1 != 0))
             .collect()
     }
+}
+
+/// Opens a server's unix socket (ovsdb-server's `db.sock` or its unixctl `.ctl`) and checks it is
+/// what a root server made: a socket, owned by root, reached without links under root-controlled
+/// directories. The caller connects through the returned descriptor ([`Entry::fd_path`]), so the
+/// name cannot be swapped after this check, and then verifies who listens
+/// ([`crate::ovsdb::client::Client::connect_entry`] checks `SO_PEERCRED`).
+pub fn open_server_socket(path: &Path, accounts: &Accounts) -> Result<Entry, FsError> {
+    let e = open(path, accounts)?;
+    e.expect(Kind::Socket)?;
+    if e.meta.uid != 0 {
+        return Err(FsError::NotRootOwned {
+            path: path.to_owned(),
+            uid: e.meta.uid,
+        });
+    }
+    if let Some((dir, why)) = e.untrusted(accounts) {
+        return Err(FsError::UntrustedChain {
+            path: path.to_owned(),
+            dir,
+            why,
+        });
+    }
+    Ok(e)
 }
 
 /// Reads at most `max` bytes; more is an error, never a silent truncation.

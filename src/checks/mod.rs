@@ -76,6 +76,17 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
             cert_mode = ts.iter().any(|t| t.remote_name);
             Some(managers)
         }
+        Err(e) if e.is_untrusted() => {
+            report.push(
+                Finding::new(Code::OvsdbServerUntrusted, Severity::High, Subject::path(&cfg.db_sock))
+                    .observed(e.to_string())
+                    .expected("a root-owned socket under root-owned directories only root may write in, with a process running as root listening on it")
+                    .remediation("find who created the socket or controls the directory (see path-chain-not-root-controlled and the owner findings), remove their access, restart antrea-agent's ovsdb-server, then check again"),
+            );
+            report.not_checked("tunnel keys in OVSDB", e.to_string());
+            report.not_checked("OVSDB Manager rows", e.to_string());
+            None
+        }
         Err(e) => {
             tracing::warn!(error = %e, "OVSDB query failed");
             report.push(

@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 use super::frame::{json_error, FrameBuf, FrameError, DEFAULT_MAX_MESSAGE};
 use super::types::{op_names, wipe_json, Operation, TransactReply};
 use super::Error;
+use crate::nodefs;
 
 /// A message the server sent without being asked (`update`, `update2`, `locked`, ...).
 #[derive(Debug)]
@@ -218,26 +219,60 @@ fn encode(msg: &Json) -> Zeroizing<Vec<u8>> {
 }
 
 impl Client {
-    /// Connects to the unix socket at `path`.
+    /// Connects to the server socket at `path` on this node, the one way psk-guard connects:
+    /// the socket is opened through [`nodefs::open_server_socket`] (a root-owned socket reached
+    /// without links under root-controlled directories), then [`Client::connect_entry`]. Never
+    /// `connect(2)` by name: a non-root user who can write in a directory on the way could plant
+    /// their own listener there and receive what is sent (a key, for `push-key`) or answer with
+    /// made-up rows.
     pub async fn connect(path: &Path, opts: Options) -> Result<Client, Error> {
-        let stream = match tokio::time::timeout(opts.timeout, UnixStream::connect(path)).await {
+        let p = path.to_owned();
+        let opened = tokio::task::spawn_blocking(move || {
+            nodefs::open_server_socket(&p, &nodefs::Accounts::load())
+        });
+        let sock = match tokio::time::timeout(opts.timeout, opened).await {
             Err(_) => {
                 return Err(Error::ConnectTimeout {
                     path: path.to_owned(),
                     secs: opts.timeout.as_secs_f64(),
                 })
             }
-            Ok(Err(e)) => {
-                let path = path.to_owned();
-                return Err(match e.kind() {
-                    ErrorKind::NotFound => Error::SocketMissing { path },
-                    ErrorKind::PermissionDenied => Error::PermissionDenied { path },
-                    ErrorKind::ConnectionRefused => Error::Refused { path },
-                    _ => Error::Connect { path, source: e },
-                });
+            Ok(Err(_)) => {
+                return Err(Error::Protocol {
+                    method: "connect",
+                    what: "the task opening the socket failed".into(),
+                })
             }
-            Ok(Ok(s)) => s,
+            Ok(Ok(r)) => r.map_err(|e| Error::open(path, e))?,
         };
+        Client::connect_entry(&sock, opts).await
+    }
+
+    /// Connects to a socket already opened (and checked) through [`crate::nodefs`]: through its
+    /// descriptor (`/proc/self/fd/N`, which names the verified inode whatever happens to the name
+    /// meanwhile), then checks who listens ([`verify_peer`]). Errors name the socket's path.
+    pub async fn connect_entry(sock: &nodefs::Entry, opts: Options) -> Result<Client, Error> {
+        let path = sock.path.as_path();
+        let stream =
+            match tokio::time::timeout(opts.timeout, UnixStream::connect(sock.fd_path())).await {
+                Err(_) => {
+                    return Err(Error::ConnectTimeout {
+                        path: path.to_owned(),
+                        secs: opts.timeout.as_secs_f64(),
+                    })
+                }
+                Ok(Err(e)) => {
+                    let path = path.to_owned();
+                    return Err(match e.kind() {
+                        ErrorKind::NotFound => Error::SocketMissing { path },
+                        ErrorKind::PermissionDenied => Error::PermissionDenied { path },
+                        ErrorKind::ConnectionRefused => Error::Refused { path },
+                        _ => Error::Connect { path, source: e },
+                    });
+                }
+                Ok(Ok(s)) => s,
+            };
+        verify_peer(&stream, path)?;
         let (mut rd, wr) = stream.into_split();
         let writer = Arc::new(tokio::sync::Mutex::new(wr));
         let pending = Arc::new(Mutex::new(Pending::default()));
@@ -593,15 +628,35 @@ async fn act(
     }
 }
 
-/// Runs one unixctl command (what `ovs-appctl -t PATH METHOD ARGS...` does) and returns its output.
+/// The process listening on a node socket must run as root: ovsdb-server does (in antrea-agent's
+/// pod), and a non-root user cannot make a root process listen on a socket of their choosing.
+/// `SO_PEERCRED` gives the credentials of the process that called `listen(2)`, as the kernel
+/// recorded them (not something the peer can claim).
+pub fn verify_peer(stream: &UnixStream, path: &Path) -> Result<(), Error> {
+    let cred = stream.peer_cred().map_err(|source| Error::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    if cred.uid() != 0 {
+        return Err(Error::PeerNotRoot {
+            path: path.to_owned(),
+            uid: cred.uid(),
+            pid: cred.pid().filter(|p| *p > 0),
+        });
+    }
+    Ok(())
+}
+
+/// Runs one unixctl command (what `ovs-appctl -t PATH METHOD ARGS...` does) on a socket opened
+/// through [`nodefs::open_server_socket`], and returns its output.
 pub async fn unixctl(
-    path: &Path,
+    sock: &nodefs::Entry,
     method: &str,
     args: &[&str],
     timeout: Duration,
 ) -> Result<String, Error> {
-    let client = Client::connect(
-        path,
+    let client = Client::connect_entry(
+        sock,
         Options {
             timeout,
             ..Options::default()

@@ -36,6 +36,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot connect to OVSDB at {}: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
+    #[error("refusing to connect to OVSDB at {}: {reason}; a non-root user could have put their own listener there, so psk-guard sends nothing to it and trusts no reply (make every directory from / to the socket root-owned and writable only by root)", path.display())]
+    Untrusted { path: PathBuf, reason: String },
+    #[error("refusing the server on {}: the process listening there runs as uid {uid}{}, not root; ovsdb-server runs as root, so this is not it (find that process: a non-root user may have planted the socket)", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    PeerNotRoot {
+        path: PathBuf,
+        uid: u32,
+        pid: Option<i32>,
+    },
     #[error("timed out after {secs:.1}s connecting to OVSDB at {}", path.display())]
     ConnectTimeout { path: PathBuf, secs: f64 },
     #[error("the OVSDB server at {} closed the connection {}", path.display(), if *mid_message { "in the middle of a reply" } else { "before replying" })]
@@ -72,6 +82,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// Why [`crate::nodefs::open_server_socket`] refused or failed, as a connection error.
+    pub fn open(path: &std::path::Path, e: crate::nodefs::FsError) -> Error {
+        use crate::nodefs::FsError;
+        let path = path.to_owned();
+        match e {
+            FsError::Absent { .. } => Error::SocketMissing { path },
+            e if e.is_permission_denied() => Error::PermissionDenied { path },
+            e @ (FsError::NotRootOwned { .. }
+            | FsError::UntrustedChain { .. }
+            | FsError::UntrustedLink { .. }) => Error::Untrusted {
+                path,
+                reason: e.to_string(),
+            },
+            e => Error::Open {
+                path,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// True when psk-guard refused the server because it cannot be verified as root's
+    /// ovsdb-server (the socket's owner, the directories above it, or the listening process).
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, Error::Untrusted { .. } | Error::PeerNotRoot { .. })
+    }
+
     /// True when the server could not be reached at all (as opposed to failing mid-conversation).
     pub fn is_unreachable(&self) -> bool {
         matches!(
@@ -80,6 +116,7 @@ impl Error {
                 | Error::PermissionDenied { .. }
                 | Error::Refused { .. }
                 | Error::Connect { .. }
+                | Error::Open { .. }
                 | Error::ConnectTimeout { .. }
         )
     }

@@ -205,6 +205,8 @@ codes! {
         "A non-root owner of the node's IPsec private key can read it and change its mode.";
     PskInLogFile => "psk-in-log-file", "A log file holds an IPsec key",
         "A file in the log directory holds a key this node knows of (in use now, or old from conf.db's history), raw or JSON-escaped, plain or gzip-compressed. antrea-agent logs the PSK at verbosity 4 and above; ovsdb-server with jsonrpc debug logging logs every request. Log files are often readable more widely than conf.db and are shipped off the node. High; critical when a non-root user can read the file.";
+    OvsdbServerUntrusted => "ovsdb-server-untrusted", "The OVSDB socket is not verifiably root's ovsdb-server",
+        "db.sock is not a root-owned socket reached without links under directories only root controls, or the process listening on it does not run as root (SO_PEERCRED). ovsdb-server runs as root in antrea-agent's pod: anything else may be a listener a non-root user planted, which would see whatever psk-guard sends (push-key sends the key) and could answer with made-up rows. psk-guard sends nothing to it and did not check the tunnel keys.";
 }
 
 /// What a finding is about.

@@ -20,6 +20,7 @@ use crate::harness::{check_json, finding, psk_guard, Node};
 const NOBODY: u32 = 65534;
 const OLD: &str = "Attacker-Test-Old-Key-0123456789ab";
 const CUR: &str = "Attacker-Test-Cur-Key-ba9876543210";
+const NEW: &str = "Attacker-Test-New-Key-5e5e5e5e5e5e";
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -664,4 +665,207 @@ fn without_proc_check_says_so_instead_of_blaming_the_node_paths() {
             && finding(&report, "run-dir-mode-too-open").is_none(),
         "modes are not judged without their ACLs: {text}"
     );
+}
+
+/// A man in the middle planted at db.sock: accepts connections, relays them to the real server
+/// (moved aside) and records every byte the client sent. Runs in this (root) process, so the
+/// planted socket is root-owned and its listener is root: only the directory chain gives it away.
+struct Relay {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn plant(at: &Path, real: &Path) -> Relay {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let listener = UnixListener::bind(at).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st, real) = (seen.clone(), stop.clone(), real.to_owned());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((mut client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let mut server = UnixStream::connect(&real).unwrap();
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                });
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = client.read(&mut buf) {
+                    if n == 0 || server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    s.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        Relay {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<u8> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn push_key(node: &Node, key: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .arg("push-key")
+        .args(node.node_args())
+        .args(extra)
+        .env("ANTREA_IPSEC_PSK", key)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn key_of(node: &Node, iface: &str) -> String {
+    node.vsctl(&["get", "Interface", iface, "options:psk"])
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// Moves the real db.sock aside (ovsdb-server keeps listening on the inode) and returns its new
+/// name; the tests then talk to the server through it.
+fn move_db_sock_aside(node: &Node) -> PathBuf {
+    let real = node.sock.with_extension("real");
+    std::fs::rename(&node.sock, &real).unwrap();
+    real
+}
+
+/// The exploit an attacker review found: `push-key` connected to db.sock by name, so whoever may
+/// write in `openvswitch/` could put a listener there and receive the new key.
+#[test]
+fn push_key_never_sends_the_key_to_a_socket_planted_under_a_non_root_directory() {
+    let mut node = node_with_old_key();
+    open_up_for_nobody(&node);
+    chown(&node.ovs_dir, NOBODY); // nobody may replace entries of openvswitch/
+    let real = move_db_sock_aside(&node);
+    let relay = Relay::plant(&node.sock, &real);
+    let out = push_key(&node, NEW, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refusing to connect to OVSDB")
+            && stderr.contains(&node.ovs_dir.display().to_string())
+            && stderr.contains("65534"),
+        "{stderr}"
+    );
+    assert!(
+        relay.seen().is_empty(),
+        "the planted listener received bytes"
+    );
+    // check refuses the same server and says so.
+    let (r, code) = check_json(&node, &["--no-history"]);
+    let f = finding(&r, "ovsdb-server-untrusted").unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(f["subject"]["name"], node.sock.display().to_string());
+    assert_eq!(code, 1, "{r:#}");
+    assert!(
+        relay.seen().is_empty(),
+        "check sent the planted listener bytes"
+    );
+    drop(relay);
+    node.sock = real;
+    assert_eq!(key_of(&node, "n1-abc123"), CUR, "nothing was written");
+}
+
+/// A listener running as nobody behind a root-owned socket file under root-controlled
+/// directories (as if root had been tricked into moving it there): only the listening process
+/// gives it away. It leaves a marker file when it receives any byte.
+fn nobody_listener(dir: &Path) -> (Attacker, PathBuf, PathBuf) {
+    set_mode(dir, 0o777);
+    let sock = dir.join("listener.sock");
+    let marker = dir.join("got-bytes");
+    let (csock, cmarker) = (c(&sock), c(&marker));
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(csock.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let bound = std::cell::Cell::new(-1);
+    let a = attacker(move || unsafe {
+        if bound.get() < 0 {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if fd < 0
+                || libc::bind(fd, (&raw const addr).cast(), len) != 0
+                || libc::listen(fd, 8) != 0
+            {
+                libc::_exit(3);
+            }
+            bound.set(fd);
+        }
+        let conn = libc::accept(bound.get(), std::ptr::null_mut(), std::ptr::null_mut());
+        if conn >= 0 {
+            let mut b = [0u8; 64];
+            if libc::read(conn, b.as_mut_ptr().cast(), b.len()) > 0 {
+                let m = libc::open(cmarker.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+                libc::close(m);
+            }
+            libc::close(conn);
+        }
+    });
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the listener did not bind"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (a, sock, marker)
+}
+
+#[test]
+fn push_key_and_check_refuse_a_server_not_running_as_root() {
+    let mut node = node_with_old_key();
+    let real = move_db_sock_aside(&node);
+    let spot = tempfile::Builder::new()
+        .prefix("pskg-nobody")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (listener, sock, marker) = nobody_listener(spot.path());
+    // Root-owned, under root-controlled directories: the file looks like ovsdb-server's.
+    std::fs::rename(&sock, &node.sock).unwrap();
+    std::os::unix::fs::lchown(&node.sock, Some(0), Some(0)).unwrap();
+    let out = push_key(&node, NEW, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("runs as uid {NOBODY} (pid {})", listener.0))
+            && stderr.contains(&node.sock.display().to_string()),
+        "{stderr}"
+    );
+    let (r, _) = check_json(&node, &["--no-history"]);
+    let f = finding(&r, "ovsdb-server-untrusted").unwrap_or_else(|| panic!("{r:#}"));
+    assert!(
+        f["observed"].as_str().unwrap().contains("uid 65534"),
+        "{f:#}"
+    );
+    assert!(listener.still_running(), "the listener ran throughout");
+    drop(listener);
+    assert!(!marker.exists(), "the non-root listener received bytes");
+    node.sock = real;
+    assert_eq!(key_of(&node, "n1-abc123"), CUR, "nothing was written");
 }

@@ -580,17 +580,15 @@ fn real_server_transact_ops_and_errors() {
 #[test]
 fn real_server_unixctl() {
     let node = Node::start();
+    let ctl =
+        psk_guard::nodefs::open_server_socket(&node.ctl(), &psk_guard::nodefs::Accounts::load())
+            .unwrap();
     rt().block_on(async {
-        let out = unixctl(
-            &node.ctl(),
-            "ovsdb-server/compact",
-            &[],
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let out = unixctl(&ctl, "ovsdb-server/compact", &[], Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(out.is_empty() || !out.contains("error"), "{out}");
-        let e = unixctl(&node.ctl(), "no/such-command", &[], Duration::from_secs(5))
+        let e = unixctl(&ctl, "no/such-command", &[], Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(e, Error::Rpc { .. }), "{e}");
