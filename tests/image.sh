@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure.sh
 . scripts/lib/demo-node.sh
+. scripts/lib/elf.sh
 ensure_ovs
 ensure_umoci
 DIST=${1:?usage: tests/image.sh DIST}
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$(crate_version)
 
 passed=0; failed=0
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
