@@ -256,7 +256,8 @@ pub async fn run(cfg: &AuditConfig, fp_key: &FingerprintKey) -> Result<Report, C
     }
     if cfg.nodes {
         let nodes = snap.nodes.as_deref().unwrap_or_default();
-        nodes::fan_out(cfg, &client, nodes, &mut report).await;
+        let namespaces = snap.namespaces.as_deref();
+        nodes::fan_out(cfg, &client, nodes, namespaces, &mut report).await;
     }
     report.sort();
     Ok(report)

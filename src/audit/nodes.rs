@@ -1,11 +1,17 @@
-//! The `--nodes` fan-out: `psk-guard check` on every Ready node through one pinned Job per node,
-//! the node reports merged into the audit's report (subjects `node:path`, `details.node`).
+//! The `--nodes` fan-out: `psk-guard check` on every Ready Linux node through one pinned Job per
+//! node, the node reports merged into the audit's report (subjects `node:path`, `details.node`).
+//!
+//! As for `rotate`, only Linux nodes get a Job (the Job is a Linux image with a hostPath; Antrea's
+//! Windows agents share the Linux agents' labels, and Antrea has no IPsec on Windows nodes), and
+//! the Job namespace's Pod Security level is checked before any Job is created: a level that
+//! rejects the hostPath would otherwise show as every node's Job never starting.
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
 use serde_json::json;
 
 use super::AuditConfig;
+use crate::cluster::health;
 use crate::cluster::jobs::{self, NodeJob, Outcome};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
@@ -16,20 +22,108 @@ fn ready(n: &Node) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// One pinned `check` Job per Ready node (at most `parallelism` at a time), merged.
-pub async fn fan_out(cfg: &AuditConfig, client: &Client, nodes: &[Node], report: &mut Report) {
+/// The node's `kubernetes.io/os` label (set by every kubelet on registration), if any.
+fn os(n: &Node) -> Option<&str> {
+    n.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/os"))
+        .map(String::as_str)
+}
+
+/// One pinned `check` Job per Ready Linux node (at most `parallelism` at a time), merged.
+/// `namespaces` (from the snapshot, None when unreadable) gives the Job namespace's Pod Security
+/// level.
+pub async fn fan_out(
+    cfg: &AuditConfig,
+    client: &Client,
+    nodes: &[Node],
+    namespaces: Option<&[Namespace]>,
+    report: &mut Report,
+) {
     let mut sections = serde_json::Map::new();
-    let (ready_nodes, not_ready): (Vec<&Node>, Vec<&Node>) = nodes.iter().partition(|n| ready(n));
-    for n in not_ready {
-        let name = n.metadata.name.clone().unwrap_or_default();
-        report.push(Finding::new(Code::NodeNotChecked, Severity::Medium, Subject::named("node", name.clone())).observed("NotReady").expected("a Ready node that runs the check Job").remediation("bring the node back, then run psk-guard audit --nodes again (or psk-guard check on it)"));
-        report.not_checked(format!("node {name}"), "NotReady");
-        sections.insert(name, json!({"status": "not-ready"}));
+    let names = targets(nodes, &mut sections, report);
+    let job_ns = namespaces.and_then(|all| {
+        all.iter()
+            .find(|ns| ns.metadata.name.as_deref() == Some(&cfg.job_namespace))
+    });
+    match job_ns.and_then(health::rejecting_level) {
+        Some(level) => refuse_pod_security(cfg, &level, names, &mut sections, report),
+        None => run_jobs(cfg, client, &names, &mut sections, report).await,
     }
-    let names: Vec<String> = ready_nodes
-        .iter()
-        .filter_map(|n| n.metadata.name.clone())
-        .collect();
+    report.set_data(json!({"nodes": sections, "nodes_total": nodes.len()}));
+}
+
+/// The names of the Ready Linux nodes; the others are recorded: a non-Linux node gets no Job
+/// (status `not-linux`), a NotReady one is a `node-not-checked` finding.
+fn targets(
+    nodes: &[Node],
+    sections: &mut serde_json::Map<String, serde_json::Value>,
+    report: &mut Report,
+) -> Vec<String> {
+    let mut names = vec![];
+    for n in nodes {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        if os(n) != Some("linux") {
+            sections.insert(
+                name,
+                json!({"status": "not-linux", "os": os(n).unwrap_or("unset")}),
+            );
+        } else if !ready(n) {
+            report.push(Finding::new(Code::NodeNotChecked, Severity::Medium, Subject::named("node", name.clone())).observed("NotReady").expected("a Ready node that runs the check Job").remediation("bring the node back, then run psk-guard audit --nodes again (or psk-guard check on it)"));
+            report.not_checked(format!("node {name}"), "NotReady");
+            sections.insert(name, json!({"status": "not-ready"}));
+        } else {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The Job namespace's Pod Security level rejects the check Jobs' hostPath: no Job is created,
+/// and every target node is recorded as not checked, with the fix.
+fn refuse_pod_security(
+    cfg: &AuditConfig,
+    level: &str,
+    names: Vec<String>,
+    sections: &mut serde_json::Map<String, serde_json::Value>,
+    report: &mut Report,
+) {
+    let problem = health::pod_security_problem(&cfg.job_namespace, level);
+    let fix = health::pod_security_fix(&cfg.job_namespace);
+    report.not_checked(
+        "nodes",
+        format!("{problem}, so no check Job was created: {fix}"),
+    );
+    for node in names {
+        report.push(
+            Finding::new(
+                Code::NodeNotChecked,
+                Severity::Medium,
+                Subject::named("node", node.clone()),
+            )
+            .observed(format!(
+                "no check Job: Pod Security level {level} of namespace {} rejects its hostPath",
+                cfg.job_namespace
+            ))
+            .expected("a Ready node that runs the check Job")
+            .remediation(fix.clone()),
+        );
+        sections.insert(
+            node,
+            json!({"status": "not-checked", "reason": "pod-security"}),
+        );
+    }
+}
+
+/// Runs the check Jobs, `parallelism` at a time, and merges each node's result.
+async fn run_jobs(
+    cfg: &AuditConfig,
+    client: &Client,
+    names: &[String],
+    sections: &mut serde_json::Map<String, serde_json::Value>,
+    report: &mut Report,
+) {
     let run_id = hex::encode(rand::random::<[u8; 4]>());
     let mut args: Vec<String> = [
         "check",
@@ -65,66 +159,78 @@ pub async fn fan_out(cfg: &AuditConfig, client: &Client, nodes: &[Node], report:
         for (node, outcome) in jobs::run_on_nodes(client, &job, chunk).await {
             done += 1;
             crate::report::progress("audit", &format!("{done}/{total} nodes checked"));
-            let parsed = match &outcome {
-                Outcome::Succeeded(log) | Outcome::Failed(log) => {
-                    serde_json::from_str::<serde_json::Value>(log).ok()
-                }
-                _ => None,
-            };
-            match parsed {
-                Some(r) => {
-                    for f in r["findings"].as_array().cloned().unwrap_or_default() {
-                        let code = Code::ALL.iter().copied().find(|c| f["code"] == c.id());
-                        let (Some(code), Some(sev)) = (
-                            code,
-                            serde_json::from_value::<Severity>(f["severity"].clone()).ok(),
-                        ) else {
-                            continue;
-                        };
-                        let mut merged = Finding::new(
-                            code,
-                            sev,
-                            Subject::named(
-                                "node-path",
-                                format!("{node}:{}", f["subject"]["name"].as_str().unwrap_or("")),
-                            ),
-                        )
-                        .observed(f["observed"].as_str().unwrap_or("").to_owned())
-                        .expected(f["expected"].as_str().unwrap_or("").to_owned())
-                        .remediation(f["remediation"].as_str().unwrap_or("").to_owned())
-                        .detail("node", node.clone());
-                        if let Some(d) = f["details"].as_object() {
-                            for (k, v) in d {
-                                merged = merged.detail(k, v.clone());
-                            }
-                        }
-                        report.push(merged);
-                    }
-                    for i in r["incomplete"].as_array().cloned().unwrap_or_default() {
-                        report.not_checked(
-                            format!("node {node}: {}", i["check"].as_str().unwrap_or("")),
-                            i["reason"].as_str().unwrap_or("").to_owned(),
-                        );
-                    }
-                    sections.insert(
-                        node.clone(),
-                        json!({"status": "checked", "summary": r["summary"]}),
-                    );
-                }
-                None => {
-                    let why = match outcome {
-                        Outcome::TimedOut => "the check Job timed out".to_owned(),
-                        Outcome::NotCreated(e) => {
-                            format!("the check Job could not be created: {e}")
-                        }
-                        _ => "the check Job failed without a report".to_owned(),
-                    };
-                    report.push(Finding::new(Code::NodeNotChecked, Severity::Medium, Subject::named("node", node.clone())).observed(why.clone()).expected("the node's check report").remediation("look at the Job's pod on that node, then run psk-guard audit --nodes again"));
-                    report.not_checked(format!("node {node}"), why.clone());
-                    sections.insert(node.clone(), json!({"status": "failed", "reason": why}));
-                }
-            }
+            merge(&node, &outcome, sections, report);
         }
     }
-    report.set_data(json!({"nodes": sections, "nodes_total": nodes.len()}));
+}
+
+/// Merges one node's result into the report, or records why there is none.
+fn merge(
+    node: &str,
+    outcome: &Outcome,
+    sections: &mut serde_json::Map<String, serde_json::Value>,
+    report: &mut Report,
+) {
+    let r = match outcome.result() {
+        Ok(r) => r,
+        Err(why) => {
+            let why = match outcome {
+                Outcome::TimedOut => "the check Job timed out".to_owned(),
+                Outcome::NotCreated(e) => format!("the check Job could not be created: {e}"),
+                _ => format!("the check Job failed without a report: {why}"),
+            };
+            report.push(
+                Finding::new(
+                    Code::NodeNotChecked,
+                    Severity::Medium,
+                    Subject::named("node", node),
+                )
+                .observed(why.clone())
+                .expected("the node's check report")
+                .remediation(
+                    "look at the Job's pod on that node, then run psk-guard audit --nodes again",
+                ),
+            );
+            report.not_checked(format!("node {node}"), why.clone());
+            sections.insert(node.to_owned(), json!({"status": "failed", "reason": why}));
+            return;
+        }
+    };
+    for f in r["findings"].as_array().cloned().unwrap_or_default() {
+        let code = Code::ALL.iter().copied().find(|c| f["code"] == c.id());
+        let (Some(code), Some(sev)) = (
+            code,
+            serde_json::from_value::<Severity>(f["severity"].clone()).ok(),
+        ) else {
+            continue;
+        };
+        let mut merged = Finding::new(
+            code,
+            sev,
+            Subject::named(
+                "node-path",
+                format!("{node}:{}", f["subject"]["name"].as_str().unwrap_or("")),
+            ),
+        )
+        .observed(f["observed"].as_str().unwrap_or("").to_owned())
+        .expected(f["expected"].as_str().unwrap_or("").to_owned())
+        .remediation(f["remediation"].as_str().unwrap_or("").to_owned())
+        .detail("node", node.to_owned());
+        if let Some(d) = f["details"].as_object() {
+            for (k, v) in d {
+                merged = merged.detail(k, v.clone());
+            }
+        }
+        report.push(merged);
+    }
+    for i in r["incomplete"].as_array().cloned().unwrap_or_default() {
+        report.not_checked(
+            format!("node {node}: {}", i["check"].as_str().unwrap_or("")),
+            i["reason"].as_str().unwrap_or("").to_owned(),
+        );
+    }
+    sections.insert(
+        node.to_owned(),
+        json!({"status": "checked", "summary": r["summary"]}),
+    );
 }

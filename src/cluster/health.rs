@@ -256,6 +256,31 @@ pub async fn preflight(
     })
 }
 
+/// The `pod-security.kubernetes.io/enforce` level of `ns` when Pod Security admission would
+/// reject the node Jobs' pods (hostPath needs `privileged`; unset means the cluster default,
+/// privileged unless configured otherwise). None when the pods are admitted.
+pub fn rejecting_level(ns: &Namespace) -> Option<String> {
+    let level = ns.metadata.labels.as_ref().and_then(|l| l.get(PSA_ENFORCE));
+    match level.map(String::as_str) {
+        None | Some("privileged") => None,
+        Some(other) => Some(other.to_owned()),
+    }
+}
+
+/// What is wrong with namespace `namespace` at Pod Security level `level`, and how to fix it.
+pub fn pod_security_problem(namespace: &str, level: &str) -> String {
+    format!(
+        "namespace {namespace} has {PSA_ENFORCE}={level}: Pod Security admission would reject the node Jobs' pods (they mount the host path /var/run/antrea, which only the privileged level admits)"
+    )
+}
+
+/// The fix for [`pod_security_problem`].
+pub fn pod_security_fix(namespace: &str) -> String {
+    format!(
+        "run the Jobs in a privileged namespace, or label this one: kubectl label namespace {namespace} {PSA_ENFORCE}=privileged --overwrite"
+    )
+}
+
 /// Pod Security admission rejects the node Jobs' pods (hostPath) unless the namespace's enforce
 /// level is `privileged` (or unset, under the default privileged cluster policy). Refuses early,
 /// naming the label and the fix.
@@ -264,16 +289,12 @@ pub async fn pod_security(client: &Client, namespace: &str) -> Result<(), Cluste
     let ns = super::retry("reading the Job namespace", || api.get(namespace))
         .await
         .map_err(|e| ClusterError::api("get", format!("namespace {namespace}"), e))?;
-    let level = ns
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(PSA_ENFORCE))
-        .cloned();
-    match level.as_deref() {
-        None | Some("privileged") => Ok(()),
-        Some(other) => Err(ClusterError::Precondition(format!(
-            "namespace {namespace} has {PSA_ENFORCE}={other}: Pod Security admission would reject the node Jobs' pods (they mount the host path /var/run/antrea, which only the privileged level admits), so nothing was changed. Run the Jobs in a privileged namespace, or label this one: kubectl label namespace {namespace} {PSA_ENFORCE}=privileged --overwrite"
+    match rejecting_level(&ns) {
+        None => Ok(()),
+        Some(level) => Err(ClusterError::Precondition(format!(
+            "{}, so nothing was changed: {}",
+            pod_security_problem(namespace, &level),
+            pod_security_fix(namespace)
         ))),
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::output::assert_no_key;
-use crate::sim::{Cluster, Options2, NS};
+use crate::sim::{Cluster, Options2, Shape, NS, WINDOWS_NODE};
 
 const STRONG: &str = "Hq3vZ8mR1xT5wK9bN2cF7jL4pY6sD0gAx1";
 
@@ -24,7 +24,8 @@ fn put(c: &Cluster, res: &str, ns: &str, obj: Value) {
 }
 
 fn node(name: &str, ready: bool, control_plane: bool) -> Value {
-    let mut labels = json!({"kubernetes.io/hostname": name});
+    // Every kubelet sets kubernetes.io/os on registration (pkg/kubelet/kubelet_node_status.go).
+    let mut labels = json!({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"});
     if control_plane {
         labels["node-role.kubernetes.io/control-plane"] = json!("");
     }
@@ -382,6 +383,90 @@ fn fan_out_reports_a_job_that_times_out() {
         c.state.lock().unwrap().list("jobs", NS).is_empty(),
         "the timed-out Job is deleted too"
     );
+}
+
+/// The check Jobs this run created, by the node each was pinned to.
+fn jobs_created(c: &Cluster) -> usize {
+    c.state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(m, _, _, r)| m == "POST" && r == "jobs")
+        .count()
+}
+
+/// Issue 10 item 2 for audit: Antrea's Windows agent carries the Linux agent's labels, and Antrea
+/// has no IPsec on Windows nodes: a Windows node gets no (Linux, hostPath) check Job, which would
+/// stay Pending there until it timed out; it is listed as not Linux.
+#[test]
+fn fan_out_leaves_windows_nodes_out() {
+    let c = Cluster::with_shape(
+        Options2 {
+            nodes: 2,
+            key: STRONG.into(),
+            on_delete: false,
+            restart_delay: Duration::from_millis(10),
+        },
+        Shape {
+            windows: true,
+            ..Shape::default()
+        },
+    );
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "5", "--fail-on", "critical"],
+    );
+    let sections = r["data"]["nodes"].as_object().unwrap();
+    assert_eq!(sections[WINDOWS_NODE]["status"], "not-linux", "{r:#}");
+    assert_eq!(sections[WINDOWS_NODE]["os"], "windows");
+    for n in ["worker-00", "worker-01"] {
+        assert_eq!(sections[n]["status"], "checked", "{n}: {r:#}");
+    }
+    assert!(findings(&r, "node-not-checked").is_empty(), "{r:#}");
+    assert_eq!(jobs_created(&c), 2, "one Job per Linux node");
+    assert!(incomplete(&r).is_empty(), "{:?}", incomplete(&r));
+    assert_eq!(code, 0);
+}
+
+/// Issue 10 item 9 for audit: the Job namespace's Pod Security level rejects the hostPath of the
+/// check Jobs' pods. No Job is created (each would never start); every node is not checked,
+/// with the label and the fix named; the cluster questions are still answered.
+#[test]
+fn fan_out_preflights_the_pod_security_level() {
+    let c = cluster(2, STRONG);
+    {
+        let mut st = c.state.lock().unwrap();
+        let mut ns = st.get("namespaces", "", NS).cloned().unwrap();
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("baseline");
+        st.put("namespaces", "", ns);
+    }
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "5", "--fail-on", "critical"],
+    );
+    assert_eq!(jobs_created(&c), 0, "no Job was created");
+    let why = incomplete(&r).join("\n");
+    assert!(
+        why.contains("pod-security.kubernetes.io/enforce=baseline")
+            && why.contains("kubectl label namespace kube-system"),
+        "{why}"
+    );
+    let not_checked: Vec<&str> = findings(&r, "node-not-checked")
+        .iter()
+        .map(|f| f["subject"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(not_checked, vec!["worker-00", "worker-01"]);
+    assert_eq!(r["data"]["nodes"]["worker-00"]["reason"], "pod-security");
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] != "node-not-checked"),
+        "the cluster questions were still asked: {r:#}"
+    );
+    assert_eq!(code, 2, "nodes were not checked");
 }
 
 fn incomplete(r: &Value) -> Vec<String> {
