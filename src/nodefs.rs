@@ -624,6 +624,25 @@ impl Entry {
             .collect()
     }
 
+    /// At most `max` names in this directory (in the order the kernel lists them), and whether
+    /// there were more: a directory of millions of entries costs no more than `max`.
+    pub fn list_bounded(&self, max: usize) -> Result<(Vec<OsString>, bool), FsError> {
+        self.expect(Kind::Directory)?;
+        let mut rd = std::fs::read_dir(self.fd_path()).map_err(io_proc("list", &self.path))?;
+        let names = rd
+            .by_ref()
+            .take(max)
+            .map(|e| e.map(|e| e.file_name()).map_err(io("list", &self.path)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((names, rd.next().is_some()))
+    }
+
+    /// The text of this symbolic link (read through the descriptor, never followed).
+    pub fn link_target(&self) -> Result<PathBuf, FsError> {
+        self.expect(Kind::Symlink)?;
+        readlinkat(self.fd.as_raw_fd(), OsStr::new(""), &self.path)
+    }
+
     /// Opens `name` inside this directory (not followed), extending the chain.
     pub fn child(&self, name: &OsStr) -> Result<Entry, FsError> {
         self.expect(Kind::Directory)?;

@@ -6,36 +6,95 @@
 //! (client-go keyutil.WriteKey), and points `Open_vSwitch:other_config:private_key` at it. Every
 //! `*.key` in the run directory and the certificate directory (`--cert-dir`) is held to conf.db's
 //! rules: 0640 or stricter, owned by root, and not readable by anyone else through the directory
-//! chain.
+//! chain. Directories and files are opened through [`crate::nodefs`] (no link followed as the
+//! last component, none a non-root user controls on the way; a directory a non-root user
+//! controls is reported as `path-chain-not-root-controlled`).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use std::os::unix::fs::MetadataExt;
-
-use super::files::reach;
+use super::files::push_chain;
+use crate::nodefs::{self, Accounts, FsError, Kind};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
 /// Directory entries looked at per directory.
 const MAX_ENTRIES: usize = 10_000;
+const WHAT: &str = "IPsec private keys (*.key)";
 
-/// The `*.key` regular files and symlinks directly in `dir` (not followed), sorted.
-async fn key_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
-    let mut rd = tokio::fs::read_dir(dir).await?;
-    let mut out = vec![];
-    let mut seen = 0;
-    while let Some(e) = rd.next_entry().await? {
-        seen += 1;
-        if seen > MAX_ENTRIES {
-            break;
+/// One private key file: its path, mode, owner, and who besides root can read it.
+struct Key {
+    path: PathBuf,
+    mode: u32,
+    uid: u32,
+    exposed: Option<String>,
+}
+
+/// What the directories held, gathered on a blocking thread through [`nodefs`].
+#[derive(Default)]
+struct Seen {
+    keys: Vec<Key>,
+    not_checked: Vec<String>,
+    /// (directory a non-root user controls, how, the key directory below it).
+    untrusted: Vec<(PathBuf, String, PathBuf)>,
+}
+
+/// Opens each directory from `/` (no link a non-root user controls is followed) and each
+/// `*.key` in it without following it; only regular files are judged.
+fn look(dirs: &[PathBuf]) -> Seen {
+    let accounts = Accounts::load();
+    let mut seen = Seen::default();
+    for dir in dirs {
+        let d = match nodefs::open(dir, &accounts)
+            .and_then(|d| d.expect(Kind::Directory).map(|()| d))
+        {
+            Ok(d) => d,
+            Err(FsError::Absent { .. }) => continue,
+            Err(e) => {
+                seen.not_checked.push(format!("cannot list: {e}"));
+                continue;
+            }
+        };
+        if let Some((u, why)) = d.untrusted(&accounts) {
+            seen.untrusted.push((u, why, dir.clone()));
         }
-        if e.file_name().as_encoded_bytes().ends_with(b".key") {
-            out.push(e.path());
+        let (mut names, more) = match d.list_bounded(MAX_ENTRIES) {
+            Ok(l) => l,
+            Err(e) => {
+                seen.not_checked.push(format!("cannot list: {e}"));
+                continue;
+            }
+        };
+        if more {
+            seen.not_checked.push(format!(
+                "more than {MAX_ENTRIES} entries in {}: the rest were not looked at",
+                dir.display()
+            ));
+        }
+        names.retain(|n| n.as_encoded_bytes().ends_with(b".key"));
+        names.sort();
+        for n in names {
+            match d.child(&n) {
+                Ok(e) if e.meta.kind == Kind::Regular => {
+                    let who = e.reachers(0o4, &accounts);
+                    seen.keys.push(Key {
+                        exposed: (!who.is_empty()).then(|| accounts.describe_all(&who)),
+                        mode: e.meta.mode,
+                        uid: e.meta.uid,
+                        path: e.path,
+                    });
+                }
+                Ok(e) => seen.not_checked.push(format!(
+                    "{} is {}, not a regular file (not followed, not read)",
+                    e.path.display(),
+                    e.meta.kind
+                )),
+                Err(FsError::Absent { .. }) => {}
+                Err(e) => seen.not_checked.push(e.to_string()),
+            }
         }
     }
-    out.sort();
-    Ok(out)
+    seen
 }
 
 fn judge(path: &Path, mode: u32, uid: u32, exposed: Option<String>, report: &mut Report) {
@@ -75,49 +134,33 @@ fn judge(path: &Path, mode: u32, uid: u32, exposed: Option<String>, report: &mut
 /// Checks every `*.key` in `dirs` (duplicates skipped). `cert_mode`: the tunnels authenticate
 /// with certificates, so finding no key at all is something the report must say.
 pub async fn check(dirs: &[&Path], cert_mode: bool, report: &mut Report) {
-    let mut found = 0usize;
-    let mut done: Vec<PathBuf> = vec![];
-    for dir in dirs {
-        if done.iter().any(|d| d == dir) {
-            continue;
-        }
-        done.push(dir.to_path_buf());
-        let files = match key_files(dir).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                report.not_checked(
-                    "IPsec private keys (*.key)",
-                    format!("cannot list {}: {}", dir.display(), e.kind()),
-                );
-                continue;
-            }
-        };
-        for path in files {
-            match tokio::fs::symlink_metadata(&path).await {
-                Ok(m) if m.file_type().is_file() => {
-                    found += 1;
-                    let exposed = reach(&path, 0o4).await;
-                    judge(&path, m.mode() & 0o7777, m.uid(), exposed, report);
-                }
-                Ok(_) => report.not_checked(
-                    "IPsec private keys (*.key)",
-                    format!("{} is not a regular file (not followed)", path.display()),
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => report.not_checked(
-                    "IPsec private keys (*.key)",
-                    format!("{}: {}", path.display(), e.kind()),
-                ),
-            }
+    let mut unique: Vec<PathBuf> = vec![];
+    for d in dirs {
+        if !unique.iter().any(|u| u == d) {
+            unique.push(d.to_path_buf());
         }
     }
-    if cert_mode && found == 0 {
+    let list = unique.clone();
+    let Ok(seen) = tokio::task::spawn_blocking(move || look(&list)).await else {
+        report.not_checked(WHAT, "the task looking at them failed");
+        return;
+    };
+    for (dir, why, below) in seen.untrusted {
+        push_chain(report, &dir, why, &[below]);
+    }
+    for k in &seen.keys {
+        judge(&k.path, k.mode, k.uid, k.exposed.clone(), report);
+    }
+    for why in seen.not_checked {
+        report.not_checked(WHAT, why);
+    }
+    if cert_mode && seen.keys.is_empty() {
         report.not_checked(
-            "IPsec private keys (*.key)",
+            WHAT,
             format!(
                 "the tunnels use certificates but no *.key was found in {}; point --cert-dir at the agent's certificate directory",
-                dirs.iter()
+                unique
+                    .iter()
                     .map(|d| d.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")

@@ -363,30 +363,41 @@ pub async fn check(paths: &Paths, report: &mut Report) -> Vec<String> {
         }
     }
     for (dir, (why, below)) in untrusted_dirs(&obs, &accounts) {
-        let list: Vec<String> = below.iter().map(|p| p.display().to_string()).collect();
-        report.push(
-            Finding::new(Code::PathChainNotRootControlled, Severity::High, Subject::path(&dir))
-                .observed(why)
-                .expected("every directory from / down to the node's Antrea paths is owned by root and writable only by root")
-                .remediation(format!("chown root and chmod go-w {} (psk-guard fix refuses to change anything below it)", dir.display()))
-                .detail("paths_below", list),
-        );
+        push_chain(report, &dir, why, &below);
     }
     exposure(&obs, &accounts)
 }
 
-/// Who besides root holds `want` (0o4 read) on `path` and may traverse the directories above
-/// it, described; `None` when nobody does or the path cannot be opened. The path is opened
-/// through [`nodefs::open`] (not followed), in a blocking task.
-pub async fn reach(path: &Path, want: u32) -> Option<String> {
-    let p = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let accounts = Accounts::load();
-        let e = nodefs::open(&p, &accounts).ok()?;
-        let who = e.reachers(want, &accounts);
-        (!who.is_empty()).then(|| accounts.describe_all(&who))
-    })
-    .await
-    .ok()
-    .flatten()
+/// Reports `path-chain-not-root-controlled` for `dir`, which a non-root user controls (`why`),
+/// above the paths `below`: one finding per directory, so a directory already reported (by the
+/// path rules, the log scan or the key files) gets `below` added to its `paths_below`.
+pub fn push_chain(report: &mut Report, dir: &Path, why: String, below: &[PathBuf]) {
+    let subject = Subject::path(dir);
+    let list = below
+        .iter()
+        .map(|p| serde_json::json!(p.display().to_string()));
+    let same = |f: &&mut Finding| {
+        f.code_enum == Some(Code::PathChainNotRootControlled) && f.subject == subject
+    };
+    if let Some(f) = report.findings.iter_mut().find(same) {
+        if let Some(paths) = f
+            .details
+            .get_mut("paths_below")
+            .and_then(|v| v.as_array_mut())
+        {
+            for p in list {
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+        return;
+    }
+    report.push(
+        Finding::new(Code::PathChainNotRootControlled, Severity::High, subject)
+            .observed(why)
+            .expected("every directory from / down to the node's Antrea paths is owned by root and writable only by root")
+            .remediation(format!("chown root and chmod go-w {} (psk-guard fix refuses to change anything below it)", dir.display()))
+            .detail("paths_below", list.collect::<Vec<_>>()),
+    );
 }

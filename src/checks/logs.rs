@@ -1,13 +1,18 @@
 //! Keys in log files: antrea-agent logs the PSK at verbosity >= 4 (klog.V(4)), and ovsdb-server
 //! with `vlog/set jsonrpc:file:dbg` logs every request, keys included (JSON-escaped).
 //!
-//! The log directory (`/var/log/antrea`, `--log-dir`) is walked through descriptors: each
-//! directory and file is opened with `O_NOFOLLOW` relative to its parent (via
-//! `/proc/self/fd/N/NAME`), and only regular files are read (`O_NONBLOCK`, so a FIFO planted
-//! there cannot block the scan). Plain and gzip files (recognised by their magic bytes) are read
-//! in chunks; each chunk is scanned together with the last bytes of the one before, so a key
-//! across a chunk boundary is found. Everything is bounded: files, depth, bytes scanned per file
-//! after decompression (a gzip bomb stops there and is reported as partly scanned) and in total.
+//! The log directory (`/var/log/antrea`, `--log-dir`) is walked through [`crate::nodefs`]: the
+//! directory is reached from `/` without following a link a non-root user controls (its chain is
+//! reported when a non-root user controls it), each entry is opened `O_PATH|O_NOFOLLOW` relative
+//! to its parent and looked at before anything is read, and only regular files are reopened for
+//! reading (through the descriptor, `O_NONBLOCK`). A FIFO, socket or device planted there is
+//! reported and never opened for reading, so it cannot block the scan; a symbolic link is never
+//! followed (klog's links to a file of the same directory are skipped silently, since that file
+//! is scanned itself; a link elsewhere is reported). Plain and gzip files (recognised by their
+//! magic bytes) are read in chunks; each chunk is scanned together with the last bytes of the one
+//! before, so a key across a chunk boundary is found. Everything is bounded: entries per
+//! directory, files, depth, bytes scanned per file after decompression (a gzip bomb stops there
+//! and is reported as partly scanned) and in total.
 //!
 //! Key material: the matcher holds no key bytes (see [`crate::keysearch`]). What is read from a
 //! file may hold a key, so every buffer it passes through is ours and wiped: the read buffer, the
@@ -18,17 +23,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
 use miniz_oxide::inflate::TINFLStatus;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::files::reach;
 use crate::keysearch::{Form, Matcher, Probe};
+use crate::nodefs::{self, Accounts, Entry, FsError, Kind};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 use crate::secret::{Fingerprint, FingerprintKey};
 
@@ -331,57 +334,49 @@ fn scan_source(src: &mut dyn Read, m: &Matcher, limit: u64, out: &mut Scanned) {
     }
 }
 
-fn open_flags(dir: bool) -> i32 {
-    use nix::fcntl::OFlag;
-    let mut f = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    if dir {
-        f |= OFlag::O_DIRECTORY;
-    }
-    f.bits()
-}
-
-/// Opens `name` in the directory open as `parent` (or `path` itself when there is no parent),
-/// without following a symlink in the last component.
-fn open_at(parent: Option<&File>, name: &Path, dir: bool) -> std::io::Result<File> {
-    let path = match parent {
-        Some(p) => PathBuf::from(format!("/proc/self/fd/{}", p.as_raw_fd())).join(name),
-        None => name.to_owned(),
-    };
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(open_flags(dir))
-        .open(path)
-}
-
-/// One file found in the walk, open.
+/// One file found in the walk, open for reading.
 struct Found {
     path: PathBuf,
     file: File,
     mode: u32,
     uid: u32,
     gid: u32,
+    /// Who besides root can read it (through every directory above it), described.
+    exposed: Option<String>,
 }
 
 struct Walk<'a> {
     cfg: &'a LogConfig,
+    accounts: &'a Accounts,
     files: Vec<Found>,
     skipped: Vec<String>,
 }
 
+/// A link text naming a place inside its own directory (klog's `antrea-agent.INFO` ->
+/// `antrea-agent.<host>.<user>.log.INFO.<time>.<pid>`): what it names is scanned itself.
+fn names_a_sibling(target: &Path) -> bool {
+    target.is_relative()
+        && target
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
 impl Walk<'_> {
-    fn dir(&mut self, dir: &File, path: &Path, depth: usize) {
-        let listing = match std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) {
-            Ok(rd) => rd,
+    fn dir(&mut self, dir: &Entry, depth: usize) {
+        let (mut names, more) = match dir.list_bounded(self.cfg.max_files) {
+            Ok(l) => l,
             Err(e) => {
-                self.skipped
-                    .push(format!("cannot list {}: {}", path.display(), e.kind()));
+                self.skipped.push(format!("cannot list: {e}"));
                 return;
             }
         };
-        let mut names: Vec<std::ffi::OsString> = listing
-            .take(self.cfg.max_files + 1)
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect();
+        if more {
+            self.skipped.push(format!(
+                "more than {} entries in {}: the rest were not looked at",
+                self.cfg.max_files,
+                dir.path.display()
+            ));
+        }
         names.sort();
         for name in names {
             if self.files.len() >= self.cfg.max_files {
@@ -392,39 +387,50 @@ impl Walk<'_> {
                 ));
                 return;
             }
-            let child = path.join(&name);
-            // Directories first: O_DIRECTORY|O_NOFOLLOW fails on anything else.
-            if let Ok(d) = open_at(Some(dir), Path::new(&name), true) {
-                if depth < self.cfg.max_depth {
-                    self.dir(&d, &child, depth + 1);
-                } else {
-                    self.skipped.push(format!(
-                        "{} is deeper than {} levels",
-                        child.display(),
-                        self.cfg.max_depth
-                    ));
-                }
-                continue;
+            match dir.child(&name) {
+                Ok(e) => self.entry(e, depth),
+                // Removed since the listing (a rotation): nothing to scan.
+                Err(FsError::Absent { .. }) => {}
+                Err(e) => self.skipped.push(format!("cannot open: {e}")),
             }
-            match open_at(Some(dir), Path::new(&name), false) {
-                Ok(file) => match file.metadata() {
-                    Ok(m) if m.file_type().is_file() => self.files.push(Found {
-                        path: child,
-                        mode: m.mode() & 0o7777,
-                        uid: m.uid(),
-                        gid: m.gid(),
+        }
+    }
+
+    fn entry(&mut self, e: Entry, depth: usize) {
+        match e.meta.kind {
+            Kind::Directory if depth < self.cfg.max_depth => self.dir(&e, depth + 1),
+            Kind::Directory => self.skipped.push(format!(
+                "{} is deeper than {} levels",
+                e.path.display(),
+                self.cfg.max_depth
+            )),
+            Kind::Regular => match e.reopen_read() {
+                Ok(file) => {
+                    let who = e.reachers(0o4, self.accounts);
+                    self.files.push(Found {
+                        exposed: (!who.is_empty()).then(|| self.accounts.describe_all(&who)),
+                        path: e.path,
+                        mode: e.meta.mode,
+                        uid: e.meta.uid,
+                        gid: e.meta.gid,
                         file,
-                    }),
-                    // Sockets, FIFOs, devices: not logs.
-                    _ => {}
-                },
-                // A symlink (ELOOP): not followed; klog's "latest" links point at files here.
-                Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {}
-                Err(e) => {
-                    self.skipped
-                        .push(format!("cannot open {}: {}", child.display(), e.kind()))
+                    })
                 }
-            }
+                Err(err) => self.skipped.push(format!("cannot read: {err}")),
+            },
+            Kind::Symlink => match e.link_target() {
+                Ok(t) if names_a_sibling(&t) => {}
+                Ok(t) => self.skipped.push(format!(
+                    "{} is a symbolic link to {}: not followed (psk-guard scans only the files in the log directory itself)",
+                    e.path.display(),
+                    t.display()
+                )),
+                Err(err) => self.skipped.push(err.to_string()),
+            },
+            kind => self.skipped.push(format!(
+                "{} is {kind}, not a log file: not read",
+                e.path.display()
+            )),
         }
     }
 }
@@ -461,8 +467,8 @@ fn describe_keys(hits: &Hits, keys: &Keys) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn finding(found: &Found, s: &Scanned, keys: &Keys) -> Finding {
-    let exposed = reach(&found.path, 0o4).await;
+fn finding(found: &Found, s: &Scanned, keys: &Keys) -> Finding {
+    let exposed = found.exposed.clone();
     let current = s.hits.0.keys().filter(|k| keys.current.contains(k)).count();
     let fps: Vec<String> = s.hits.0.keys().map(|k| k.to_string()).collect();
     let mut f = Finding::new(
@@ -505,25 +511,24 @@ pub async fn check(cfg: &LogConfig, keys: Keys, fp_key: &FingerprintKey, report:
         return;
     };
     match result {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.not_checked(
+        Err(FsError::Absent { path }) => report.not_checked(
             "keys in log files",
             format!(
                 "{} is absent (point --log-dir at antrea-agent's log directory, or --no-logs)",
-                cfg.dir.display()
+                path.display()
             ),
         ),
         Err(e) => report.not_checked(
             "keys in log files",
-            format!(
-                "cannot open {}: {} (run as root; a symlink is not followed)",
-                cfg.dir.display(),
-                e.kind()
-            ),
+            format!("cannot scan the log directory: {e} (run as root; links are not followed)"),
         ),
-        Ok((keys, results, skipped)) => {
-            for (found, s) in &results {
+        Ok(scan) => {
+            if let Some((dir, why)) = scan.untrusted {
+                super::files::push_chain(report, &dir, why, std::slice::from_ref(&cfg.dir));
+            }
+            for (found, s) in &scan.results {
                 if !s.hits.0.is_empty() {
-                    report.push(finding(found, s, &keys).await);
+                    report.push(finding(found, s, &scan.keys));
                 }
                 if let Some(why) = &s.stopped {
                     report.not_checked(
@@ -532,23 +537,33 @@ pub async fn check(cfg: &LogConfig, keys: Keys, fp_key: &FingerprintKey, report:
                     );
                 }
             }
-            for why in skipped {
+            for why in scan.skipped {
                 report.not_checked("keys in log files", why);
             }
         }
     }
 }
 
-type DirScan = (Keys, Vec<(Found, Scanned)>, Vec<String>);
+/// What the walk of the log directory gave.
+struct DirScan {
+    keys: Keys,
+    results: Vec<(Found, Scanned)>,
+    skipped: Vec<String>,
+    /// The directory at or above the log directory that a non-root user controls, and how.
+    untrusted: Option<(PathBuf, String)>,
+}
 
-fn scan_dir(cfg: &LogConfig, keys: Keys, fp_key: &FingerprintKey) -> std::io::Result<DirScan> {
-    let root = open_at(None, &cfg.dir, true)?;
+fn scan_dir(cfg: &LogConfig, keys: Keys, fp_key: &FingerprintKey) -> Result<DirScan, FsError> {
+    let accounts = Accounts::load();
+    let root = nodefs::open(&cfg.dir, &accounts)?;
+    root.expect(Kind::Directory)?;
     let mut walk = Walk {
         cfg,
+        accounts: &accounts,
         files: vec![],
         skipped: vec![],
     };
-    walk.dir(&root, &cfg.dir, 1);
+    walk.dir(&root, 1);
     let matcher = Matcher::new(fp_key, keys.probes.clone());
     let mut total = 0u64;
     let mut results = vec![];
@@ -566,5 +581,10 @@ fn scan_dir(cfg: &LogConfig, keys: Keys, fp_key: &FingerprintKey) -> std::io::Re
         total += s.bytes;
         results.push((f, s));
     }
-    Ok((keys, results, walk.skipped))
+    Ok(DirScan {
+        keys,
+        results,
+        skipped: walk.skipped,
+        untrusted: root.untrusted(&accounts),
+    })
 }

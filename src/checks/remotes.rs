@@ -10,11 +10,11 @@
 //! remotes are local files and are judged by the file checks. (Remote syntax: ovsdb-server(1),
 //! "Remote Connection Methods"; `db:` remotes: ovsdb/ovsdb-server.c `query_db_remotes`.)
 
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::json;
 
+use crate::nodefs::{self, Accounts, FsError};
 use crate::ovsdb::{Client, OpResult, Operation, Value, VSWITCH_DB};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
@@ -22,6 +22,10 @@ use crate::report::{Code, Finding, Report, Severity, Subject};
 const MAX_SHOWN: usize = 256;
 /// `/proc/PID/cmdline` is read up to this many bytes.
 const MAX_CMDLINE: u64 = 64 * 1024;
+/// `/proc/PID/status` is read up to this many bytes.
+const MAX_STATUS: u64 = 16 * 1024;
+/// The most bytes of `ovsdb-server.pid` read: a pid and a newline.
+const MAX_PIDFILE: u64 = 32;
 /// Processes looked at when the pidfile's pid is from another pid namespace.
 const MAX_PROCS: usize = 100_000;
 
@@ -164,47 +168,39 @@ pub fn remotes_in(args: &[String]) -> Vec<String> {
     out
 }
 
-fn read_bounded(path: &Path, max: u64, nofollow: bool) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    if nofollow {
-        o.custom_flags(libc_flags());
-    }
-    let f = o.open(path)?;
-    if nofollow && !f.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut buf = vec![];
-    f.take(max).read_to_end(&mut buf)?;
-    Ok(buf)
+/// Reads a small file through [`nodefs`]: reached from `/` without following a link a non-root
+/// user controls, the last component never followed, a regular file only (procfs files are
+/// regular files of size 0), read through the descriptor, more than `max` bytes an error.
+fn read_small(path: &Path, max: u64, accounts: &Accounts) -> Result<Vec<u8>, FsError> {
+    nodefs::open(path, accounts)?.read_bounded(max)
 }
 
-fn libc_flags() -> i32 {
-    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits()
-}
-
-fn comm_is_ovsdb_server(pid: u32) -> bool {
-    read_bounded(Path::new(&format!("/proc/{pid}/comm")), 64, false)
+fn comm_is_ovsdb_server(pid: u32, accounts: &Accounts) -> bool {
+    read_small(Path::new(&format!("/proc/{pid}/comm")), 64, accounts)
         .is_ok_and(|c| c.trim_ascii() == b"ovsdb-server")
 }
 
 /// The host pid of the ovsdb-server whose pid in its own namespace is `pid` (the pidfile holds
 /// the pid as the agent container sees it): the process named ovsdb-server whose `NSpid` ends in
 /// `pid`. Bounded to [`MAX_PROCS`] entries of /proc.
-fn find_in_namespaces(pid: u32) -> Option<u32> {
-    let rd = std::fs::read_dir("/proc").ok()?;
-    for e in rd.take(MAX_PROCS).flatten() {
-        let Some(host) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+fn find_in_namespaces(pid: u32, accounts: &Accounts) -> Option<u32> {
+    let (names, _) = nodefs::open(Path::new("/proc"), accounts)
+        .ok()?
+        .list_bounded(MAX_PROCS)
+        .ok()?;
+    for name in names {
+        let Some(host) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if !comm_is_ovsdb_server(host) {
+        if !comm_is_ovsdb_server(host, accounts) {
             continue;
         }
-        let status = read_bounded(&e.path().join("status"), 16 * 1024, false).ok()?;
+        let status = read_small(
+            Path::new(&format!("/proc/{host}/status")),
+            MAX_STATUS,
+            accounts,
+        )
+        .ok()?;
         let text = String::from_utf8_lossy(&status);
         let last = text
             .lines()
@@ -218,31 +214,37 @@ fn find_in_namespaces(pid: u32) -> Option<u32> {
     None
 }
 
+/// The pid in `<ovs_dir>/ovsdb-server.pid`, a small regular file ovsdb-server (root) writes.
+fn pid_from_file(pidfile: &Path, accounts: &Accounts) -> Result<u32, String> {
+    let e = nodefs::open(pidfile, accounts).map_err(|e| e.to_string())?;
+    if e.meta.uid != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not root: not ovsdb-server's",
+            pidfile.display(),
+            e.meta.uid
+        ));
+    }
+    let b = e.read_bounded(MAX_PIDFILE).map_err(|e| e.to_string())?;
+    std::str::from_utf8(&b)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{} does not hold a process id", pidfile.display()))
+}
+
 /// Reads the command line of the ovsdb-server named in `<ovs_dir>/ovsdb-server.pid`, checking
-/// that the process is ovsdb-server (a stale pidfile may name another process).
+/// that the process is ovsdb-server (a stale pidfile may name another process). Every file is
+/// read through [`nodefs`].
 pub fn cmdline(ovs_dir: &Path) -> Cmdline {
-    let pidfile = ovs_dir.join("ovsdb-server.pid");
-    let pid = match read_bounded(&pidfile, 64, true) {
-        Ok(b) => match std::str::from_utf8(&b)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        {
-            Some(p) if p > 0 => p,
-            _ => {
-                return Cmdline::Unknown(format!(
-                    "{} does not hold a process id",
-                    pidfile.display()
-                ))
-            }
-        },
-        Err(e) => {
-            return Cmdline::Unknown(format!("cannot read {}: {}", pidfile.display(), e.kind()))
-        }
+    let accounts = Accounts::load();
+    let pid = match pid_from_file(&ovs_dir.join("ovsdb-server.pid"), &accounts) {
+        Ok(p) => p,
+        Err(why) => return Cmdline::Unknown(why),
     };
-    let host = if comm_is_ovsdb_server(pid) {
+    let host = if comm_is_ovsdb_server(pid, &accounts) {
         pid
     } else {
-        match find_in_namespaces(pid) {
+        match find_in_namespaces(pid, &accounts) {
             Some(h) => h,
             None => {
                 return Cmdline::Unknown(format!(
@@ -251,10 +253,10 @@ pub fn cmdline(ovs_dir: &Path) -> Cmdline {
             }
         }
     };
-    match read_bounded(
+    match read_small(
         Path::new(&format!("/proc/{host}/cmdline")),
         MAX_CMDLINE,
-        false,
+        &accounts,
     ) {
         Ok(b) => {
             let args: Vec<String> = b
@@ -268,7 +270,7 @@ pub fn cmdline(ovs_dir: &Path) -> Cmdline {
             }
             Cmdline::Read { pid: host, args }
         }
-        Err(e) => Cmdline::Unknown(format!("cannot read /proc/{host}/cmdline: {}", e.kind())),
+        Err(e) => Cmdline::Unknown(format!("cannot read ovsdb-server's command line: {e}")),
     }
 }
 

@@ -184,7 +184,7 @@ codes! {
     OvsDirOwnerNotRoot => "ovs-dir-owner-not-root", "openvswitch directory is not owned by root",
         "A non-root owner of the openvswitch directory can change its mode and replace conf.db, db.sock, the pidfile and the control sockets in it.";
     PathChainNotRootControlled => "path-chain-not-root-controlled", "A directory above the node's Antrea paths is controlled by a non-root user",
-        "A directory on the way from / to conf.db, db.sock or the run directory is owned by a non-root user or writable by one (mode bits or POSIX ACL; a root-owned sticky directory is fine for entries root owns). That user can swap what lies below it for links or other files between any check and action, so psk-guard fix refuses to change anything below it.";
+        "A directory on the way from / to conf.db, db.sock, the run directory, the log directory or the certificate directory is owned by a non-root user or writable by one (mode bits or POSIX ACL; a root-owned sticky directory is fine for entries root owns). That user can swap what lies below it for links or other files between any check and action, so psk-guard fix refuses to change anything below it.";
     PathIsSymlink => "path-is-symlink", "A node path is a symbolic link",
         "conf.db, db.sock, the run directory or another path Antrea and ovsdb-server create is a symbolic link (or is reached through a link a non-root user controls). They never create links there: someone replaced it. psk-guard reports the link itself, never follows it and never changes what it points to.";
     PathWrongType => "path-wrong-type", "A node path is not the kind of file it should be",

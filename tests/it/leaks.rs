@@ -413,3 +413,82 @@ fn an_absent_log_directory_is_not_a_pass() {
     let (r, _) = check_json(&node, &["--log-dir", link.to_str().unwrap()]);
     assert!(r["incomplete"].to_string().contains("log-link"), "{r:#}");
 }
+
+/// uid of `nobody`: a non-root user who controls part of the log directory.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn a_log_directory_the_attacker_controls_cannot_redirect_or_block_the_scan() {
+    use std::os::unix::fs::{lchown, symlink};
+    let node = node_with_quoted_key();
+    let d = &node.log_dir;
+    // A file only root may read outside the log directory (as /etc/shadow is), holding the key.
+    let secret = node.dir.path().join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    node.chmod(&secret, 0o700);
+    write(&secret.join("shadow"), QUOTED.as_bytes(), 0o600);
+    // The log directory belongs to nobody, who plants a link to it and a FIFO.
+    std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    symlink(secret.join("shadow"), d.join("shadow.log")).unwrap();
+    lchown(d.join("shadow.log"), Some(NOBODY), Some(NOBODY)).unwrap();
+    nix::unistd::mkfifo(
+        &d.join("pipe\x1b[2K.log"), // a terminal control sequence in its name, escaped in the report
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    // klog's link to the current file of the same directory: the file is scanned, the link is
+    // not worth a word.
+    write(
+        &d.join("antrea-agent.node1.root.log.INFO.20261127-100000.1"),
+        format!("I1127 10:00:00.000 1 ipsec.go:80] Using PSK {QUOTED}\n").as_bytes(),
+        0o600,
+    );
+    symlink(
+        "antrea-agent.node1.root.log.INFO.20261127-100000.1",
+        d.join("antrea-agent.INFO"),
+    )
+    .unwrap();
+    let (r, _) = check_json(&node, &[]);
+    let fs = log_findings(&r);
+    assert_eq!(
+        fs.keys().collect::<Vec<_>>(),
+        vec!["antrea-agent.node1.root.log.INFO.20261127-100000.1"],
+        "only the real log file is read: {r:#}"
+    );
+    let inc: Vec<String> = r["incomplete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap().to_owned())
+        .collect();
+    let said = |needle: &str| inc.iter().any(|i| i.contains(needle));
+    assert!(
+        said("shadow.log is a symbolic link") && said("not followed"),
+        "the link out of the directory is reported, not followed: {inc:#?}"
+    );
+    assert!(said("pipe\\x1b[2K.log is a FIFO"), "{inc:#?}");
+    assert!(!inc.iter().any(|i| i.contains('\x1b')), "{inc:#?}");
+    assert!(!said("antrea-agent.INFO"), "{inc:#?}");
+    let chain = findings(&r, "path-chain-not-root-controlled");
+    assert_eq!(chain.len(), 1, "{r:#}");
+    assert_eq!(chain[0]["subject"]["name"], d.display().to_string());
+    assert!(chain[0]["observed"].as_str().unwrap().contains("65534"));
+
+    // A link on the way to the log directory that a non-root user owns is not followed: it
+    // would make root scan (and report on) whatever the user points it at.
+    let attic = node.dir.path().join("attic");
+    std::fs::create_dir(&attic).unwrap();
+    std::os::unix::fs::chown(&attic, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::create_dir(secret.join("antrea")).unwrap();
+    write(&secret.join("antrea/keys.log"), QUOTED.as_bytes(), 0o600);
+    symlink(&secret, attic.join("logs")).unwrap();
+    lchown(attic.join("logs"), Some(NOBODY), Some(NOBODY)).unwrap();
+    let via = attic.join("logs/antrea");
+    let (r, _) = check_json(&node, &["--log-dir", via.to_str().unwrap()]);
+    assert!(log_findings(&r).is_empty(), "{r:#}");
+    let inc = r["incomplete"].to_string();
+    assert!(
+        inc.contains("attic/logs") && inc.contains("does not follow"),
+        "the log directory is not scanned, and the report says why: {r:#}"
+    );
+}
