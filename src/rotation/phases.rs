@@ -202,12 +202,31 @@ async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
     let job = node_job(ctx, "push", &run.rec.id, args, true);
     let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
     let mut failed = vec![];
+    let mut written = vec![];
     for (n, o) in &results {
         let ok = matches!(o, Outcome::Succeeded(_));
         run.row(n).insert("pushed".into(), json!(ok));
         if !ok {
             failed.push(format!("{n} ({})", failure_words(o)));
         }
+        if let Some(t) = o
+            .result()
+            .ok()
+            .and_then(|r| r["written_at_unix_ms"].as_u64())
+        {
+            run.row(n).insert("pushed_at_unix_ms".into(), json!(t));
+            written.push(t);
+        }
+    }
+    // The measured mixed-key window of the push (by the nodes' clocks, NTP-synced on a real
+    // cluster): first node's write to the last, and how late the last was after the instant.
+    if let (Some(first), Some(last)) = (written.iter().min(), written.iter().max()) {
+        run.timings
+            .insert("push_window_ms".into(), json!(last - first));
+        run.timings.insert(
+            "push_late_ms".into(),
+            json!(last.saturating_sub(at_ms as u64)),
+        );
     }
     if !failed.is_empty() {
         let msg = format!(

@@ -151,6 +151,22 @@ fn push_strategy_rotates_five_nodes_at_one_instant() {
     );
     // After the push, the restarted agents found the key they expected and recreated nothing.
     assert_eq!(ch.len(), 5, "one change per node: {ch:?}");
+    // The measured window is reported: first node's write to the last, by the nodes' reports.
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at: Vec<u64> = r["data"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n["pushed_at_unix_ms"]
+                .as_u64()
+                .expect("each node's write time")
+        })
+        .collect();
+    assert_eq!(at.len(), 5, "{r:#}");
+    let window = at.iter().max().unwrap() - at.iter().min().unwrap();
+    assert_eq!(r["data"]["timings"]["push_window_ms"], window, "{r:#}");
+    assert!(r["data"]["timings"]["push_late_ms"].is_u64(), "{r:#}");
 }
 
 #[test]
