@@ -469,6 +469,40 @@ fn fan_out_preflights_the_pod_security_level() {
     assert_eq!(code, 2, "nodes were not checked");
 }
 
+/// Issue 10 item 6, the guides' side: the audit Job of docs/deploy/audit-job.yaml, run with its
+/// own args and stdout and stderr merged as `kubectl logs` gives them, logs exactly the report.
+#[test]
+fn the_audit_jobs_log_is_the_report() {
+    let c = cluster(2, STRONG);
+    let job = crate::manifests::docs("audit-job.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Job")
+        .unwrap();
+    let args: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "exec \"$0\" \"$@\" 2>&1",
+            env!("CARGO_BIN_EXE_psk-guard"),
+        ])
+        .args(&args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(&log).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(
+        r["data"]["nodes"]["worker-00"]["status"], "checked",
+        "{r:#}"
+    );
+    assert_no_key("the audit Job's log", log.as_bytes(), &[STRONG]);
+}
+
 fn incomplete(r: &Value) -> Vec<String> {
     r["incomplete"]
         .as_array()

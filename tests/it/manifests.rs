@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use psk_guard::cluster::Permission;
 
-fn docs(file: &str) -> Vec<serde_json::Value> {
+pub(crate) fn docs(file: &str) -> Vec<serde_json::Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("docs/deploy")
         .join(file);
@@ -527,4 +527,25 @@ fn jobs_and_cronjob_are_hardened_and_follow_the_conventions() {
     );
     let args = pod.containers[0].args.clone().unwrap();
     assert_eq!(&args[..1], &["rotate".to_owned()]);
+}
+
+/// `kubectl logs` (the pod log endpoint) merges stdout and stderr: every Job in docs/deploy that
+/// prints a report runs with `--quiet`, so its log is the report when nothing fails
+/// (audit::the_audit_jobs_log_is_the_report runs the audit Job's args with the streams merged).
+#[test]
+fn deployed_jobs_keep_stderr_to_errors() {
+    for (file, kind) in [
+        ("audit-job.yaml", "Job"),
+        ("node-check-job.yaml", "Job"),
+        ("rotation-cronjob.yaml", "CronJob"),
+    ] {
+        let d = docs(file).into_iter().find(|d| d["kind"] == kind).unwrap();
+        let pod = if kind == "CronJob" {
+            &d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        } else {
+            &d["spec"]["template"]["spec"]
+        };
+        let args = pod["containers"][0]["args"].as_array().unwrap();
+        assert!(args.iter().any(|a| a == "--quiet"), "{file}: {args:?}");
+    }
 }
