@@ -687,7 +687,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             check_report_args(&a.report)?;
             let (mut stderr, mut sink) = (std::io::stderr(), std::io::sink());
-            let plan_out: &mut dyn std::io::Write = if a.node.result_frame {
+            let plan_out: &mut dyn std::io::Write = if a.node.result_frame || g.quiet {
                 &mut sink
             } else {
                 &mut stderr

@@ -208,8 +208,9 @@ async fn wait_until_free(
         .unwrap_or(0)
         .max(1) as u64;
     let dur = Duration::from_secs(secs);
-    eprintln!(
-        "psk-guard rotate: {what} is held by {current:?}; watching it for up to {secs}s to see whether that run is still alive"
+    crate::report::progress(
+        "rotate",
+        &format!("{what} is held by {current:?}; watching it for up to {secs}s to see whether that run is still alive"),
     );
     let seen = observed(&first);
     let since = Instant::now();
@@ -234,8 +235,9 @@ async fn wait_until_free(
             )));
         }
         if since.elapsed() >= dur {
-            eprintln!(
-                "psk-guard rotate: {what} was not renewed for {secs}s: taking it over from {current:?}"
+            crate::report::progress(
+                "rotate",
+                &format!("{what} was not renewed for {secs}s: taking it over from {current:?}"),
             );
             return Ok(now);
         }

@@ -726,6 +726,11 @@ pub fn set_quiet(q: bool) {
     QUIET.store(q, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `--quiet` was given (for progress that is not a plain line, e.g. a TTY bar).
+pub fn is_quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A progress line on stderr (`psk-guard <command>: <message>`), plain, unless `--quiet`. stdout
 /// carries only the report.
 pub fn progress(command: &str, msg: &str) {

@@ -101,9 +101,12 @@ pub async fn evict_in_batches(
     let size = batch_size(ds, desired.max(nodes.len()));
     for batch in stale.chunks(size) {
         let names: Vec<&str> = batch.iter().map(|s| s.0.as_str()).collect();
-        eprintln!(
-            "psk-guard rotate: evicting the antrea-agent on {} (batches of {size})",
-            names.join(", ")
+        crate::report::progress(
+            "rotate",
+            &format!(
+                "evicting the antrea-agent on {} (batches of {size})",
+                names.join(", ")
+            ),
         );
         for (node, pod, _) in batch {
             evict(client, namespace, node, pod, progress_deadline, held).await?;

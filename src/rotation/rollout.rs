@@ -82,6 +82,7 @@ pub async fn restart(
         .await?;
     }
     let mut deadline = Instant::now() + progress_deadline;
+    let quiet = crate::report::is_quiet();
     let mut last = None;
     loop {
         let d = crate::cluster::retry("reading the DaemonSet", || api.get(&name))
@@ -93,7 +94,9 @@ pub async fn restart(
         let updated = st.updated_number_scheduled.unwrap_or(0);
         let available = st.number_available.unwrap_or(0);
         if last != Some((updated, available)) {
-            if tty {
+            if quiet {
+                // --quiet: no bar, no lines.
+            } else if tty {
                 let width = 30usize;
                 let filled = if desired > 0 {
                     (updated as usize * width) / desired as usize
@@ -114,13 +117,13 @@ pub async fn restart(
                 || ((nodes.len() as i32) < desired
                     && targets_done(client, namespace, ds, id, nodes).await))
         {
-            if tty {
+            if tty && !quiet {
                 eprintln!();
             }
             return Ok(());
         }
         if Instant::now() >= deadline {
-            if tty {
+            if tty && !quiet {
                 eprintln!();
             }
             // Name the nodes whose agent has not come back (Ready) on the new template: the

@@ -127,6 +127,21 @@ fn run(node: &Node, cmd: &str, extra: &[&str]) -> std::process::Output {
     psk_guard(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// `fix --quiet` prints no plan on stderr (the plan is in the report's `data.plan`).
+#[test]
+fn fix_quiet_prints_no_plan() {
+    let node = seeded("fix-quiet");
+    let out = run(&node, "fix", &["--dry-run", "-o", "json"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plan ("));
+    let out = run(&node, "fix", &["--dry-run", "-o", "json", "--quiet"]);
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!json_of(&out)["data"]["plan"].as_array().unwrap().is_empty());
+}
+
 fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

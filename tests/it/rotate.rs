@@ -182,6 +182,20 @@ fn on_delete_daemonset_gets_its_pods_deleted() {
     assert_eq!(st.count("DELETE", "pods"), 0, "never deleted directly");
 }
 
+/// `--quiet` keeps stderr empty through the whole rotation: the rollout lines, the eviction
+/// batches (OnDelete) and the Lease messages went to stderr directly and ignored it.
+#[test]
+fn quiet_rotation_prints_nothing_on_stderr() {
+    let c = cluster(2, true);
+    let out = rotate(&c, &["--strategy", "restart", "--quiet"]);
+    assert_rotated(&c, &out, OLD);
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn operator_supplied_key_is_checked() {
     let c = cluster(2, false);
