@@ -57,8 +57,9 @@ pub struct Global {
         hide_env_values = true
     )]
     pub fingerprint_salt: Option<String>,
-    /// Seconds to wait for a connection or a reply.
-    #[arg(long, global = true, default_value_t = 10.0)]
+    /// Seconds to wait for a connection or a reply (more than 0, at most 86400).
+    #[arg(long, global = true, default_value_t = 10.0, value_parser = parse_timeout,
+          allow_hyphen_values = true)]
     pub timeout: f64,
     /// Colour in text output and in logs on a terminal (auto: only on a terminal, and not when
     /// NO_COLOR is set to a non-empty value).
@@ -161,17 +162,18 @@ pub struct RotateArgs {
     #[arg(long, default_value = "psk-guard-rotation")]
     pub lease: String,
     /// Seconds without renewal after which a dead run's Lease may be taken over.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = parse_seconds, allow_negative_numbers = true)]
     pub lease_duration: u64,
     /// Seconds the DaemonSet rollout may go without any node advancing before it counts as
     /// stuck (like a Deployment's progressDeadlineSeconds; the whole rollout may take longer).
-    #[arg(long, visible_alias = "rollout-timeout", default_value_t = 600)]
+    #[arg(long, visible_alias = "rollout-timeout", default_value_t = 600,
+          value_parser = parse_seconds, allow_negative_numbers = true)]
     pub progress_deadline: u64,
     /// Seconds to wait for each per-node Job.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = parse_seconds, allow_negative_numbers = true)]
     pub job_timeout: u64,
     /// For push: milliseconds between creating the Jobs and the shared write instant.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, value_parser = parse_push_lead_ms, allow_negative_numbers = true)]
     pub push_lead_ms: u64,
     /// Skip purging old keys from conf.db after the rotation.
     #[arg(long)]
@@ -239,11 +241,11 @@ pub struct AuditArgs {
     /// Namespace of the per-node Jobs (needs the privileged Pod Security level for hostPath).
     #[arg(long, default_value = "kube-system")]
     pub job_namespace: String,
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = parse_seconds, allow_negative_numbers = true)]
     pub job_timeout: u64,
-    /// Per-node Jobs running at once.
-    #[arg(long, default_value_t = 10)]
-    pub parallelism: usize,
+    /// Per-node Jobs running at once (1 to 1000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000), allow_negative_numbers = true)]
+    pub parallelism: u32,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -256,6 +258,72 @@ pub struct GenerateArgs {
     /// With `man`: the subcommand whose page to print (check, scan-db, fix, rotate, audit,
     /// generate, push-key).
     pub subcommand: Option<String>,
+}
+
+/// Flags that count seconds: at least 1, at most a day (a longer wait is a mistake, and every
+/// duration must fit the clocks and APIs it is handed to).
+const SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// `rotate --push-lead-ms`: at least 100 ms, and at most what `push-key` accepts as ahead of now
+/// ([`crate::rotation::node::MAX_AHEAD`]).
+const PUSH_LEAD_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+/// `--timeout`: seconds, more than 0 and at most a day; not NaN or infinite (a clap value parser,
+/// so a bad value is a usage error, exit 2, naming the flag).
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "not a number of seconds (e.g. 10 or 2.5)".to_string())?;
+    if !v.is_finite() || v <= 0.0 || v > *SECONDS.end() as f64 {
+        return Err(format!(
+            "must be a number of seconds greater than 0 and at most {}",
+            SECONDS.end()
+        ));
+    }
+    // Below a millisecond nothing can answer; a zero Duration would time out every wait at once.
+    if v < 0.001 {
+        return Err("must be at least 0.001 seconds".into());
+    }
+    Ok(v)
+}
+
+/// A whole number within `range`, or a message saying which range and in what `unit`.
+fn whole(s: &str, range: std::ops::RangeInclusive<u64>, unit: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "must be a whole number of {unit} from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
+    let v: u64 = s.trim().parse().map_err(|_| bad())?;
+    range.contains(&v).then_some(v).ok_or_else(bad)
+}
+
+/// Flags counting seconds (Lease duration, progress deadline, Job timeouts): see [`SECONDS`].
+fn parse_seconds(s: &str) -> Result<u64, String> {
+    whole(s, SECONDS, "seconds")
+}
+
+fn parse_push_lead_ms(s: &str) -> Result<u64, String> {
+    whole(s, PUSH_LEAD_MS, "milliseconds")
+}
+
+/// `scan-db --max-record`: bytes, 1 KiB to 1 GiB (a record is held in memory whole).
+fn parse_max_record(s: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| "not a whole number of bytes".to_string())?;
+    if !RANGE.contains(&v) {
+        return Err(format!(
+            "must be from {} to {} bytes",
+            RANGE.start(),
+            RANGE.end()
+        ));
+    }
+    Ok(v)
 }
 
 /// The CLI definition with global flags propagated to every subcommand.
@@ -390,7 +458,7 @@ pub struct CheckArgs {
     /// Bytes searched per log file, after decompression (bounds gzip bombs); the rest of a longer
     /// file is reported as not checked.
     #[arg(long, value_name = "BYTES", default_value_t = checks::logs::DEFAULT_MAX_BYTES,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     pub log_max_bytes: u64,
 }
 
@@ -401,8 +469,8 @@ pub struct ScanArgs {
     /// The conf.db file to read.
     #[arg(default_value = DEFAULT_CONF_DB)]
     pub path: PathBuf,
-    /// Largest record accepted, in bytes.
-    #[arg(long, default_value_t = forensics::log::DEFAULT_MAX_RECORD)]
+    /// Largest record accepted, in bytes (1 KiB to 1 GiB).
+    #[arg(long, default_value_t = forensics::log::DEFAULT_MAX_RECORD, value_parser = parse_max_record, allow_negative_numbers = true)]
     pub max_record: usize,
 }
 
@@ -592,9 +660,6 @@ fn check_report_args(r: &ReportArgs) -> anyhow::Result<()> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
-    if !(g.timeout.is_finite() && g.timeout > 0.0) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
     let timeout = Duration::from_secs_f64(g.timeout);
     let fp_key = match &g.fingerprint_salt {
         Some(s) if s.is_empty() => {
@@ -753,7 +818,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 service_account: a.service_account.clone(),
                 job_namespace: a.job_namespace.clone(),
                 job_timeout: Duration::from_secs(a.job_timeout),
-                parallelism: a.parallelism,
+                parallelism: a.parallelism as usize,
                 api_timeout: timeout,
             };
             check_report_args(&a.report)?;

@@ -25,7 +25,7 @@ function __fish_psk_guard_using_subcommand
 end
 
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_needs_command" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_needs_command" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_needs_command" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -64,7 +64,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l cert-dir -
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log-dir -d 'Directory of antrea-agent\'s and ovsdb-server\'s logs, searched (with subdirectories, plain and .gz) for every key the node knows of' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log-max-bytes -d 'Bytes searched per log file, after decompression (bounds gzip bombs); the rest of a longer file is reported as not checked' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -89,9 +89,9 @@ critical\t''
 never\t'Never exit 1 for findings'"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l skip -d 'Accept every finding with this code (repeatable): listed as suppressed, not counted' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l ignore -d 'Accept the findings listed in this YAML file (code, subject pattern, reason, expiry; see docs/ignore-file.md): listed as suppressed with their reason, not counted' -r -F
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l max-record -d 'Largest record accepted, in bytes' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l max-record -d 'Largest record accepted, in bytes (1 KiB to 1 GiB)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -118,7 +118,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l conf-db -d '
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l ctl -d 'ovsdb-server\'s unixctl socket (default: found from RUN_DIR/openvswitch/ovsdb-server.pid)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -161,7 +161,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l exclude-n
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l kubeconfig -d 'The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster service account)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l context -d 'The kubeconfig context (default: its current-context)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -196,11 +196,11 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l image -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l service-account -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l job-namespace -d 'Namespace of the per-node Jobs (needs the privileged Pod Security level for hostPath)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l job-timeout -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l parallelism -d 'Per-node Jobs running at once' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l parallelism -d 'Per-node Jobs running at once (1 to 1000)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l kubeconfig -d 'The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster service account)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l context -d 'The kubeconfig context (default: its current-context)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -209,7 +209,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l nodes -d '
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -223,7 +223,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l host-ro
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l from-env -d 'Environment variable holding the key' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l at-unix-ms -d 'Write at this instant (Unix milliseconds), so all nodes change together' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l timeout -d 'Seconds to wait for a connection or a reply' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''
 always\t''
 never\t''"

@@ -239,3 +239,62 @@ fn scan_db_keeps_a_bounded_number_of_bounded_interface_names() {
     // Unbounded, the names alone would take 2 x 128 MiB.
     assert!(kb < 64 * 1024, "peak RSS {kb} KiB");
 }
+
+/// Every numeric flag is range-checked by its clap value parser: an absurd value is a usage
+/// error (exit 2, the flag and the accepted range named, nothing on stdout), never a panic
+/// (`--timeout 1e20` used to overflow `Duration::from_secs_f64`, exit 101) and never sent on.
+#[test]
+fn numeric_flags_out_of_range_are_usage_errors() {
+    let timeouts = [
+        "1e20", "0", "-1", "NaN", "inf", "-inf", "1e-9", "86401", "ten",
+    ];
+    let mut cases: Vec<Vec<&str>> = timeouts
+        .iter()
+        .flat_map(|t| {
+            [
+                vec!["check", "--timeout", t],
+                vec!["--timeout", t, "push-key"],
+            ]
+        })
+        .collect();
+    for (sub, flag) in [
+        ("rotate", "--lease-duration"),
+        ("rotate", "--progress-deadline"),
+        ("rotate", "--rollout-timeout"),
+        ("rotate", "--job-timeout"),
+        ("rotate", "--push-lead-ms"),
+        ("audit", "--job-timeout"),
+        ("audit", "--parallelism"),
+        ("scan-db", "--max-record"),
+    ] {
+        for v in ["0", "-1", "1e20", "99999999999999999999999", "x"] {
+            cases.push(vec![sub, flag, v]);
+        }
+    }
+    cases.push(vec!["check", "--log-max-bytes", "0"]);
+    cases.push(vec!["rotate", "--push-lead-ms", "600001"]);
+    cases.push(vec!["audit", "--parallelism", "1001"]);
+    for args in cases {
+        let out = psk_guard(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let flag = match *args.iter().find(|a| a.starts_with("--")).unwrap() {
+            "--rollout-timeout" => "--progress-deadline", // clap names an alias's flag
+            f => f,
+        };
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("invalid value") && err.contains(flag),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // The ends of the ranges are accepted.
+    for args in [
+        ["--timeout", "0.001", "generate", "bash"],
+        ["--timeout", "86400", "generate", "bash"],
+    ] {
+        let out = psk_guard(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+}
