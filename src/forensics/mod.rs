@@ -633,6 +633,7 @@ pub fn findings(path: &Path, scan: &Scan, report: &mut Report) {
     if let Some(d) = &scan.damage {
         report.push(
             Finding::new(Code::ConfDbLogDamaged, Severity::Medium, Subject::path(path))
+                .located(path.display().to_string(), Some(d.offset))
                 .observed(format!("record {} at byte {}: {}", d.record, d.offset, d.reason))
                 .expected("every record intact")
                 .remediation("work on a copy; records before the damage were scanned, the rest were not. ovsdb-server itself ignores a damaged tail and truncates it on the next write")

@@ -286,6 +286,42 @@ fn real_db() -> Vec<u8> {
     std::fs::read(&node.conf_db).unwrap()
 }
 
+/// Where the damage starts is a SARIF region (`byteOffset`) on conf.db, the same offset the JSON
+/// report gives, so code scanning points at it.
+#[test]
+fn damage_offset_is_a_sarif_region() {
+    let good = real_db();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("conf.db");
+    std::fs::write(&p, &good[..good.len() - 10]).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "json"]).stdout)
+            .unwrap();
+    let f = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "conf-db-log-damaged")
+        .expect("damage reported");
+    let offset = f["details"]["offset"].as_u64().unwrap();
+    assert_eq!(f["location"]["byte_offset"].as_u64(), Some(offset));
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "sarif"]).stdout)
+            .unwrap();
+    let r = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "conf-db-log-damaged")
+        .expect("damage in SARIF");
+    let loc = &r["locations"][0]["physicalLocation"];
+    assert_eq!(loc["region"]["byteOffset"].as_u64(), Some(offset), "{loc}");
+    assert!(loc["artifactLocation"]["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("conf.db"));
+}
+
 #[test]
 fn damaged_files_give_documented_errors_or_partial_results() {
     let good = real_db();
