@@ -131,9 +131,10 @@ async fn run_jobs(
         "json",
         "--fail-on",
         "never",
-        // The node Job mounts only /var/run/antrea and runs in its own process namespace: the
-        // log directory and ovsdb-server's /proc entry are out of its sight.
-        "--no-logs",
+        // The node Job mounts /var/run/antrea and the log directory (read-only), and runs in its
+        // own process namespace: ovsdb-server's /proc entry is out of its sight.
+        "--log-dir",
+        crate::cluster::jobs::LOG_DIR,
         "--no-proc",
         "--db",
         "unix:/var/run/antrea/openvswitch/db.sock",
@@ -152,6 +153,7 @@ async fn run_jobs(
         env_from_secret: None,
         service_account: cfg.service_account.clone(),
         timeout: cfg.job_timeout,
+        logs: true,
     };
     let total = names.len();
     let mut done = 0;

@@ -11,8 +11,9 @@
 //! itself is in the annotation `psk-guard.io/node-name`, and Jobs are named
 //! `psk-guard-<purpose>-<nonce>-<hash>` (at most 52 characters).
 //!
-//! Every Job mounts the run directory read-only (docs/deploy/admission-policy.yaml admits nothing
-//! else). Compaction makes ovsdb-server recreate conf.db with its default mode; `fix
+//! Every Job mounts the run directory read-only; audit's check Jobs also mount the log directory
+//! `/var/log/antrea` read-only ([`NodeJob::logs`]), so the node check searches it for keys
+//! (docs/deploy/admission-policy.yaml admits these two read-only host paths and nothing else). Compaction makes ovsdb-server recreate conf.db with its default mode; `fix
 //! --only-compact` chmods only if that added a bit, so it works through the read-only mount; a mode
 //! that compaction loosened and the mount cannot restore is reported (see `fix`).
 
@@ -52,7 +53,15 @@ pub struct NodeJob {
     pub env_from_secret: Option<(String, String, String)>,
     pub service_account: String,
     pub timeout: Duration,
+    /// Also mount the host's log directory `/var/log/antrea` read-only at the same path (for
+    /// `check`'s search of the logs). Antrea's agent DaemonSet mounts it as a `DirectoryOrCreate`
+    /// hostPath (build/yamls/antrea.yml, `host-var-log-antrea`), so it exists on every node that
+    /// runs the agent; `Directory` here never creates anything on the node.
+    pub logs: bool,
 }
+
+/// The host's log directory, mounted by [`NodeJob::logs`] Jobs.
+pub const LOG_DIR: &str = "/var/log/antrea";
 
 /// The label value standing for a node: the first 16 hex digits of its name's SHA-256.
 pub fn node_hash(node: &str) -> String {
@@ -97,6 +106,16 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
         "volumeMounts": [{"name": "antrea-run", "mountPath": "/var/run/antrea", "readOnly": true}],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
     });
+    let mut volumes = json!([{"name": "antrea-run", "hostPath": {"path": "/var/run/antrea", "type": "Directory"}}]);
+    if j.logs {
+        container["volumeMounts"]
+            .as_array_mut()
+            .expect("volumeMounts is a list")
+            .push(json!({"name": "antrea-log", "mountPath": LOG_DIR, "readOnly": true}));
+        volumes.as_array_mut().expect("volumes is a list").push(
+            json!({"name": "antrea-log", "hostPath": {"path": LOG_DIR, "type": "Directory"}}),
+        );
+    }
     if let Some((env, secret, key)) = &j.env_from_secret {
         container["env"] =
             json!([{"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}]);
@@ -124,7 +143,7 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
                         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
                     "tolerations": [{"operator": "Exists"}],
                     "containers": [container],
-                    "volumes": [{"name": "antrea-run", "hostPath": {"path": "/var/run/antrea", "type": "Directory"}}],
+                    "volumes": volumes,
                 },
             },
         },

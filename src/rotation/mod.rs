@@ -623,6 +623,7 @@ fn node_job(
         }),
         service_account: ctx.cfg.service_account.clone(),
         timeout: ctx.cfg.job_timeout,
+        logs: false,
     }
 }
 

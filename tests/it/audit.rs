@@ -385,6 +385,40 @@ fn fan_out_reports_a_job_that_times_out() {
     );
 }
 
+/// Issue 11 for audit --nodes: the check Job mounts the node's /var/log/antrea read-only, so a key
+/// in a node's log file is found (by fingerprint, tagged with the node). tests/it/manifests.rs
+/// checks the mount is read-only and admitted by the admission policy.
+#[test]
+fn fan_out_finds_a_key_in_a_node_log_file() {
+    let c = cluster(2, STRONG);
+    for info in &c.infos {
+        put(&c, "nodes", "", node(&info.name, true, false));
+    }
+    let log = c.infos[1].log_dir.join("antrea-agent.log");
+    std::fs::write(
+        &log,
+        format!("I1127 10:00:00.000 1 ipsec.go:80] Using PSK {STRONG} for tunnel\n"),
+    )
+    .unwrap();
+    let (r, _, _) = audit(&c, &["--nodes", "--fail-on", "critical"]);
+    let f = findings(&r, "psk-in-log-file");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["details"]["node"], "worker-01", "{r:#}");
+    assert!(f[0]["subject"]["name"]
+        .as_str()
+        .unwrap()
+        .ends_with("antrea-agent.log"));
+    assert!(
+        !r.to_string().contains("keys in log files"),
+        "both nodes' logs were searched (the sim shows a Job only the host paths it mounts): {r:#}"
+    );
+    assert_no_key(
+        "audit --nodes with logs",
+        r.to_string().as_bytes(),
+        &[STRONG],
+    );
+}
+
 /// The check Jobs this run created, by the node each was pinned to.
 fn jobs_created(c: &Cluster) -> usize {
     c.state

@@ -264,11 +264,16 @@ const POLICY: &[Rule] = &[
         })
     }),
     (
-        "/var/run/antrea and no other volume",
-        "'/var/run/antrea'",
+        "/var/run/antrea (audit's also /var/log/antrea) and no other volume",
+        "'/var/log/antrea'",
         |p| {
             p["volumes"].as_array().is_some_and(|v| {
-                v.len() == 1 && v.iter().all(|v| v["hostPath"]["path"] == "/var/run/antrea")
+                v.len() <= 2
+                    && v.iter().all(|v| {
+                        v["hostPath"]["path"] == "/var/run/antrea"
+                            || v["hostPath"]["path"] == "/var/log/antrea"
+                    })
+                    && v.iter().any(|v| v["hostPath"]["path"] == "/var/run/antrea")
             })
         },
     ),
@@ -369,14 +374,30 @@ fn admission_policy_pins_the_jobs_of_psk_guards_accounts() {
         )),
         service_account: "psk-guard-node".into(),
         timeout: std::time::Duration::from_secs(60),
+        logs: false,
     };
     let pod =
         psk_guard::cluster::jobs::manifest(&job, "node-a")["spec"]["template"]["spec"].clone();
     for (msg, _, check) in POLICY {
         assert!(check(&pod), "the code's Job breaks {msg:?}");
     }
+    // audit's check Jobs also mount the log directory, read-only.
+    let audit_job = psk_guard::cluster::jobs::NodeJob {
+        logs: true,
+        ..job.clone()
+    };
+    let audit_pod = psk_guard::cluster::jobs::manifest(&audit_job, "node-a")["spec"]["template"]
+        ["spec"]
+        .clone();
+    assert_eq!(
+        audit_pod["volumes"][1]["hostPath"]["path"],
+        "/var/log/antrea"
+    );
+    for (msg, _, check) in POLICY {
+        assert!(check(&audit_pod), "the code's audit Job breaks {msg:?}");
+    }
     // Jobs a stolen token would create are each refused by some rule.
-    let hostile: [(&str, Tamper); 7] = [
+    let hostile: [(&str, Tamper); 10] = [
         ("another service account", |p| {
             p["serviceAccountName"] = "antrea-controller".into()
         }),
@@ -397,9 +418,19 @@ fn admission_policy_pins_the_jobs_of_psk_guards_accounts() {
             p["containers"][0]["securityContext"]["privileged"] = true.into()
         }),
         ("host PID", |p| p["hostPID"] = true.into()),
+        ("a writable log mount", |p| {
+            p["containers"][0]["volumeMounts"][1]["readOnly"] = false.into()
+        }),
+        ("the log volume elsewhere", |p| {
+            p["volumes"][1]["hostPath"]["path"] = "/var/log".into()
+        }),
+        ("a third volume", |p| {
+            let v = p["volumes"][1].clone();
+            p["volumes"].as_array_mut().unwrap().push(v)
+        }),
     ];
     for (what, change) in hostile {
-        let mut p = pod.clone();
+        let mut p = audit_pod.clone();
         change(&mut p);
         assert!(
             POLICY.iter().any(|(_, _, check)| !check(&p)),
@@ -475,6 +506,7 @@ fn jobs_and_cronjob_are_hardened_and_follow_the_conventions() {
             )),
             service_account: "psk-guard-node".into(),
             timeout: std::time::Duration::from_secs(60),
+            logs: false,
         },
         "node-a",
     );

@@ -21,7 +21,9 @@
 //!   policy/check_hostPathVolumes.go); pods honour `nodeSelector` and node affinity (a pod that
 //!   cannot run stays Pending); pods start after a configurable delay; the container runs the
 //!   real psk-guard binary for the node it is pinned to, in a private mount namespace where the
-//!   hostPath is a bind mount, read-only when the volumeMount says so (`unshare -m`, as the
+//!   hostPaths (`/var/run/antrea`, and `/var/log/antrea` when the Job mounts it; a path it does
+//!   not mount is one the container cannot see) are bind mounts of the node's directories,
+//!   read-only when the volumeMount says so (`unshare -m`, as the
 //!   container runtime does; CI runs as root); its log is stdout and stderr interleaved, as
 //!   kubelet's pkg/kubelet/kuberuntime/logs serves a container's log stream.
 //! - The garbage collector deletes dependents of a deleted owner later, not at once
@@ -49,6 +51,8 @@ pub struct NodeInfo {
     pub ip: String,
     pub sock: PathBuf,
     pub run_dir: PathBuf,
+    /// The node's `/var/log/antrea`.
+    pub log_dir: PathBuf,
 }
 
 /// (node, unix ms, key bytes' sha1 prefix) for every key change on a node.
@@ -350,6 +354,7 @@ impl Cluster {
                 ip: format!("10.0.{}.{}", i / 200, i % 200 + 1),
                 sock: n.sock.clone(),
                 run_dir: n.run_dir.clone(),
+                log_dir: n.log_dir.clone(),
             })
             .collect();
         let state: Shared = Arc::new(Mutex::new(State::default()));
@@ -1005,24 +1010,44 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
     }
     set_pod_phase(&sim, &ns, &pod, "Running");
     let container = &spec["containers"][0];
-    let host = info.run_dir.display().to_string();
+    // Each hostPath the container mounts: (path in the pod, the node's directory, read-only).
+    let mounts: Vec<(&str, String, bool)> = [
+        ("/var/run/antrea", &info.run_dir),
+        ("/var/log/antrea", &info.log_dir),
+    ]
+    .into_iter()
+    .filter_map(|(inside, host)| {
+        let m = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == inside)?;
+        Some((inside, host.display().to_string(), m["readOnly"] == true))
+    })
+    .collect();
     let args: Vec<String> = container["args"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap().replace("/var/run/antrea", &host))
+        .map(|a| {
+            let mut a = a.as_str().unwrap().to_owned();
+            for (inside, host, _) in &mounts {
+                a = a.replace(inside, host);
+            }
+            // A host path the Job does not mount: the container sees nothing there.
+            a.replace("/var/log/antrea", "/nonexistent/var/log/antrea")
+        })
         .collect();
-    let read_only = container["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|m| m["mountPath"] == "/var/run/antrea" && m["readOnly"] == true);
-    // The container's view of the host path: a bind mount in a private mount namespace,
+    // The container's view of the host paths: bind mounts in a private mount namespace,
     // read-only when the volumeMount says so; stdout and stderr go to one log stream.
     let mut cmd = tokio::process::Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$1" "$1" && { [ "$2" = rw ] || mount -o remount,ro,bind "$1" "$1"; } && shift 2 && exec "$@" 2>&1"#)
-        .args(["sh", &host, if read_only { "ro" } else { "rw" }])
+        .arg(r#"while [ "$1" != -- ]; do mount --bind "$1" "$1" && { [ "$2" = rw ] || mount -o remount,ro,bind "$1" "$1"; } || exit 99; shift 2; done; shift; exec "$@" 2>&1"#)
+        .arg("sh");
+    for (_, host, read_only) in &mounts {
+        cmd.args([host.as_str(), if *read_only { "ro" } else { "rw" }]);
+    }
+    cmd.arg("--")
         .arg(env!("CARGO_BIN_EXE_psk-guard"))
         .args(&args)
         .env_remove("PSK_GUARD_FINGERPRINT_SALT")
