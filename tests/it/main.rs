@@ -7,6 +7,7 @@ mod faults;
 mod forensics;
 mod formats;
 mod fuzz;
+mod guides;
 mod harness;
 mod hostile;
 mod kube_api;
