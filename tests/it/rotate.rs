@@ -475,20 +475,29 @@ fn bench_rotation() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    // Pod start latency of the node Jobs (scheduling and image pull), comma-separated ms.
+    let starts: Vec<u64> = std::env::var("BENCH_POD_START_MS")
+        .unwrap_or_else(|_| "0".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     for n in counts {
-        for strategy in ["restart", "push"] {
-            bench_one(n, delay, strategy);
+        for &start in &starts {
+            for strategy in ["restart", "push"] {
+                bench_one(n, delay, start, strategy);
+            }
         }
     }
 }
 
-fn bench_one(n: usize, delay: u64, strategy: &str) {
+fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
     let c = Cluster::new(Options2 {
         nodes: n,
         key: OLD.into(),
         on_delete: false,
         restart_delay: Duration::from_millis(delay),
     });
+    c.world.lock().unwrap().job_start_delay = Duration::from_millis(pod_start_ms);
     let before = c.state.lock().unwrap().requests.len();
     let t = std::time::Instant::now();
     let out = c.psk_guard(
@@ -522,8 +531,8 @@ fn bench_one(n: usize, delay: u64, strategy: &str) {
     let requests = c.state.lock().unwrap().requests.len() - before;
     println!(
         "{}",
-        json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay,
-               "mixed_key_window_ms": c.window_ms(), "key_changes": c.changes.lock().unwrap().len(),
+        json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay, "pod_start_ms": pod_start_ms,
+               "mixed_key_window_ms": c.window_ms(), "reported_push_window_ms": r["data"]["timings"]["push_window_ms"], "key_changes": c.changes.lock().unwrap().len(),
                "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"],
                "api_requests": requests, "api_requests_per_node": requests as f64 / n as f64})
     );
