@@ -73,7 +73,7 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn add(&mut self, probes: Vec<Probe>, current: bool) {
+    pub fn add(&mut self, probes: impl IntoIterator<Item = Probe>, current: bool) {
         for p in probes {
             if current {
                 self.current.insert(p.key);

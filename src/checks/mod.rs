@@ -68,12 +68,17 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     let mut keys = logs::Keys::default();
     let managers = match queried {
         Ok((ts, managers)) => {
-            tunnels::analyze(&ts, &exposure, cfg.expect, &mut report);
+            let mut last = None;
             for k in ts.iter().filter_map(|t| t.key.as_ref()) {
-                keys.add(k.probes.clone(), true);
+                // Tunnels sharing a key share its probes: add each set once.
+                if last.is_none_or(|l| !std::sync::Arc::ptr_eq(l, &k.probes)) {
+                    keys.add(k.probes.iter().cloned(), true);
+                    last = Some(&k.probes);
+                }
             }
             downgrade::analyze(&ts, &mut report);
             cert_mode = ts.iter().any(|t| t.remote_name);
+            tunnels::analyze(ts, &exposure, cfg.expect, &mut report);
             Some(managers)
         }
         Err(e) if e.is_untrusted() => {

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::json;
@@ -30,8 +31,9 @@ pub const TUNNEL_TYPES: &[&str] = &["geneve", "gre", "vxlan", "stt"];
 pub struct KeyFacts {
     pub fingerprint: Fingerprint,
     pub strength: Strength,
-    /// How to find the key in log files without holding it (see [`crate::keysearch`]).
-    pub probes: Vec<crate::keysearch::Probe>,
+    /// How to find the key in log files without holding it (see [`crate::keysearch`]); shared
+    /// by every tunnel carrying the key.
+    pub probes: Arc<[crate::keysearch::Probe]>,
 }
 
 /// One IPsec tunnel interface. Holds no key, only facts about it.
@@ -154,7 +156,7 @@ impl<'de, 'k> Sink<'de, 'k> {
         let facts = KeyFacts {
             fingerprint,
             strength: assess_bytes(bytes),
-            probes: crate::keysearch::probes(self.fp_key, fingerprint, bytes),
+            probes: crate::keysearch::probes(self.fp_key, fingerprint, bytes).into(),
         };
         let (buf, f) = self
             .last
@@ -219,6 +221,10 @@ impl<'de, 'k> Sink<'de, 'k> {
         let is_tunnel_type = TUNNEL_TYPES.contains(&kind.as_ref());
         if marked.is_none() && !(is_tunnel_type && (psk.is_some() || remote_name)) {
             return Ok(());
+        }
+        if self.out.capacity() == 0 {
+            // Most tunnels are marked Ports, all known by now: one allocation of the right size.
+            self.out.reserve_exact(self.marked.len());
         }
         self.out.push(Tunnel {
             peer_node: marked.cloned().flatten().map(Cow::into_owned),
@@ -445,28 +451,45 @@ pub fn weak_key_findings(
     out
 }
 
-/// The tunnels carrying one key, for a finding's details.
-fn tunnel_list(ts: &[&Tunnel]) -> serde_json::Value {
-    ts.iter()
-        .map(|t| {
-            let mut o = serde_json::Map::new();
-            o.insert("interface".into(), json!(t.name));
-            o.insert("tunnel_type".into(), json!(t.kind));
-            if let Some(n) = &t.peer_node {
-                o.insert("peer_node".into(), json!(n));
-            }
-            if let Some(ip) = &t.remote_ip {
-                o.insert("remote_ip".into(), json!(ip));
-            }
-            serde_json::Value::Object(o)
-        })
-        .collect()
+/// The tunnels carrying one key, for a finding's details: kept as they are and written out one
+/// by one with the report (shared by the findings about that key).
+#[derive(Debug)]
+struct TunnelList {
+    /// Every tunnel with a key, ordered by key, then name.
+    all: Arc<Vec<Tunnel>>,
+    /// This key's part of `all`.
+    part: std::ops::Range<usize>,
+}
+
+impl TunnelList {
+    fn tunnels(&self) -> &[Tunnel] {
+        &self.all[self.part.clone()]
+    }
+}
+
+impl crate::report::DetailList for TunnelList {
+    fn len(&self) -> usize {
+        self.part.len()
+    }
+    fn item(&self, i: usize) -> serde_json::Value {
+        let t = &self.tunnels()[i];
+        let mut o = serde_json::Map::new();
+        o.insert("interface".into(), json!(t.name));
+        o.insert("tunnel_type".into(), json!(t.kind));
+        if let Some(n) = &t.peer_node {
+            o.insert("peer_node".into(), json!(n));
+        }
+        if let Some(ip) = &t.remote_ip {
+            o.insert("remote_ip".into(), json!(ip));
+        }
+        serde_json::Value::Object(o)
+    }
 }
 
 /// Turns tunnels into findings: one finding per key exposure (all tunnels sharing a key in one
 /// finding, listed in `details.tunnels`), not one per tunnel.
 pub fn analyze(
-    tunnels: &[Tunnel],
+    tunnels: Vec<Tunnel>,
     exposure: &KeyExposure,
     expect: Option<Fingerprint>,
     report: &mut Report,
@@ -484,32 +507,40 @@ pub fn analyze(
         );
         return;
     }
-    // Distinct keys by fingerprint: the interfaces that carry each.
-    let mut by_key: BTreeMap<Fingerprint, (Vec<&Tunnel>, crate::secret::Strength)> =
-        BTreeMap::new();
     let plaintext_sev = if exposure.reasons.is_empty() {
         Severity::Medium
     } else {
         Severity::Critical
     };
-    let mut cert = 0usize;
-    for t in tunnels {
-        let Some(key) = &t.key else {
-            if t.remote_name {
-                cert += 1;
-            }
-            continue;
+    let cert = tunnels
+        .iter()
+        .filter(|t| t.key.is_none() && t.remote_name)
+        .count();
+    // Distinct keys by fingerprint: the tunnels that carry each, as one run of the tunnels sorted
+    // in place by key, then name (no copy of the tunnels, no map per key).
+    let mut keyed = tunnels;
+    keyed.retain(|t| t.key.is_some());
+    let fp_of = |t: &Tunnel| t.key.as_ref().map(|k| k.fingerprint);
+    keyed.sort_unstable_by(|a, b| fp_of(a).cmp(&fp_of(b)).then_with(|| a.name.cmp(&b.name)));
+    let all = Arc::new(keyed);
+    let mut groups: Vec<(Fingerprint, Arc<TunnelList>, crate::secret::Strength)> = vec![];
+    let mut start = 0;
+    while let Some(first) = all.get(start).and_then(|t| t.key.as_ref()) {
+        let len = all[start..]
+            .iter()
+            .take_while(|t| fp_of(t) == Some(first.fingerprint))
+            .count();
+        let list = TunnelList {
+            all: all.clone(),
+            part: start..start + len,
         };
-        let fp = key.fingerprint;
-        by_key
-            .entry(fp)
-            .or_insert_with(|| (vec![], key.strength.clone()))
-            .0
-            .push(t);
+        groups.push((first.fingerprint, Arc::new(list), first.strength.clone()));
+        start += len;
     }
     let conf_db = report.target.get("conf_db").cloned();
     // One finding per key exposure: every tunnel sharing the key is listed in its details.
-    for (fp, (ts, strength)) in &by_key {
+    for (fp, list, strength) in &groups {
+        let ts = list.tunnels();
         let subject = Subject::key(fp);
         let stable = format!("key of {}", ts.first().map_or("", |t| t.name.as_str()));
         let base = |code, sev| {
@@ -517,7 +548,10 @@ pub fn analyze(
                 .stable_name(stable.clone())
                 .detail("fingerprint", fp.to_string())
                 .detail("interfaces", ts.len())
-                .detail("tunnels", tunnel_list(ts));
+                .detail_list(
+                    "tunnels",
+                    list.clone() as Arc<dyn crate::report::DetailList>,
+                );
             match &conf_db {
                 Some(p) => f.located(p.clone(), None),
                 None => f,
@@ -572,20 +606,20 @@ pub fn analyze(
             report.push(f);
         }
     }
-    if by_key.len() > 1 {
-        let counts: BTreeMap<String, usize> = by_key
+    if groups.len() > 1 {
+        let counts: BTreeMap<String, usize> = groups
             .iter()
-            .map(|(fp, (ts, _))| (fp.to_string(), ts.len()))
+            .map(|(fp, list, _)| (fp.to_string(), list.part.len()))
             .collect();
         report.push(
             Finding::new(Code::PskMixedKeys, Severity::High, Subject::ovsdb("Interface"))
-                .observed(format!("{} different keys across {} tunnels", by_key.len(), counts.values().sum::<usize>()))
+                .observed(format!("{} different keys across {} tunnels", groups.len(), counts.values().sum::<usize>()))
                 .expected("one key on every tunnel")
                 .remediation("finish the rotation: restart the antrea-agent pods still on the old key (or re-run psk-guard rotate, which resumes)")
                 .detail("tunnels_per_key", json!(counts)),
         );
     }
-    if cert > 0 && by_key.is_empty() {
+    if cert > 0 && groups.is_empty() {
         report.push(
             Finding::new(
                 Code::IpsecCertMode,

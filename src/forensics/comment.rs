@@ -68,7 +68,8 @@ fn split_args(s: &str) -> Option<Vec<Text>> {
     let mut out = vec![];
     let mut i = 0;
     loop {
-        let mut arg = text(s.len() - i);
+        // Sized once for this argument only (its raw length bounds its decoded length).
+        let mut arg = text(arg_len(b, i));
         if b.get(i) == Some(&b'"') {
             i += 1;
             let mut must_quote = false;
@@ -113,6 +114,23 @@ fn split_args(s: &str) -> Option<Vec<Text>> {
             Some(_) => return None,
         }
     }
+}
+
+/// The raw length of the argument starting at `i`: up to the next space, or for a quoted one
+/// up to its closing quote (the rest of the line if it has none).
+fn arg_len(b: &[u8], i: usize) -> usize {
+    if b.get(i) != Some(&b'"') {
+        return memchr::memchr(b' ', &b[i..]).unwrap_or(b.len() - i);
+    }
+    let mut j = i + 1;
+    while let Some(&c) = b.get(j) {
+        match c {
+            b'"' => return j - i,
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+    b.len().saturating_sub(i)
 }
 
 /// Options that take their value as the next argument (`--db unix:...`); ovs-vsctl stops

@@ -379,7 +379,12 @@ fn schema_of(body: &[u8]) -> Result<Option<String>, &'static str> {
 /// Whether a transaction record can change a key at all; the others are only checked to be an
 /// object (their SHA-1 was verified).
 fn relevant(body: &[u8]) -> Result<bool, &'static str> {
-    let relevant = contains(body, b"psk") || contains(body, b"\"Interface\"");
+    // Searchers built once: building one costs about as much as searching a small record.
+    static PSK: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"psk"));
+    static IFACE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"Interface\""));
+    let relevant = PSK.find(body).is_some() || IFACE.find(body).is_some();
     if !relevant && !looks_like_object(body) {
         return Err("a transaction record is not a JSON object");
     }
@@ -555,10 +560,6 @@ pub fn scan_reader_reference<R: std::io::Read>(
 fn looks_like_object(body: &[u8]) -> bool {
     let t = body.trim_ascii();
     t.first() == Some(&b'{') && t.last() == Some(&b'}')
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Scans the file at `path` (read-only; safe on a live database and on a copy).

@@ -288,7 +288,8 @@ pub struct Finding {
     /// Extra facts (peer node, remote IP, fingerprints, counts, the tunnels sharing a key); never
     /// key bytes.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
-    pub details: BTreeMap<String, serde_json::Value>,
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub details: BTreeMap<String, Detail>,
     #[serde(skip)]
     pub code_enum: Option<Code>,
 }
@@ -325,7 +326,13 @@ impl Finding {
     }
     pub fn detail(mut self, k: &str, v: impl Into<serde_json::Value>) -> Self {
         self.details
-            .insert(sanitize::name(k), sanitize::json(v.into()));
+            .insert(sanitize::name(k), Detail::Json(sanitize::json(v.into())));
+        self
+    }
+    /// A detail that is a long list, made item by item as the report is written (see
+    /// [`DetailList`]).
+    pub fn detail_list(mut self, k: &str, list: std::sync::Arc<dyn DetailList>) -> Self {
+        self.details.insert(sanitize::name(k), Detail::List(list));
         self
     }
     /// Names the subject in a way that survives a new salt (see [`Finding::stable_name`]).
@@ -360,6 +367,44 @@ impl Finding {
             h.update(part.as_bytes());
         }
         hex::encode(&h.finalize()[..8])
+    }
+}
+
+/// A list detail kept in the producer's own compact form (for `check`: the tunnels sharing a
+/// key, 10,000 on a large node) and turned into JSON one item at a time while the report is
+/// written, so no JSON tree of the whole list is ever held. Several findings can share one list.
+pub trait DetailList: std::fmt::Debug + Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Item `i` as JSON (`i < len()`); every string in it is made safe on the way out.
+    fn item(&self, i: usize) -> serde_json::Value;
+}
+
+/// A value of [`Finding::details`].
+#[derive(Clone, Debug)]
+pub enum Detail {
+    Json(serde_json::Value),
+    List(std::sync::Arc<dyn DetailList>),
+}
+
+impl Detail {
+    /// The detail as a JSON tree (tests, and callers that inspect details).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Detail::Json(v) => v.clone(),
+            Detail::List(l) => (0..l.len()).map(|i| sanitize::json(l.item(i))).collect(),
+        }
+    }
+}
+
+impl Serialize for Detail {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Detail::Json(v) => v.serialize(s),
+            Detail::List(l) => s.collect_seq((0..l.len()).map(|i| sanitize::json(l.item(i)))),
+        }
     }
 }
 

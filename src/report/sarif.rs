@@ -218,7 +218,7 @@ struct ResultProperties<'a> {
     subject_kind: &'static str,
     subject: &'a str,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    details: &'a BTreeMap<String, Value>,
+    details: &'a BTreeMap<String, super::Detail>,
 }
 
 #[derive(Serialize)]
