@@ -390,6 +390,13 @@ pub enum Detail {
 }
 
 impl Detail {
+    /// The list of a JSON array detail, to extend it.
+    pub fn as_array_mut(&mut self) -> Option<&mut Vec<serde_json::Value>> {
+        match self {
+            Detail::Json(v) => v.as_array_mut(),
+            Detail::List(_) => None,
+        }
+    }
     /// The detail as a JSON tree (tests, and callers that inspect details).
     pub fn to_json(&self) -> serde_json::Value {
         match self {
