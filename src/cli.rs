@@ -32,7 +32,8 @@ Exit codes (rotate):
   2  could not run: preflight, permissions, Lease held, key edited meanwhile, rollout timeout
 Exit codes (push-key):
   0  the key was written to every IPsec tunnel of this node, in one transaction
-  2  nothing was written: no key, or db.sock is not verifiably root's ovsdb-server (a root-owned
+  2  nothing was written: no key or one rotate --psk-file would refuse, --at-unix-ms more than
+     5 s past or 10 min ahead, or db.sock is not verifiably root's ovsdb-server (a root-owned
      socket under root-controlled directories, a listener running as root)
 
 Keys are never printed: they are named by a fingerprint, HMAC-SHA256 truncated to 64 bits, keyed
@@ -264,8 +265,9 @@ pub struct GenerateArgs {
 /// duration must fit the clocks and APIs it is handed to).
 const SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
 /// `rotate --push-lead-ms`: at least 100 ms, and at most what `push-key` accepts as ahead of now
-/// ([`crate::rotation::node::MAX_AHEAD`]).
-const PUSH_LEAD_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// ([`crate::rotation::node::MAX_AHEAD_MS`]).
+const PUSH_LEAD_MS: std::ops::RangeInclusive<u64> =
+    100..=crate::rotation::node::MAX_AHEAD_MS as u64;
 
 /// `--timeout`: seconds, more than 0 and at most a day; not NaN or infinite (a clap value parser,
 /// so a bad value is a usage error, exit 2, naming the flag).
@@ -399,7 +401,8 @@ pub struct PushKeyArgs {
     /// Environment variable holding the key.
     #[arg(long, default_value = "ANTREA_IPSEC_PSK")]
     pub from_env: String,
-    /// Write at this instant (Unix milliseconds), so all nodes change together.
+    /// Write at this instant (Unix milliseconds), so all nodes change together. Refused (nothing
+    /// written) when it is more than 5 s past, before or at the write, or more than 10 min ahead.
     #[arg(long)]
     pub at_unix_ms: Option<u128>,
 }

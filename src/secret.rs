@@ -227,6 +227,34 @@ pub fn assess(psk: &Psk) -> Strength {
     assess_bytes(psk.expose_secret().as_bytes())
 }
 
+/// Shortest key psk-guard accepts from an operator as a NEW key (`rotate --psk-file`, and
+/// `push-key`'s environment variable): what it generates itself is 43 characters.
+pub const MIN_NEW_KEY_LEN: usize = 32;
+
+/// The one rule for a key handed to psk-guard to install (`rotate --psk-file`, `push-key`): no
+/// quote, backslash or control character (strongSwan's ipsec.secrets cannot carry them safely),
+/// not a known default, not low in entropy, and at least [`MIN_NEW_KEY_LEN`] bytes. `Err` says
+/// why, without any key byte; the caller names where the key came from.
+pub fn check_new_key(psk: &Psk) -> Result<(), String> {
+    if psk
+        .expose_secret()
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err("the key contains a quote, backslash or control character, which strongSwan's ipsec.secrets cannot carry safely".into());
+    }
+    let s = assess(psk);
+    if s.is_weak() || s.len < MIN_NEW_KEY_LEN {
+        return Err(format!(
+            "the key is too weak ({} bytes, about {:.0} bits of entropy{}); use at least {MIN_NEW_KEY_LEN} random characters, or let psk-guard generate one",
+            s.len,
+            s.entropy_bits,
+            if s.is_default { ", a well-known default" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
 pub fn assess_bytes(key: &[u8]) -> Strength {
     let is_default = KNOWN_DEFAULTS
         .iter()

@@ -221,7 +221,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l run-dir
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l conf-db -d 'conf.db path (default: RUN_DIR/openvswitch/conf.db)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l from-env -d 'Environment variable holding the key' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l at-unix-ms -d 'Write at this instant (Unix milliseconds), so all nodes change together' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l at-unix-ms -d 'Write at this instant (Unix milliseconds), so all nodes change together. Refused (nothing written) when it is more than 5 s past, before or at the write, or more than 10 min ahead' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''

@@ -280,26 +280,9 @@ pub fn key_from_file(path: &std::path::Path) -> Result<Psk, ClusterError> {
         text.pop();
     }
     let psk = Psk::new(text);
-    if psk
-        .expose_secret()
-        .chars()
-        .any(|c| c.is_control() || c == '"' || c == '\\')
-    {
-        return Err(ClusterError::Precondition(format!(
-            "--psk-file {}: the key contains a quote, backslash or control character, which strongSwan's ipsec.secrets cannot carry safely",
-            path.display()
-        )));
-    }
-    let s = crate::secret::assess(&psk);
-    if s.is_weak() || s.len < 32 {
-        return Err(ClusterError::Precondition(format!(
-            "--psk-file {}: the key is too weak ({} bytes, about {:.0} bits of entropy{}); use at least 32 random characters, or let psk-guard generate one",
-            path.display(),
-            s.len,
-            s.entropy_bits,
-            if s.is_default { ", a well-known default" } else { "" }
-        )));
-    }
+    crate::secret::check_new_key(&psk).map_err(|why| {
+        ClusterError::Precondition(format!("--psk-file {}: {why}", path.display()))
+    })?;
     Ok(psk)
 }
 

@@ -869,3 +869,54 @@ fn push_key_and_check_refuse_a_server_not_running_as_root() {
     node.sock = real;
     assert_eq!(key_of(&node, "n1-abc123"), CUR, "nothing was written");
 }
+
+/// `push-key` applies `rotate --psk-file`'s rule to the key from its environment, and refuses a
+/// shared instant already past (beyond the tolerance) or absurdly far ahead, instead of writing
+/// at once. Each refusal is exit 2 with the reason, no key byte printed, nothing written.
+#[test]
+fn push_key_refuses_a_weak_key_and_an_instant_out_of_bounds() {
+    let node = node_with_old_key();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let (past, ahead, seconds) = (
+        (now - 60_000).to_string(),
+        (now + 3_600_000).to_string(),
+        (now / 1000).to_string(),
+    );
+    let cases: [(&str, &[&str], &str); 7] = [
+        ("Xq7z9", &[], "too weak"),
+        ("changeme", &[], "well-known default"),
+        ("abababababababababababababababababababab", &[], "too weak"),
+        ("Has-A-Quote\"-0123456789abcdefghijklmn", &[], "quote"),
+        (NEW, &["--at-unix-ms", &past], "in the past"),
+        (NEW, &["--at-unix-ms", &ahead], "ahead"),
+        (NEW, &["--at-unix-ms", &seconds], "in the past"),
+    ];
+    for (key, extra, why) in cases {
+        let out = push_key(&node, key, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(why) && stderr.contains("nothing was written"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(key) && out.stdout.is_empty(), "{stderr}");
+        assert_eq!(
+            key_of(&node, "n1-abc123"),
+            CUR,
+            "{extra:?}: nothing written"
+        );
+    }
+    // A strong key at an instant just ahead is written.
+    let soon = (now + 300).to_string();
+    let out = push_key(&node, NEW, &["--at-unix-ms", &soon]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(key_of(&node, "n1-abc123"), NEW);
+}
