@@ -113,6 +113,11 @@ pub const KEY_PATHS: &[KeyPath] = &[
     row("create-jobs", &["create"], ("batch", "jobs", ""), AntreaNamespace, Unnamed, High, WORKLOAD),
     row("create-cronjobs", &["create"], ("batch", "cronjobs", ""), AntreaNamespace, Unnamed, High, WORKLOAD),
     row("create-replicationcontrollers", &["create"], ("", "replicationcontrollers", ""), AntreaNamespace, Unnamed, High, WORKLOAD),
+    // `get` on pods/exec is an exec path: a WebSocket exec starts as an HTTP GET, which the API
+    // server authorizes as `get` (kubernetes/kubernetes#78741; kubectl >= 1.30 execs over WebSocket
+    // with GET, #133515). KEP-4006's AuthorizePodWebsocketUpgradeCreatePermission gate (beta in
+    // 1.35) also requires `create`, so on older servers `get` alone suffices. The same holds for
+    // nodes/proxy GET at the kubelet's /exec (kubernetes/kubernetes#136550).
     row("exec-agent", &["create", "get"], ("", "pods", "exec"), AntreaNamespace, AntreaPods, High,
         "runs `printenv ANTREA_IPSEC_PSK` in the agent container (get suffices where the API server still authorizes WebSocket exec as get)"),
     row("attach-agent", &["create", "get"], ("", "pods", "attach"), AntreaNamespace, AntreaPods, Medium,
