@@ -67,9 +67,6 @@ impl Action {
 /// conf.db's mode after compaction; `rotate` reads it back from the node's result.
 pub const MODE_AFTER_COMPACTION: &str = "conf.db mode after compaction";
 
-/// The most bytes of `ovsdb-server.pid` read: a pid and a newline.
-const MAX_PIDFILE: u64 = 32;
-
 /// Is `pid` a running ovsdb-server? By the basename of `/proc/<pid>/exe` (the binary, which a
 /// process cannot rename itself to), or its `comm` when `exe` is not readable. A pid that is not
 /// visible here is accepted: ovsdb-server runs in antrea-agent's pod, whose pid namespace a node
@@ -121,25 +118,14 @@ fn verified_ctl(path: &Path, accounts: &Accounts) -> Result<Entry, String> {
 /// running ovsdb-server), then `<ovs_dir>/ovsdb-server.<pid>.ctl`.
 pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts) -> Result<Entry, String> {
     let pidfile = ovs_dir.join("ovsdb-server.pid");
-    let pf = nodefs::open(&pidfile, accounts).map_err(|e| {
-        format!(
+    use crate::checks::remotes::{ovsdb_server_pid, PidfileError};
+    let pid = ovsdb_server_pid(&pidfile, accounts).map_err(|e| match e {
+        PidfileError::Open(e) => format!(
             "no readable {} ({e}): ovsdb-server does not seem to run",
             pidfile.display()
-        )
+        ),
+        PidfileError::Invalid(why) => why,
     })?;
-    if pf.meta.uid != 0 {
-        return Err(format!(
-            "{} is owned by uid {}, not root: not ovsdb-server's",
-            pidfile.display(),
-            pf.meta.uid
-        ));
-    }
-    let text = pf.read_bounded(MAX_PIDFILE).map_err(|e| e.to_string())?;
-    let pid: u32 = std::str::from_utf8(&text)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{} does not hold a process id", pidfile.display()))?;
     is_ovsdb_server(pid).map_err(|e| format!("{} names pid {pid}: {e}", pidfile.display()))?;
     let ctl = ovs_dir.join(format!("ovsdb-server.{pid}.ctl"));
     verified_ctl(&ctl, accounts).map_err(|e| match e {

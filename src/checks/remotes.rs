@@ -214,22 +214,46 @@ fn find_in_namespaces(pid: u32, accounts: &Accounts) -> Option<u32> {
     None
 }
 
-/// The pid in `<ovs_dir>/ovsdb-server.pid`, a small regular file ovsdb-server (root) writes.
-fn pid_from_file(pidfile: &Path, accounts: &Accounts) -> Result<u32, String> {
-    let e = nodefs::open(pidfile, accounts).map_err(|e| e.to_string())?;
+/// Why `ovsdb-server.pid` gave no pid.
+#[derive(Debug)]
+pub enum PidfileError {
+    /// It could not be opened (absent, a link, under a link a non-root user controls, ...).
+    Open(FsError),
+    /// It is there but is not ovsdb-server's, or holds no pid.
+    Invalid(String),
+}
+
+impl std::fmt::Display for PidfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PidfileError::Open(e) => e.fmt(f),
+            PidfileError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The pid in `pidfile` (`<ovs_dir>/ovsdb-server.pid`), a small regular file that ovsdb-server,
+/// running as root, writes: opened through [`nodefs`], owned by root, at most 32 bytes. Used by
+/// `check` (the command line) and `fix` (the unixctl socket).
+pub fn ovsdb_server_pid(pidfile: &Path, accounts: &Accounts) -> Result<u32, PidfileError> {
+    let e = nodefs::open(pidfile, accounts).map_err(PidfileError::Open)?;
     if e.meta.uid != 0 {
-        return Err(format!(
+        return Err(PidfileError::Invalid(format!(
             "{} is owned by uid {}, not root: not ovsdb-server's",
             pidfile.display(),
             e.meta.uid
-        ));
+        )));
     }
-    let b = e.read_bounded(MAX_PIDFILE).map_err(|e| e.to_string())?;
+    let b = e
+        .read_bounded(MAX_PIDFILE)
+        .map_err(|e| PidfileError::Invalid(e.to_string()))?;
     std::str::from_utf8(&b)
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{} does not hold a process id", pidfile.display()))
+        .ok_or_else(|| {
+            PidfileError::Invalid(format!("{} does not hold a process id", pidfile.display()))
+        })
 }
 
 /// Reads the command line of the ovsdb-server named in `<ovs_dir>/ovsdb-server.pid`, checking
@@ -237,9 +261,9 @@ fn pid_from_file(pidfile: &Path, accounts: &Accounts) -> Result<u32, String> {
 /// read through [`nodefs`].
 pub fn cmdline(ovs_dir: &Path) -> Cmdline {
     let accounts = Accounts::load();
-    let pid = match pid_from_file(&ovs_dir.join("ovsdb-server.pid"), &accounts) {
+    let pid = match ovsdb_server_pid(&ovs_dir.join("ovsdb-server.pid"), &accounts) {
         Ok(p) => p,
-        Err(why) => return Cmdline::Unknown(why),
+        Err(why) => return Cmdline::Unknown(why.to_string()),
     };
     let host = if comm_is_ovsdb_server(pid, &accounts) {
         pid
