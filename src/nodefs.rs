@@ -115,6 +115,8 @@ pub struct Meta {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Hard links to the inode (`st_nlink`).
+    pub nlink: u64,
     /// The access ACL, when the path has one beyond its mode bits.
     pub acl: Option<Vec<AclEntry>>,
 }
@@ -184,7 +186,11 @@ impl Meta {
 pub struct ChainDir {
     pub path: PathBuf,
     pub meta: Meta,
-    /// Owner of the entry the walk took next from this directory.
+    /// Owner of the entry the walk took next from this directory, when only its owner (or root)
+    /// can have put it there; `None` when unknown, or when it is a non-directory with more than
+    /// one hard link: `link(2)` needs only write access to this directory (where
+    /// `fs.protected_hardlinks` is off, or the file is readable and writable by the linker), so
+    /// a root-owned inode under a second name may be someone else's doing.
     pub next_owner: Option<u32>,
 }
 
@@ -208,6 +214,10 @@ pub enum FsError {
     TooLarge { path: PathBuf, max: u64 },
     #[error("{path}: /proc is not mounted here, so it cannot be inspected (psk-guard reaches opened files through /proc/self/fd; mount proc, as every container runtime does)")]
     NoProc { path: PathBuf },
+    #[error("{path} has {nlink} hard links: another name of the same file may lie anywhere on this file system (a link planted to /etc/shadow or a setuid binary), so psk-guard does not change it; remove the extra link")]
+    HardLinked { path: PathBuf, nlink: u64 },
+    #[error("{path}: mode {to:04o} would add a permission bit to {from:04o} (the file changed since it was planned); not changed")]
+    WouldAddBits { path: PathBuf, from: u32, to: u32 },
     #[error(
         "{path} is owned by uid {uid}, not root: not the server's (ovsdb-server runs as root)"
     )]
@@ -336,6 +346,7 @@ fn meta_of(fd: RawFd, path: &Path) -> Result<Meta, FsError> {
         uid: st.st_uid,
         gid: st.st_gid,
         size: st.st_size as u64,
+        nlink: st.st_nlink as u64,
         acl: if kind == Kind::Symlink {
             None
         } else {
@@ -354,6 +365,13 @@ fn writers(dir: &Meta, accounts: &Accounts) -> Vec<Who> {
         .into_iter()
         .filter(|w| accounts.is_non_root(*w) && dir.perms(*w) & 0o2 != 0)
         .collect()
+}
+
+/// The owner that counts for the sticky-directory rule ([`control`]): a directory's, or a
+/// singly-linked entry's; `None` for a non-directory with more than one hard link (see
+/// [`ChainDir::next_owner`]).
+fn pinned_owner(uid: u32, kind: Kind, nlink: u64) -> Option<u32> {
+    (kind == Kind::Directory || nlink <= 1).then_some(uid)
 }
 
 /// Why a non-root user controls the directory (owns it or may replace its entries), if one does.
@@ -467,7 +485,7 @@ fn walk_dir(path: &Path, accounts: &Accounts) -> Result<Dir, FsError> {
             Kind::Directory => dir.step(&name)?,
             Kind::Symlink => {
                 let mut parent = dir.chain.last().cloned().expect("the chain starts at /");
-                parent.next_owner = Some(st.st_uid);
+                parent.next_owner = pinned_owner(st.st_uid, Kind::Symlink, st.st_nlink as u64);
                 if st.st_uid != 0 || control(&parent, accounts).is_some() {
                     return Err(FsError::UntrustedLink {
                         path: here,
@@ -550,7 +568,7 @@ impl Dir {
         let meta = meta_of(fd.as_raw_fd(), path)?;
         let mut chain = self.chain;
         if let Some(last) = chain.last_mut() {
-            last.next_owner = Some(meta.uid);
+            last.next_owner = pinned_owner(meta.uid, meta.kind, meta.nlink);
         }
         Ok(Entry {
             path: path.to_owned(),
@@ -565,10 +583,12 @@ impl Entry {
     /// The first directory on the chain (or this path itself, when it is a directory) that a
     /// non-root user controls, and how.
     pub fn untrusted(&self, accounts: &Accounts) -> Option<(PathBuf, String)> {
+        // What the directory itself holds is not known here: a sticky directory others may
+        // write in counts as theirs (they may add entries to it).
         let me = (self.meta.kind == Kind::Directory).then(|| ChainDir {
             path: self.path.clone(),
             meta: self.meta.clone(),
-            next_owner: Some(0),
+            next_owner: None,
         });
         self.chain
             .iter()
@@ -666,8 +686,9 @@ impl Entry {
         dir.child(&self.path.join(name), name)
     }
 
-    /// Sets the permission bits of exactly this inode. Refuses links, FIFOs and devices, and
-    /// any `mode` that would add a bit. `fchmod` does not take `O_PATH` descriptors (and a
+    /// Sets the permission bits of exactly this inode. Refuses links, FIFOs and devices, a file
+    /// or socket with more than one hard link (its other name may be anything), and any `mode`
+    /// that would add a bit to the current one (an error, never a panic). `fchmod` does not take `O_PATH` descriptors (and a
     /// socket cannot be opened otherwise), so the change goes through `/proc/self/fd/N`, which
     /// resolves to the opened inode and cannot be redirected by a rename or a new link.
     pub fn chmod(&self, mode: u32) -> Result<(), FsError> {
@@ -681,8 +702,20 @@ impl Entry {
                 found: self.meta.kind,
             });
         }
-        let cur = meta_of(self.fd.as_raw_fd(), &self.path)?.mode;
-        assert_eq!(mode & !cur, 0, "never add a permission bit");
+        let now = meta_of(self.fd.as_raw_fd(), &self.path)?;
+        if now.kind != Kind::Directory && now.nlink > 1 {
+            return Err(FsError::HardLinked {
+                path: self.path.clone(),
+                nlink: now.nlink,
+            });
+        }
+        if mode & !now.mode != 0 {
+            return Err(FsError::WouldAddBits {
+                path: self.path.clone(),
+                from: now.mode,
+                to: mode,
+            });
+        }
         let p = CString::new(self.fd_path().as_os_str().as_bytes())
             .map_err(|_| io("chmod", &self.path)(std::io::ErrorKind::InvalidInput.into()))?;
         // SAFETY: valid NUL-terminated string.
@@ -900,6 +933,7 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn acl_parse_and_mask() {
@@ -922,6 +956,7 @@ mod tests {
             uid: 0,
             gid: 0,
             size: 0,
+            nlink: 1,
             acl: Some(acl),
         };
         assert_eq!(m.perms(Who::User(65534)), 4);
@@ -938,5 +973,64 @@ mod tests {
         let a = Accounts::parse("root:x:0:0::/:\nop:x:1000:1000::/:\n", "root:x:0:op\n");
         assert!(a.is_non_root(Who::Group(0)));
         assert!(a.describe(Who::Group(0)).contains("op"));
+    }
+
+    /// A scratch directory under /tmp (root-owned: the tests run as root, as scripts/test does).
+    fn scratch() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("pskg-nodefs")
+            .tempdir_in("/tmp")
+            .unwrap()
+    }
+
+    fn set_mode(p: &Path, m: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    #[test]
+    fn chmod_refuses_a_hard_linked_file_and_never_adds_a_bit() {
+        let d = scratch();
+        let (f, other) = (d.path().join("f"), d.path().join("other-name"));
+        std::fs::write(&f, b"").unwrap();
+        set_mode(&f, 0o600);
+        let a = Accounts::default();
+        let e = open(&f, &a).unwrap();
+        // Adding a bit (the file changed between plan and act): an error, not a panic.
+        assert!(matches!(e.chmod(0o644), Err(FsError::WouldAddBits { .. })));
+        assert!(e.chmod(0o400).is_ok());
+        std::fs::hard_link(&f, &other).unwrap();
+        let e = open(&f, &a).unwrap();
+        assert_eq!(e.meta.nlink, 2);
+        let err = e.chmod(0).unwrap_err();
+        assert!(matches!(err, FsError::HardLinked { nlink: 2, .. }), "{err}");
+        assert_eq!(std::fs::metadata(&other).unwrap().mode() & 0o7777, 0o400);
+    }
+
+    #[test]
+    fn sticky_directory_is_root_controlled_only_for_singly_linked_root_entries() {
+        let d = scratch();
+        let sticky = d.path().join("sticky");
+        std::fs::create_dir(&sticky).unwrap();
+        set_mode(&sticky, 0o1777);
+        let f = sticky.join("f");
+        std::fs::write(&f, b"").unwrap();
+        let a = Accounts::default();
+        assert!(
+            open(&f, &a).unwrap().untrusted(&a).is_none(),
+            "root's own entry"
+        );
+        // A second name: could be a link someone planted to a root-owned file.
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::hard_link(&f, &elsewhere).unwrap();
+        let (dir, why) = open(&f, &a).unwrap().untrusted(&a).expect("not trusted");
+        assert_eq!(dir, sticky);
+        assert!(why.contains("writable by all users"), "{why}");
+        // Someone else's entry in it.
+        std::fs::remove_file(&elsewhere).unwrap();
+        std::os::unix::fs::lchown(&f, Some(65534), None).unwrap();
+        assert!(open(&f, &a).unwrap().untrusted(&a).is_some());
+        // The sticky directory itself, asked about as a directory: others may add entries.
+        assert!(open(&sticky, &a).unwrap().untrusted(&a).is_some());
     }
 }

@@ -920,3 +920,21 @@ fn push_key_refuses_a_weak_key_and_an_instant_out_of_bounds() {
     );
     assert_eq!(key_of(&node, "n1-abc123"), NEW);
 }
+
+/// A hard link is another name of the same inode: a lock file that is a second name of a setuid
+/// binary (planted while someone could write in `openvswitch/`, or where `fs.protected_hardlinks`
+/// is off) must not be chmodded through its node name, even when the directories are root's now.
+#[test]
+fn fix_never_chmods_a_hard_linked_file() {
+    let node = Node::start();
+    let (_v, target) = victim("setuid-binary", 0o6777);
+    let lock = node.ovs_dir.join(".conf.db.~lock~");
+    let _ = std::fs::remove_file(&lock);
+    std::fs::hard_link(&target, &lock).unwrap();
+    let out = run(&fix_args(&node));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.to_string().contains("hard links"), "{r:#}");
+    assert_eq!(mode(&target), 0o6777, "fix changed the other name's inode");
+}
