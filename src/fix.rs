@@ -172,7 +172,8 @@ fn print_plan(out: &mut dyn std::io::Write, plan: &[Action], dry_run: bool) {
         }
     );
     for a in plan {
-        let _ = writeln!(out, "  - {}", a.describe());
+        // Paths come from the node (names listed from openvswitch/): escaped like every report text.
+        let _ = writeln!(out, "  - {}", crate::report::sanitize::text(&a.describe()));
     }
     if plan.is_empty() {
         let _ = writeln!(out, "  (nothing to fix)");
@@ -189,7 +190,11 @@ async fn refuse(
     what: &str,
     why: String,
 ) -> u8 {
-    let _ = writeln!(out, "psk-guard fix: {why}. Changed nothing.");
+    let _ = writeln!(
+        out,
+        "psk-guard fix: {}. Changed nothing.",
+        crate::report::sanitize::text(&why)
+    );
     report.not_checked(what, why);
     finish(report, cfg, scan, plan, false).await;
     EXIT_ERROR

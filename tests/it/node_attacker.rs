@@ -938,3 +938,25 @@ fn fix_never_chmods_a_hard_linked_file() {
     assert!(r.to_string().contains("hard links"), "{r:#}");
     assert_eq!(mode(&target), 0o6777, "fix changed the other name's inode");
 }
+
+/// `fix` prints its plan on stderr; the paths in it come from the node (socket names listed from
+/// `openvswitch/`), so terminal control sequences in them are escaped as in every report.
+#[test]
+fn fix_plan_escapes_control_characters_in_node_names() {
+    let node = Node::start();
+    let evil = node.ovs_dir.join("x\x1b[2K\x1b]8;;e\x07y.ctl");
+    let _l = std::os::unix::net::UnixListener::bind(&evil).unwrap();
+    set_mode(&evil, 0o777);
+    let mut args = fix_args(&node);
+    args.push("--dry-run".into());
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("chmod"),
+        "the socket is in the plan: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\x07'),
+        "raw control characters: {stderr:?}"
+    );
+}
