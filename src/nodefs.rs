@@ -214,6 +214,8 @@ pub enum FsError {
     TooLarge { path: PathBuf, max: u64 },
     #[error("{path}: /proc is not mounted here, so it cannot be inspected (psk-guard reaches opened files through /proc/self/fd; mount proc, as every container runtime does)")]
     NoProc { path: PathBuf },
+    #[error("{path} holds more than {max} entries: the rest were not looked at")]
+    TooManyEntries { path: PathBuf, max: usize },
     #[error("{path} has {nlink} hard links: another name of the same file may lie anywhere on this file system (a link planted to /etc/shadow or a setuid binary), so psk-guard does not change it; remove the extra link")]
     HardLinked { path: PathBuf, nlink: u64 },
     #[error("{path}: mode {to:04o} would add a permission bit to {from:04o} (the file changed since it was planned); not changed")]

@@ -162,6 +162,10 @@ impl Observed {
 }
 
 /// Opens every rule's path (blocking: call from a blocking task).
+/// Entries of `openvswitch/` listed to find the control sockets (ovsdb-server makes a handful): a
+/// directory filled by someone else costs no more than this, and the rest is reported unchecked.
+const MAX_OVS_DIR_ENTRIES: usize = 10_000;
+
 pub fn observe(paths: &Paths, accounts: &Accounts) -> Vec<Observed> {
     let mut out = vec![];
     let mut ovs_dir: Option<Entry> = None;
@@ -174,8 +178,18 @@ pub fn observe(paths: &Paths, accounts: &Accounts) -> Vec<Observed> {
             Loc::InOvsDir(name) => paths.ovs_dir.join(name),
             Loc::OvsDirSuffix(suffix) => {
                 let Some(dir) = &ovs_dir else { continue };
-                match dir.list() {
-                    Ok(mut names) => {
+                match dir.list_bounded(MAX_OVS_DIR_ENTRIES) {
+                    Ok((mut names, more)) => {
+                        if more {
+                            out.push(Observed {
+                                rule,
+                                path: paths.ovs_dir.join(format!("*{suffix}")),
+                                state: Err(FsError::TooManyEntries {
+                                    path: paths.ovs_dir.clone(),
+                                    max: MAX_OVS_DIR_ENTRIES,
+                                }),
+                            });
+                        }
                         names.retain(|n| n.to_string_lossy().ends_with(suffix));
                         names.sort();
                         for n in names {

@@ -960,3 +960,19 @@ fn fix_plan_escapes_control_characters_in_node_names() {
         "raw control characters: {stderr:?}"
     );
 }
+
+/// `openvswitch/` is listed to find the control sockets; a directory someone filled is listed
+/// only up to a bound, and the rest is said to be unchecked, never a silent pass.
+#[test]
+fn a_flooded_ovs_dir_is_listed_only_up_to_a_bound() {
+    let node = Node::start();
+    for i in 0..10_001 {
+        std::fs::write(node.ovs_dir.join(format!("junk-{i}")), b"").unwrap();
+    }
+    let (r, code) = check_json(&node, &["--no-history"]);
+    assert!(
+        r.to_string().contains("more than 10000 entries"),
+        "the bound is reported: {r:#}"
+    );
+    assert_eq!(code, 2, "{r:#}");
+}
