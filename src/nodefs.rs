@@ -793,24 +793,9 @@ pub fn read_bounded(f: impl Read, max: u64, path: &Path) -> Result<Vec<u8>, FsEr
 /// Opens a file the user named (for `scan-db`): the last component is not followed, and only a
 /// regular file is accepted, so a FIFO, device or directory is a clear error, never a hang.
 pub fn open_user_file(path: &Path) -> Result<(File, Meta), FsError> {
-    let fd = openat(
-        libc::AT_FDCWD,
-        path.as_os_str(),
-        libc::O_PATH | libc::O_NOFOLLOW,
-    )
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => FsError::Absent {
-            path: path.to_owned(),
-        },
-        _ => io("open", path)(e),
-    })?;
-    let meta = meta_of(fd.as_raw_fd(), path)?;
-    let e = Entry {
-        path: path.to_owned(),
-        meta,
-        chain: vec![],
-        fd,
-    };
+    // The same walk as every node path: from /, no link a non-root user controls on the way, the
+    // last component never followed; then only a regular file is reopened for reading.
+    let e = open(path, &Accounts::load())?;
     let f = e.reopen_read()?;
     Ok((f, e.meta))
 }

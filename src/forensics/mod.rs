@@ -69,8 +69,10 @@ impl Scan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("cannot open: {source} ({hint})")]
+    #[error("cannot open{}: {source} ({hint})", if source.to_string().contains(path.as_str()) { String::new() } else { format!(" {path}") })]
     Open {
+        /// The path asked for (the error may name a directory on the way to it).
+        path: String,
         #[source]
         source: crate::nodefs::FsError,
         hint: &'static str,
@@ -571,6 +573,7 @@ pub fn scan_file(
     // Not followed if it is a link, and only a regular file: a FIFO, device or directory is a
     // clear error, never a hang or an endless read.
     let (file, meta) = crate::nodefs::open_user_file(path).map_err(|e| ScanError::Open {
+        path: path.display().to_string(),
         hint: match &e {
             crate::nodefs::FsError::Absent { .. } => {
                 "check the path; on a node it is /var/run/antrea/openvswitch/conf.db"

@@ -269,16 +269,36 @@ pub fn generate_key() -> Result<Psk, ClusterError> {
 
 /// Reads an operator-supplied key and refuses a weak or unsafe one.
 pub fn key_from_file(path: &std::path::Path) -> Result<Psk, ClusterError> {
-    let mut text = std::fs::read_to_string(path).map_err(|e| {
-        ClusterError::Precondition(format!(
-            "cannot read --psk-file {}: {}",
-            path.display(),
-            e.kind()
-        ))
-    })?;
-    while text.ends_with('\n') || text.ends_with('\r') {
-        text.pop();
+    use std::io::Read;
+    /// Far above any real PSK; a larger file is refused, not read into memory.
+    const MAX: usize = 4096;
+    let cannot = |why: String| {
+        ClusterError::Precondition(format!("cannot read --psk-file {}: {why}", path.display()))
+    };
+    // Read into a buffer that never grows (a reallocation would leave a copy of the key behind),
+    // at most MAX + 1 bytes, so an endless file (/dev/zero) or a huge one ends here.
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX + 1);
+    let read = std::fs::File::open(path).and_then(|f| f.take(MAX as u64 + 1).read_to_end(&mut buf));
+    if let Err(e) = read {
+        buf.zeroize();
+        return Err(cannot(format!("{}", e.kind())));
     }
+    if buf.len() > MAX {
+        buf.zeroize();
+        return Err(cannot(format!(
+            "larger than {MAX} bytes; it should hold only the key"
+        )));
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    let text = match String::from_utf8(buf) {
+        Ok(t) => t,
+        Err(e) => {
+            e.into_bytes().zeroize();
+            return Err(cannot("not UTF-8 text".into()));
+        }
+    };
     let psk = Psk::new(text);
     crate::secret::check_new_key(&psk).map_err(|why| {
         ClusterError::Precondition(format!("--psk-file {}: {why}", path.display()))

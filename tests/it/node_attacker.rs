@@ -976,3 +976,30 @@ fn a_flooded_ovs_dir_is_listed_only_up_to_a_bound() {
     );
     assert_eq!(code, 2, "{r:#}");
 }
+
+/// The conf.db history scan (check's, fix's and scan-db's) walks the path like every node path:
+/// a directory link planted by a non-root user on the way is not followed, so root is never
+/// steered to read another file as conf.db. Before, the scan opened the path by name (only its
+/// last component unfollowed).
+#[test]
+fn history_scan_does_not_follow_a_non_root_directory_link() {
+    let node = Node::start();
+    node.add_tunnel("tun0", "peer-a", "192.0.2.7", CUR);
+    let attic = tempfile::tempdir().unwrap();
+    let link = attic.path().join("ovs");
+    std::os::unix::fs::symlink(&node.ovs_dir, &link).unwrap();
+    chown(attic.path(), NOBODY);
+    chown(&link, NOBODY);
+    let via = link.join("conf.db");
+    let out = psk_guard(&["scan-db", via.to_str().unwrap(), "-o", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not follow"), "{stderr}");
+    // The same file by its own path scans.
+    let out = psk_guard(&["scan-db", node.conf_db.to_str().unwrap(), "-o", "json"]);
+    assert!(
+        out.status.code().is_some_and(|c| c < 2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -205,6 +205,15 @@ fn operator_supplied_key_is_checked() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("too weak"));
     assert_eq!(c.secret_key(), OLD, "nothing changed");
+    // An endless file is refused after a bounded read (it was read to the end of memory).
+    let out = rotate(&c, &["--psk-file", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("larger than 4096 bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.secret_key(), OLD, "nothing changed");
     let good = c.dir.path().join("good");
     let key = "Hq3vZ8mR1xT5wK9bN2cF7jL4pY6sD0gA";
     std::fs::write(&good, format!("{key}\n")).unwrap();
