@@ -609,7 +609,9 @@ pub fn error_text(e: &anyhow::Error) -> String {
         }
         out.push_str(&s);
     }
-    out
+    // Errors carry outside text (paths listed from the node, a server's words): escaped like the
+    // report's text, bounded generously (a rotation error may name many nodes).
+    report::sanitize::bounded(&out, 16 * 1024).into_owned()
 }
 
 /// Prints `report` as the one framed result line of a node Job.
@@ -802,7 +804,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(r.code))
                 }
                 Err(e) => {
-                    eprintln!("psk-guard: rotate: {e}");
+                    eprintln!(
+                        "psk-guard: rotate: {}",
+                        report::sanitize::bounded(&e.to_string(), 16 * 1024)
+                    );
                     Ok(ExitCode::from(crate::rotation::error_code(&e)))
                 }
             }
@@ -832,7 +837,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(report.exit_code(a.report.fail_on))
                 }
                 Err(e) => {
-                    eprintln!("psk-guard: audit: {e}");
+                    eprintln!(
+                        "psk-guard: audit: {}",
+                        report::sanitize::bounded(&e.to_string(), 16 * 1024)
+                    );
                     Ok(ExitCode::from(EXIT_ERROR))
                 }
             }

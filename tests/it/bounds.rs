@@ -298,3 +298,18 @@ fn numeric_flags_out_of_range_are_usage_errors() {
         assert_eq!(out.status.code(), Some(0), "{args:?}");
     }
 }
+
+/// The one error line psk-guard prints on failure carries outside text (here a path whose name
+/// holds a terminal control sequence): it is escaped like the report's text.
+#[test]
+fn error_line_escapes_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil\u{1b}[2J\u{1b}]0;pwned\u{7}");
+    std::fs::create_dir(&evil).unwrap();
+    let p = evil.join("conf.db");
+    let out = psk_guard(&["scan-db", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out.stderr.contains(&0x1b), "{:?}", out.stderr);
+    assert!(!out.stderr.contains(&0x07));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("evil\\x1b[2J"));
+}
