@@ -17,7 +17,7 @@ use kube::Client;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::rollout::{agent_pods, RESTART_ANNOTATION};
+use super::rollout::{agent_pods, on_template};
 use crate::cluster::lease::Held;
 use crate::cluster::ClusterError;
 
@@ -39,15 +39,6 @@ pub fn batch_size(ds: &DaemonSet, desired: usize) -> usize {
         },
     };
     n.max(1)
-}
-
-fn on_template(p: &Pod, id: &str) -> bool {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RESTART_ANNOTATION))
-        .map(String::as_str)
-        == Some(id)
 }
 
 pub fn ready(p: &Pod) -> bool {

@@ -131,15 +131,7 @@ pub async fn restart(
             let pods = agent_pods(client, namespace, ds).await.unwrap_or_default();
             let done: Vec<String> = pods
                 .iter()
-                .filter(|p| {
-                    p.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(RESTART_ANNOTATION))
-                        .map(String::as_str)
-                        == Some(id)
-                        && pod_ready(p)
-                })
+                .filter(|p| on_template(p, id) && pod_ready(p))
                 .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
                 .collect();
             let stuck: Vec<&str> = nodes
@@ -175,16 +167,19 @@ async fn targets_done(
     nodes.iter().all(|n| {
         pods.iter().any(|p| {
             let on_node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n);
-            let current = p
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RESTART_ANNOTATION))
-                .map(String::as_str)
-                == Some(id);
-            on_node && current && pod_ready(p)
+            on_node && on_template(p, id) && pod_ready(p)
         })
     })
+}
+
+/// Whether the pod runs the template of rotation `id` (its restart annotation).
+pub(super) fn on_template(p: &Pod, id: &str) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTART_ANNOTATION))
+        .map(String::as_str)
+        == Some(id)
 }
 
 fn pod_ready(p: &Pod) -> bool {
