@@ -2,10 +2,10 @@
 //! terminal control sequences set on a real ovsdb-server, a hostile server's database names and
 //! error strings, and a crafted conf.db naming many long interfaces (bounded memory).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixListener;
 
-use crate::harness::{psk_guard, Node};
+use crate::harness::{psk_guard, read_request, record, Node};
 
 /// ESC-CSI "erase line", an OSC 8 hyperlink ended by BEL, the 8-bit CSI 0x9b and OSC 0x9d, and a
 /// right-to-left override: each could rewrite or hide what a terminal shows.
@@ -69,7 +69,7 @@ fn hostile_server(dbs: serde_json::Value, error: serde_json::Value) -> tempfile:
             serde_json::json!({"result": null, "error": error}),
         ]
         .into_iter();
-        while let Some(id) = read_id(&mut r) {
+        while let Some(id) = read_request(&mut r) {
             let Some(mut reply) = replies.next() else {
                 return;
             };
@@ -80,21 +80,6 @@ fn hostile_server(dbs: serde_json::Value, error: serde_json::Value) -> tempfile:
         }
     });
     dir
-}
-
-fn read_id(r: &mut BufReader<UnixStream>) -> Option<serde_json::Value> {
-    let mut buf = Vec::new();
-    loop {
-        let chunk = r.fill_buf().ok()?.to_vec();
-        if chunk.is_empty() {
-            return None;
-        }
-        r.consume(chunk.len());
-        buf.extend_from_slice(&chunk);
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
-            return Some(v["id"].clone());
-        }
-    }
 }
 
 fn server_args(dir: &tempfile::TempDir) -> Vec<String> {
@@ -169,18 +154,6 @@ fn a_huge_server_error_string_gives_bounded_escaped_output() {
         assert!(s.contains("[2J"), "{fmt}: the error is not shown: {s}");
         assert!(s.contains("bytes more"), "{fmt}: {s}");
     }
-}
-
-fn record(body: &[u8]) -> Vec<u8> {
-    use sha1::Digest;
-    let mut v = format!(
-        "OVSDB JSON {} {}\n",
-        body.len(),
-        hex::encode(sha1::Sha1::digest(body))
-    )
-    .into_bytes();
-    v.extend_from_slice(body);
-    v
 }
 
 fn peak_rss_kb(args: &[&str]) -> (std::process::Output, u64) {

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use psk_guard::ovsdb::client::Options;
 use psk_guard::ovsdb::{Atom, Client, Condition, Operation, Row, Value};
-use sha1::Digest;
 
-use crate::harness::{psk_guard, Node};
+use crate::harness::{psk_guard, record, Node};
 use crate::output::assert_no_key;
 
 const K1: &str = "First-Key-aa11bb22cc33dd44";
@@ -260,17 +259,6 @@ fn fix_without_a_running_server_changes_nothing() {
 }
 
 // ---- damaged files, through the binary ----
-
-fn record(body: &[u8]) -> Vec<u8> {
-    let mut v = format!(
-        "OVSDB JSON {} {}\n",
-        body.len(),
-        hex::encode(sha1::Sha1::digest(body))
-    )
-    .into_bytes();
-    v.extend_from_slice(body);
-    v
-}
 
 fn scan_bytes(bytes: &[u8]) -> (std::process::Output, Option<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();

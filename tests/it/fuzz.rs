@@ -3,6 +3,7 @@
 //! no panic, no unbounded allocation, and valid input decodes exactly. The case count comes from
 //! PROPTEST_CASES (scripts/fuzz runs 1,000,000 per target; the suite runs the default).
 
+use crate::harness::record;
 use proptest::prelude::*;
 use psk_guard::checks::tunnels::decode_reply;
 use psk_guard::forensics::{scan_reader, scan_reader_reference};
@@ -11,7 +12,6 @@ use psk_guard::ovsdb::frame::FrameBuf;
 use psk_guard::ovsdb::types::TransactReply;
 use psk_guard::ovsdb::{Operation, Value};
 use psk_guard::secret::FingerprintKey;
-use sha1::Digest;
 
 fn cases() -> ProptestConfig {
     // PROPTEST_CASES overrides; keep shrinking short so a failure reports fast.
@@ -340,17 +340,6 @@ proptest! {
         valid.truncate(cut % (valid.len() + 1));
         same_scan(&valid)?;
     }
-}
-
-fn record(body: &[u8]) -> Vec<u8> {
-    let mut v = format!(
-        "OVSDB JSON {} {}\n",
-        body.len(),
-        hex::encode(sha1::Sha1::digest(body))
-    )
-    .into_bytes();
-    v.extend_from_slice(body);
-    v
 }
 
 fn valid_log() -> Vec<u8> {

@@ -323,3 +323,37 @@ pub fn assert_used_is_declared(
         );
     }
 }
+
+/// One conf.db log record (`OVSDB JSON <len> <sha1>` header, then the body), as ovsdb-server
+/// writes it.
+pub fn record(body: &[u8]) -> Vec<u8> {
+    use sha1::Digest;
+    let mut v = format!(
+        "OVSDB JSON {} {}\n",
+        body.len(),
+        hex::encode(sha1::Sha1::digest(body))
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// For fake OVSDB servers: reads one JSON-RPC request (the client sends whole objects) and
+/// returns its id; `None` when the client closed.
+pub fn read_request(
+    r: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
+) -> Option<serde_json::Value> {
+    use std::io::BufRead;
+    let mut buf = Vec::new();
+    loop {
+        let chunk = r.fill_buf().ok()?.to_vec();
+        if chunk.is_empty() {
+            return None;
+        }
+        r.consume(chunk.len());
+        buf.extend_from_slice(&chunk);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+            return Some(v["id"].clone());
+        }
+    }
+}

@@ -2,26 +2,11 @@
 //! drips, floods, sends invalid UTF-8 or closes mid-reply. Each ends in a clear error within the
 //! timeout, exit code 2, the file checks still reported, and bounded memory.
 
-use std::io::{BufRead, BufReader, Write};
+use crate::harness::read_request;
+use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Reads one JSON-RPC request (the client sends whole objects) and returns its id.
-fn read_request(r: &mut BufReader<UnixStream>) -> Option<serde_json::Value> {
-    let mut buf = Vec::new();
-    loop {
-        let chunk = r.fill_buf().ok()?.to_vec();
-        if chunk.is_empty() {
-            return None;
-        }
-        r.consume(chunk.len());
-        buf.extend_from_slice(&chunk);
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
-            return Some(v["id"].clone());
-        }
-    }
-}
 
 /// Serves: `list_dbs` honestly, then `then` for the transact.
 fn hostile(then: fn(&mut UnixStream, serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
