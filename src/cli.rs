@@ -454,8 +454,9 @@ pub struct CheckArgs {
     /// Skip the search of the log directory.
     #[arg(long)]
     pub no_logs: bool,
-    /// Do not read ovsdb-server's command line from /proc (for its --remote options). In a pod
-    /// this needs the host's process namespace (hostPID); without it the check says it could not look.
+    /// Do not read ovsdb-server's command line from /proc (for its --remote options; in a pod that
+    /// needs the host's process namespace, hostPID). Its remotes are still asked of ovsdb-server
+    /// over its control socket (ovsdb-server/list-remotes), which needs no /proc.
     #[arg(long)]
     pub no_proc: bool,
     /// Bytes searched per log file, after decompression (bounds gzip bombs); the rest of a longer

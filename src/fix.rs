@@ -115,8 +115,10 @@ fn verified_ctl(path: &Path, accounts: &Accounts) -> Result<Entry, String> {
 
 /// Finds ovsdb-server's unixctl socket the way Open vSwitch names it:
 /// `<ovs_dir>/ovsdb-server.pid` (a small regular file owned by root, holding the pid of a
-/// running ovsdb-server), then `<ovs_dir>/ovsdb-server.<pid>.ctl`.
-pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts) -> Result<Entry, String> {
+/// running ovsdb-server), then `<ovs_dir>/ovsdb-server.<pid>.ctl`. With `look_in_proc` the pid
+/// must not be a visible process other than ovsdb-server (`check --no-proc` leaves /proc alone;
+/// the socket is still root's, reached without links, with a root listener).
+pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts, look_in_proc: bool) -> Result<Entry, String> {
     let pidfile = ovs_dir.join("ovsdb-server.pid");
     use crate::checks::remotes::{ovsdb_server_pid, PidfileError};
     let pid = ovsdb_server_pid(&pidfile, accounts).map_err(|e| match e {
@@ -126,7 +128,9 @@ pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts) -> Result<Entry, String> {
         ),
         PidfileError::Invalid(why) => why,
     })?;
-    is_ovsdb_server(pid).map_err(|e| format!("{} names pid {pid}: {e}", pidfile.display()))?;
+    if look_in_proc {
+        is_ovsdb_server(pid).map_err(|e| format!("{} names pid {pid}: {e}", pidfile.display()))?;
+    }
     let ctl = ovs_dir.join(format!("ovsdb-server.{pid}.ctl"));
     verified_ctl(&ctl, accounts).map_err(|e| match e {
         e if e.contains("is absent") => format!(
@@ -251,7 +255,7 @@ pub async fn run(
     if old_keys > 0 {
         let ctl = match &cfg.ctl {
             Some(c) => verified_ctl(c, &accounts).map(|e| (c.clone(), e)),
-            None => find_ctl(&cfg.paths.ovs_dir, &accounts).map(|e| (e.path.clone(), e)),
+            None => find_ctl(&cfg.paths.ovs_dir, &accounts, true).map(|e| (e.path.clone(), e)),
         };
         match ctl {
             Ok((ctl, e)) => {

@@ -72,7 +72,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Lo
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-history -d 'Skip the scan of conf.db\'s history'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-logs -d 'Skip the search of the log directory'
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-proc -d 'Do not read ovsdb-server\'s command line from /proc (for its --remote options). In a pod this needs the host\'s process namespace (hostPID); without it the check says it could not look'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-proc -d 'Do not read ovsdb-server\'s command line from /proc (for its --remote options; in a pod that needs the host\'s process namespace, hostPID). Its remotes are still asked of ovsdb-server over its control socket (ovsdb-server/list-remotes), which needs no /proc'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand scan-db" -s o -l output -d 'Output format' -r -f -a "text\t'A table for people'

@@ -113,7 +113,8 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     } else {
         remotes::Cmdline::Skipped
     };
-    remotes::analyze(managers.as_deref(), &cmd, &mut report);
+    let listed = remotes::list_remotes(&cfg.paths.ovs_dir, cfg.proc, cfg.timeout).await;
+    remotes::analyze(managers.as_deref(), &cmd, &listed, &mut report);
     certkeys::check(&[&cfg.paths.run_dir, &cfg.cert_dir], cert_mode, &mut report).await;
     if let Some(task) = history {
         let old = crate::forensics::finish_history(&cfg.paths.conf_db, task, &mut report).await;

@@ -9,8 +9,20 @@
 //! way the database is reachable without the unix socket's permissions: critical. `punix:`/`unix:`
 //! remotes are local files and are judged by the file checks. (Remote syntax: ovsdb-server(1),
 //! "Remote Connection Methods"; `db:` remotes: ovsdb/ovsdb-server.c `query_db_remotes`.)
+//!
+//! Three sources, one finding per remote (`details.sources` says which found it):
+//! - ovsdb-server itself, over its unixctl socket: `ovsdb-server/list-remotes` answers with every
+//!   configured remote, one per line, sorted — the `--remote` options of its command line and
+//!   those added at run time with `ovsdb-server/add-remote`; `db:` remotes are listed as written,
+//!   not expanded into the Manager targets they serve (ovsdb/ovsdb-server.c
+//!   `ovsdb_server_list_remotes` prints the names of the `remotes` shash that `parse_options`
+//!   fills from `--remote` and `ovsdb_server_add_remote` extends). This needs no /proc, so it
+//!   works in a node Job without hostPID (`audit --nodes`, `check --no-proc`).
+//! - `/proc/<pid>/cmdline` (unless `--no-proc`).
+//! - The `Manager` rows, served when a `db:` remote names them.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -28,6 +40,15 @@ const MAX_STATUS: u64 = 16 * 1024;
 const MAX_PIDFILE: u64 = 32;
 /// Processes looked at when the pidfile's pid is from another pid namespace.
 const MAX_PROCS: usize = 100_000;
+/// Largest `ovsdb-server/list-remotes` reply read (its JSON-RPC message).
+pub const MAX_LIST_REPLY: usize = 64 * 1024;
+/// Most remotes taken from one `ovsdb-server/list-remotes` reply.
+pub const MAX_LISTED: usize = 1024;
+
+/// Where a remote was seen (`details.sources`).
+pub const FROM_SERVER: &str = "ovsdb-server/list-remotes";
+pub const FROM_CMDLINE: &str = "ovsdb-server command line";
+pub const FROM_MANAGER: &str = "Manager row";
 
 /// What kind of connection a remote opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +319,64 @@ pub fn cmdline(ovs_dir: &Path) -> Cmdline {
     }
 }
 
+/// The remotes ovsdb-server says it serves (`ovsdb-server/list-remotes`), or why not known.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Read(Vec<String>),
+    Unknown(String),
+}
+
+/// Asks the running ovsdb-server for its remotes over its unixctl socket, found as `fix` finds
+/// it ([`crate::fix::find_ctl`]: the pidfile, then `ovsdb-server.<pid>.ctl`, opened through
+/// [`nodefs`], a root listener by `SO_PEERCRED`). `look_in_proc` also rejects a pid that /proc
+/// shows to be another process. The reply is bounded ([`MAX_LIST_REPLY`]) and parsed by
+/// [`parse_listed`].
+pub async fn list_remotes(ovs_dir: &Path, look_in_proc: bool, timeout: Duration) -> Listed {
+    let dir = ovs_dir.to_owned();
+    let found = tokio::task::spawn_blocking(move || {
+        crate::fix::find_ctl(&dir, &Accounts::load(), look_in_proc)
+    })
+    .await;
+    let ctl = match found {
+        Ok(Ok(e)) => e,
+        Ok(Err(why)) => return Listed::Unknown(format!("no control socket: {why}")),
+        Err(_) => return Listed::Unknown("the task finding the control socket failed".into()),
+    };
+    let reply = crate::ovsdb::client::unixctl_bounded(
+        &ctl,
+        "ovsdb-server/list-remotes",
+        &[],
+        timeout,
+        MAX_LIST_REPLY,
+    )
+    .await;
+    match reply {
+        Ok(text) => match parse_listed(&text) {
+            Ok(v) => Listed::Read(v),
+            Err(why) => Listed::Unknown(format!(
+                "ovsdb-server/list-remotes through {}: {why}",
+                ctl.path.display()
+            )),
+        },
+        Err(e) => Listed::Unknown(format!("ovsdb-server/list-remotes: {e}")),
+    }
+}
+
+/// The remotes of a `list-remotes` reply: one per line. More than [`MAX_LISTED`], or a line with
+/// a control character (a remote never has one), is an error: the reply is not ovsdb-server's.
+pub fn parse_listed(text: &str) -> Result<Vec<String>, String> {
+    let lines: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
+    if lines.len() > MAX_LISTED {
+        return Err(format!(
+            "the reply lists more than {MAX_LISTED} remotes; not taken"
+        ));
+    }
+    if lines.iter().any(|l| l.chars().any(char::is_control)) {
+        return Err("the reply holds control characters; not taken".into());
+    }
+    Ok(lines.into_iter().map(str::to_owned).collect())
+}
+
 fn network_finding(target: &str, kind: Kind, subject: Subject, severity: Severity) -> Finding {
     let (how, place) = match kind {
         Kind::Listens => (
@@ -320,61 +399,139 @@ fn network_finding(target: &str, kind: Kind, subject: Subject, severity: Severit
         .detail("remote", shown(target))
 }
 
-/// Adds the findings for network remotes among `managers` and on ovsdb-server's command line.
-pub fn analyze(managers: Option<&[Manager]>, cmd: &Cmdline, report: &mut Report) {
-    let served_from_db = match cmd {
-        Cmdline::Read { args, .. } => {
-            Some(remotes_in(args).iter().any(|r| classify(r) == Kind::FromDb))
+/// Whether the `db:DB,TABLE,COLUMN` remote `db` serves Manager row `m` (ovsdb-server.c
+/// `query_db_remotes`: a string column's values are remotes, a uuid column serves the Manager rows
+/// it references). None when it names neither: it may serve the row through another reference.
+fn db_remote_serves(db: &str, m: &Manager) -> Option<bool> {
+    let spec = db.strip_prefix("db:")?;
+    match spec.split(',').collect::<Vec<_>>().as_slice() {
+        [_, "Manager", "target"] => Some(true),
+        [_, "Open_vSwitch", "manager_options"] => Some(m.in_manager_options),
+        _ => None,
+    }
+}
+
+/// The remotes ovsdb-server is configured with: as it lists them, else from its command line
+/// (which misses those added at run time); None when neither is known.
+fn configured(cmd: &Cmdline, listed: &Listed) -> Option<Vec<String>> {
+    match (listed, cmd) {
+        (Listed::Read(v), _) => Some(v.clone()),
+        (_, Cmdline::Read { args, .. }) => Some(remotes_in(args)),
+        _ => None,
+    }
+}
+
+/// Whether the running ovsdb-server serves Manager row `m` now (None: cannot tell).
+fn served_now(m: &Manager, configured: Option<&[String]>) -> Option<bool> {
+    let mut unknown = false;
+    for r in configured?.iter().filter(|r| classify(r) == Kind::FromDb) {
+        match db_remote_serves(r, m) {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => unknown = true,
         }
-        Cmdline::Unknown(_) | Cmdline::Skipped => None,
-    };
+    }
+    (!unknown).then_some(false)
+}
+
+/// One network remote and where it was seen.
+struct Seen {
+    kind: Kind,
+    sources: Vec<&'static str>,
+    pid: Option<u32>,
+    /// From a Manager row: (in manager_options, served now).
+    manager: Option<(bool, Option<bool>)>,
+}
+
+/// Adds one `ovsdb-network-remote` finding per network remote found by ovsdb-server itself
+/// (`listed`), on its command line (`cmd`) or among the `managers` rows, with the sources that
+/// found it; records what could not be looked at.
+pub fn analyze(managers: Option<&[Manager]>, cmd: &Cmdline, listed: &Listed, report: &mut Report) {
+    let mut seen: std::collections::BTreeMap<String, Seen> = Default::default();
+    if let Listed::Read(remotes) = listed {
+        for r in remotes {
+            seen_entry(&mut seen, r, FROM_SERVER);
+        }
+    }
+    if let Cmdline::Read { pid, args } = cmd {
+        for r in remotes_in(args) {
+            if let Some(s) = seen_entry(&mut seen, &r, FROM_CMDLINE) {
+                s.pid = Some(*pid);
+            }
+        }
+    }
+    let conf = configured(cmd, listed);
     for m in managers.unwrap_or_default() {
-        let kind = classify(&m.target);
-        if !matches!(kind, Kind::Listens | Kind::ConnectsOut) {
-            continue;
+        let served = served_now(m, conf.as_deref());
+        if let Some(s) = seen_entry(&mut seen, &m.target, FROM_MANAGER) {
+            s.manager = Some((m.in_manager_options, served));
         }
-        // Served now, or unknown: critical. Known not served (no db: remote): the row waits for
-        // the next start of ovsdb-server with ovs-ctl's default options.
-        let severity = if served_from_db == Some(false) {
+    }
+    for (target, s) in seen {
+        let direct = s.sources.iter().any(|x| *x != FROM_MANAGER);
+        let served = s.manager.and_then(|(_, served)| served);
+        // Served now, or unknown: critical. A Manager row known not to be served waits for the
+        // next start of ovsdb-server with ovs-ctl's default options: high.
+        let severity = if !direct && served == Some(false) {
             Severity::High
         } else {
             Severity::Critical
         };
-        report.push(
-            network_finding(
-                &m.target,
-                kind,
-                Subject::named("ovsdb-remote", shown(&m.target)),
-                severity,
-            )
-            .detail("source", "Manager row")
-            .detail("in_manager_options", m.in_manager_options)
-            .detail("served_now", json!(served_from_db)),
-        );
-    }
-    match cmd {
-        Cmdline::Read { pid, args } => {
-            for r in remotes_in(args) {
-                let kind = classify(&r);
-                if matches!(kind, Kind::Listens | Kind::ConnectsOut) {
-                    report.push(
-                        network_finding(
-                            &r,
-                            kind,
-                            Subject::named("ovsdb-remote", shown(&r)),
-                            Severity::Critical,
-                        )
-                        .detail("source", "ovsdb-server command line")
-                        .detail("pid", *pid),
-                    );
-                }
-            }
+        let mut f = network_finding(
+            &target,
+            s.kind,
+            Subject::named("ovsdb-remote", shown(&target)),
+            severity,
+        )
+        .detail("source", s.sources[0])
+        .detail("sources", json!(s.sources));
+        if let Some(pid) = s.pid {
+            f = f.detail("pid", pid);
         }
-        Cmdline::Unknown(why) => {
-            report.not_checked("ovsdb-server command line (--remote)", why.clone())
+        if let Some((in_options, served)) = s.manager {
+            f = f.detail("in_manager_options", in_options).detail(
+                "served_now",
+                json!(if direct { Some(true) } else { served }),
+            );
         }
-        Cmdline::Skipped => {}
+        report.push(f);
     }
+    not_looked_at(cmd, listed, report);
+}
+
+/// The remote `target` in `seen` (added with `source`) when it is a network remote.
+fn seen_entry<'a>(
+    seen: &'a mut std::collections::BTreeMap<String, Seen>,
+    target: &str,
+    source: &'static str,
+) -> Option<&'a mut Seen> {
+    let kind = classify(target);
+    if !matches!(kind, Kind::Listens | Kind::ConnectsOut) {
+        return None;
+    }
+    let s = seen.entry(target.to_owned()).or_insert(Seen {
+        kind,
+        sources: vec![],
+        pid: None,
+        manager: None,
+    });
+    if !s.sources.contains(&source) {
+        s.sources.push(source);
+    }
+    Some(s)
+}
+
+/// Neither ovsdb-server nor its command line told which remotes it serves: an `incomplete` entry.
+fn not_looked_at(cmd: &Cmdline, listed: &Listed, report: &mut Report) {
+    let Listed::Unknown(asked) = listed else {
+        return;
+    };
+    let why = match cmd {
+        Cmdline::Read { .. } => return,
+        Cmdline::Unknown(why) => format!("{asked}; its command line: {why}"),
+        Cmdline::Skipped => format!("{asked}; its command line was not read (--no-proc)"),
+    };
+    report.not_checked("remotes ovsdb-server serves (--remote)", why);
 }
 
 #[cfg(test)]

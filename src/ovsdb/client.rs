@@ -655,11 +655,22 @@ pub async fn unixctl(
     args: &[&str],
     timeout: Duration,
 ) -> Result<String, Error> {
+    unixctl_bounded(sock, method, args, timeout, Options::default().max_message).await
+}
+
+/// [`unixctl`] with the reply bounded to `max_reply` bytes (a longer one is an error).
+pub async fn unixctl_bounded(
+    sock: &nodefs::Entry,
+    method: &str,
+    args: &[&str],
+    timeout: Duration,
+    max_reply: usize,
+) -> Result<String, Error> {
     let client = Client::connect_entry(
         sock,
         Options {
             timeout,
-            ..Options::default()
+            max_message: max_reply,
         },
     )
     .await?;

@@ -419,6 +419,31 @@ fn fan_out_finds_a_key_in_a_node_log_file() {
     );
 }
 
+/// Issue 11 for audit --nodes: the check Job has no hostPID (the admission policy forbids it), so
+/// ovsdb-server's command line is out of its sight; the node check asks the server itself over
+/// its control socket (`ovsdb-server/list-remotes`) and finds a TCP remote all the same.
+#[test]
+fn fan_out_finds_an_ovsdb_server_listening_on_tcp() {
+    let mut c = cluster(2, STRONG);
+    for info in &c.infos {
+        put(&c, "nodes", "", node(&info.name, true, false));
+    }
+    c.nodes[1].stop();
+    c.nodes[1].start_server_args(&["--remote=ptcp:0:127.0.0.1"]);
+    let (r, code, _) = audit(&c, &["--nodes", "--fail-on", "critical"]);
+    let f = findings(&r, "ovsdb-network-remote");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["details"]["node"], "worker-01");
+    assert_eq!(f[0]["severity"], "critical");
+    assert_eq!(f[0]["details"]["source"], "ovsdb-server/list-remotes");
+    assert!(
+        !incomplete(&r).iter().any(|i| i.contains("remotes")),
+        "{:?}",
+        incomplete(&r)
+    );
+    assert_eq!(code, 1);
+}
+
 /// The check Jobs this run created, by the node each was pinned to.
 fn jobs_created(c: &Cluster) -> usize {
     c.state

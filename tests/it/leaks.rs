@@ -100,20 +100,21 @@ fn ovsdb_server_listening_on_tcp_is_found_from_its_command_line() {
     node.start_server_args(&["--remote=ptcp:0:127.0.0.1"]);
     let (r, code) = check_json(&node, &[]);
     let fs = findings(&r, "ovsdb-network-remote");
-    assert_eq!(fs.len(), 1, "{r:#}");
+    assert_eq!(
+        fs.len(),
+        1,
+        "one finding, however many sources saw it: {r:#}"
+    );
     assert_eq!(fs[0]["severity"], "critical");
-    assert_eq!(fs[0]["details"]["source"], "ovsdb-server command line");
+    assert_eq!(
+        fs[0]["details"]["sources"],
+        serde_json::json!(["ovsdb-server/list-remotes", "ovsdb-server command line"])
+    );
     assert_eq!(fs[0]["details"]["pid"], node.pid.unwrap());
     assert_eq!(fs[0]["details"]["remote"], "ptcp:0:127.0.0.1");
     assert_eq!(code, 1);
-    // --no-proc: not looked at, and not reported as missing either.
-    let (r, _) = check_json(&node, &["--no-proc"]);
-    assert!(findings(&r, "ovsdb-network-remote").is_empty(), "{r:#}");
-    assert!(
-        !r["incomplete"].to_string().contains("command line"),
-        "{r:#}"
-    );
-    // A pidfile naming a process that is not ovsdb-server: said, not trusted.
+    // A pidfile naming a process that is not ovsdb-server: said, not trusted (neither its
+    // command line nor the control socket its pid names).
     node.stop();
     node.start_server();
     std::fs::write(
@@ -126,9 +127,109 @@ fn ovsdb_server_listening_on_tcp_is_found_from_its_command_line() {
     assert!(
         r["incomplete"]
             .to_string()
-            .contains("ovsdb-server command line"),
+            .contains("remotes ovsdb-server serves"),
         "{r:#}"
     );
+}
+
+/// Issue 11, without /proc (a node Job has no hostPID): ovsdb-server is asked over its control
+/// socket (`ovsdb-server/list-remotes`), which also knows remotes added at run time.
+#[test]
+fn ovsdb_server_listening_on_tcp_is_found_without_proc() {
+    let mut node = three_tunnels();
+    node.stop();
+    node.start_server_args(&["--remote=ptcp:0:127.0.0.1"]);
+    let (r, code) = check_json(&node, &["--no-proc"]);
+    let fs = findings(&r, "ovsdb-network-remote");
+    assert_eq!(fs.len(), 1, "{r:#}");
+    assert_eq!(fs[0]["severity"], "critical");
+    assert_eq!(fs[0]["details"]["source"], "ovsdb-server/list-remotes");
+    assert_eq!(
+        fs[0]["details"]["sources"],
+        serde_json::json!(["ovsdb-server/list-remotes"])
+    );
+    assert!(fs[0]["details"]["pid"].is_null(), "/proc was not read");
+    assert_eq!(code, 1);
+    assert!(!r["incomplete"].to_string().contains("remotes"), "{r:#}");
+    // Added at run time (never on any command line): only the server knows it.
+    node.stop();
+    node.start_server();
+    let out = std::process::Command::new("ovs-appctl")
+        .arg("-t")
+        .arg(node.ctl())
+        .args(["ovsdb-server/add-remote", "pssl:0:127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (r, _) = check_json(&node, &[]);
+    let f = finding(&r, "ovsdb-network-remote").expect("found");
+    assert_eq!(f["details"]["remote"], "pssl:0:127.0.0.1");
+    assert_eq!(
+        f["details"]["sources"],
+        serde_json::json!(["ovsdb-server/list-remotes"])
+    );
+    // A Manager row the server serves through a db: remote it lists: one finding, both sources,
+    // critical, served now.
+    node.stop();
+    node.start_server_args(&["--remote=db:Open_vSwitch,Open_vSwitch,manager_options"]);
+    node.vsctl(&["set-manager", "tcp:127.0.0.1:1"]);
+    let (r, _) = check_json(&node, &["--no-proc"]);
+    let f = finding(&r, "ovsdb-network-remote").expect("found");
+    assert_eq!(f["details"]["served_now"], true, "{r:#}");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["details"]["sources"], serde_json::json!(["Manager row"]));
+}
+
+/// Replaces the node's control socket with a root listener that answers every request with
+/// `reply` (the result of a JSON-RPC reply); returns when `check` has run once.
+fn check_with_ctl_reply(node: &Node, reply: serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let ctl = node.ctl();
+    let _ = std::fs::remove_file(&ctl);
+    let l = std::os::unix::net::UnixListener::bind(&ctl).unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        if let Some(id) = crate::harness::read_request(&mut r) {
+            let msg = serde_json::json!({"id": id, "result": reply, "error": null});
+            let _ = (&s).write_all(msg.to_string().as_bytes());
+        }
+    });
+    let (r, _) = check_json(node, &["--no-proc"]);
+    server.join().unwrap();
+    r
+}
+
+/// The control socket's reply is attacker-shaped: bounded, a string, one printable remote a
+/// line, at most 1024; anything else is not taken and said so.
+#[test]
+fn a_list_remotes_reply_that_is_not_ovsdb_servers_is_not_taken() {
+    let node = three_tunnels();
+    let cases = [
+        (
+            serde_json::json!("ptcp:6640\n\u{1b}[2Jptcp:1\n"),
+            "control characters",
+        ),
+        (serde_json::json!(["ptcp:6640"]), "not a string"),
+        (
+            serde_json::json!("ptcp:1\n".repeat(1025)),
+            "more than 1024 remotes",
+        ),
+        (serde_json::json!("a".repeat(70_000)), "list-remotes"),
+    ];
+    for (reply, why) in cases {
+        let r = check_with_ctl_reply(&node, reply);
+        assert!(findings(&r, "ovsdb-network-remote").is_empty(), "{r:#}");
+        let incomplete = r["incomplete"].to_string();
+        assert!(
+            incomplete.contains("remotes ovsdb-server serves") && incomplete.contains(why),
+            "{why}: {r:#}"
+        );
+        assert!(!incomplete.contains('\u{1b}'), "{r:#}");
+    }
+    // A well-formed reply is taken.
+    let r = check_with_ctl_reply(&node, serde_json::json!("ptcp:6640\npunix:/x\n"));
+    assert_eq!(findings(&r, "ovsdb-network-remote").len(), 1, "{r:#}");
 }
 
 #[test]
