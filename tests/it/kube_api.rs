@@ -13,7 +13,9 @@
 //! - `status` is ignored on a PUT or PATCH of the main resource, for every kind (the
 //!   `PrepareForUpdate` of every pkg/registry/*/strategy.go copies the old status);
 //! - deleting an owner does not delete its dependents: the garbage collector (in `sim`) does,
-//!   later (pkg/controller/garbagecollector).
+//!   later (pkg/controller/garbagecollector);
+//! - watches (`?watch=true`) and paginated lists (`limit`/`continue`) from a change log, with
+//!   410 Gone for a resourceVersion older than the kept history: see [`watch`].
 //!
 //! Controllers (the DaemonSet rollout, Job execution, garbage collection) live in `sim`.
 
@@ -26,6 +28,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
+
+pub mod watch;
 
 /// (resource plural, namespace, name)
 pub type Key = (String, String, String);
@@ -62,6 +66,15 @@ pub struct State {
     pub evictions_refused: usize,
     /// The most agent pods ever gone or Terminating at once right after an eviction.
     pub max_evicted_at_once: usize,
+    /// Every change, in resourceVersion order (etcd's history as the watch cache keeps it).
+    pub events: Vec<watch::Change>,
+    /// Changes up to this resourceVersion are no longer kept (compaction): a watch or a `continue`
+    /// from before it gets 410 Gone.
+    pub compacted_rv: u64,
+    /// Woken on every change, for the watches.
+    pub changed: Arc<tokio::sync::Notify>,
+    /// How often a watch that asked for bookmarks gets one (zero: every second).
+    pub bookmark_interval: std::time::Duration,
 }
 
 impl State {
@@ -86,7 +99,17 @@ impl State {
             obj["metadata"]["namespace"] = json!(ns);
         }
         self.note_custom_resource(res, &obj);
-        self.objects.insert((res.into(), ns.into(), name), obj);
+        let key: Key = (res.into(), ns.into(), name);
+        let prev = self.objects.insert(key.clone(), obj.clone());
+        self.record(key, prev, Some(obj));
+    }
+
+    /// Deletes an object (the deletion gets its own resourceVersion, as in etcd).
+    pub fn remove(&mut self, key: &Key) -> Option<Value> {
+        let prev = self.objects.remove(key)?;
+        self.rv += 1;
+        self.record(key.clone(), Some(prev.clone()), None);
+        Some(prev)
     }
 
     pub fn list(&self, res: &str, ns: &str) -> Vec<&Value> {
@@ -148,7 +171,7 @@ pub struct Scope {
 
 pub type Shared = Arc<Mutex<State>>;
 
-fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+pub fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
     (
         code,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -228,7 +251,7 @@ fn split_requirements(selector: &str) -> Vec<String> {
 
 /// A field selector (`metadata.name=x`, `spec.nodeName=y`, `k!=v`), as the pod/node/secret
 /// field-label conversion functions of pkg/registry accept.
-fn matches_fields(obj: &Value, selector: &str) -> bool {
+pub fn matches_fields(obj: &Value, selector: &str) -> bool {
     split_requirements(selector).iter().all(|req| {
         let (k, v, eq) = match req.split_once("!=") {
             Some((k, v)) => (k, v, false),
@@ -364,15 +387,15 @@ fn keep_status(obj: &mut Value, current: &Value) {
     }
 }
 
-struct Route {
-    group_version: String,
-    ns: Option<String>,
-    resource: String,
-    name: Option<String>,
-    sub: Option<String>,
+pub struct Route {
+    pub group_version: String,
+    pub ns: Option<String>,
+    pub resource: String,
+    pub name: Option<String>,
+    pub sub: Option<String>,
 }
 
-fn route(path: &str) -> Option<Route> {
+pub fn route(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (gv, rest) = match *parts.first()? {
         "api" => (parts.get(1)?.to_string(), &parts[2..]),
@@ -451,7 +474,7 @@ fn absent_api(st: &State, r: &Route) -> Option<(u16, Value, Option<String>)> {
     Some((404, Value::Null, Some("404 page not found\n".to_owned())))
 }
 
-fn kind_of(resource: &str) -> &'static str {
+pub fn kind_of(resource: &str) -> &'static str {
     match resource {
         "secrets" => "Secret",
         "configmaps" => "ConfigMap",
@@ -465,7 +488,7 @@ fn kind_of(resource: &str) -> &'static str {
     }
 }
 
-fn query_param(q: &str, key: &str) -> Option<String> {
+pub fn query_param(q: &str, key: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| percent_decode(v))
@@ -520,23 +543,23 @@ fn handle(
     (code, v, text)
 }
 
-fn handle_inner(
-    state: &Shared,
+/// What every request goes through before its handler: the API group must exist, the request is
+/// recorded, a SelfSubjectAccessReview is answered, and the verb is authorized. Returns the verb
+/// (`get`, `list`, `watch`, `create`, ...), or the answer when the request ends here.
+fn admit(
+    st: &mut State,
     method: &str,
     path: &str,
     query: &str,
-    ctype: &str,
     body: &[u8],
-) -> (u16, Value, Option<String>) {
-    let Some(r) = route(path) else {
-        let (c, v) = status(404, "NotFound", "no such path");
-        return (c, v, None);
-    };
-    if let Some(answer) = absent_api(&state.lock().unwrap(), &r) {
-        return answer;
+    r: &Route,
+) -> Result<&'static str, (u16, Value, Option<String>)> {
+    if let Some(answer) = absent_api(st, r) {
+        return Err(answer);
     }
     let verb = match (method, r.name.is_some()) {
         ("GET", true) => "get",
+        ("GET", false) if watch::requested(query) => "watch",
         ("GET", false) => "list",
         ("POST", _) => "create",
         ("PUT", _) => "update",
@@ -548,7 +571,6 @@ fn handle_inner(
         Some(s) => format!("{}/{}", r.resource, s),
         None => r.resource.clone(),
     };
-    let mut st = state.lock().unwrap();
     st.requests
         .push((method.into(), path.into(), verb.into(), r.resource.clone()));
     st.used.insert((verb.to_owned(), res_full.clone()));
@@ -569,12 +591,18 @@ fn handle_inner(
             name,
         );
         review["status"] = json!({"allowed": allowed});
-        return (201, review, None);
+        return Err((201, review, None));
     }
-    let authz_name = if verb == "create" {
-        None
-    } else {
-        r.name.as_deref()
+    // The name the authorizer sees: none for create; for list and watch the one a field selector
+    // `metadata.name=X` names (k8s.io/apiserver pkg/endpoints/request/requestinfo.go: "if there's
+    // no name on the request and we thought it was a get before, then the actual verb is a list
+    // or a watch", and `opts.FieldSelector.RequiresExactMatch("metadata.name")` becomes
+    // `requestInfo.Name`): that is how a grant with resourceNames allows a one-object watch.
+    let selected = query_param(query, "fieldSelector").and_then(|f| single_name(&f));
+    let authz_name = match verb {
+        "create" => None,
+        "list" | "watch" => selected.as_deref(),
+        _ => r.name.as_deref(),
     };
     if !st.allowed(verb, &res_full, r.ns.as_deref().unwrap_or(""), authz_name) {
         let (c, v) = status(
@@ -583,10 +611,41 @@ fn handle_inner(
             &format!(
                 "{} \"{}\" is forbidden: cannot {verb}",
                 r.resource,
-                r.name.clone().unwrap_or_default()
+                r.name.clone().or(selected).unwrap_or_default()
             ),
         );
+        return Err((c, v, None));
+    }
+    Ok(verb)
+}
+
+/// The name a field selector requires exactly (`metadata.name=X` or `==`, alone or among other
+/// requirements), as `fields.Selector.RequiresExactMatch("metadata.name")`.
+pub fn single_name(selector: &str) -> Option<String> {
+    split_requirements(selector).iter().find_map(|req| {
+        if req.contains("!=") {
+            return None;
+        }
+        let (k, v) = req.split_once("==").or_else(|| req.split_once('='))?;
+        (k.trim() == "metadata.name").then(|| v.trim().to_owned())
+    })
+}
+
+fn handle_inner(
+    state: &Shared,
+    method: &str,
+    path: &str,
+    query: &str,
+    ctype: &str,
+    body: &[u8],
+) -> (u16, Value, Option<String>) {
+    let Some(r) = route(path) else {
+        let (c, v) = status(404, "NotFound", "no such path");
         return (c, v, None);
+    };
+    let mut st = state.lock().unwrap();
+    if let Err(reply) = admit(&mut st, method, path, query, body, &r) {
+        return reply;
     }
     let ns = r.ns.clone().unwrap_or_default();
     // Pod logs are text.
@@ -622,23 +681,8 @@ fn handle_inner(
             }
         },
         "GET" => {
-            let sel = query_param(query, "labelSelector").unwrap_or_default();
-            let fields = query_param(query, "fieldSelector").unwrap_or_default();
-            // Without a namespace in the path: every namespace (and cluster-scoped objects).
-            let items: Vec<Value> = st
-                .objects
-                .iter()
-                .filter(|((res, n, _), _)| *res == r.resource && (r.ns.is_none() || *n == ns))
-                .map(|(_, v)| v)
-                .filter(|o| matches_labels(o, &sel) && matches_fields(o, &fields))
-                .cloned()
-                .collect();
-            let rv = st.rv.to_string();
-            (
-                200,
-                json!({"kind": format!("{}List", kind_of(&r.resource)), "apiVersion": r.group_version, "metadata": {"resourceVersion": rv}, "items": items}),
-                None,
-            )
+            let (c, v) = watch::list(&st, &r, query);
+            (c, v, None)
         }
         "POST" => {
             let mut obj: Value = match serde_json::from_slice(body) {
@@ -669,20 +713,21 @@ fn handle_inner(
             if let Some(o) = obj.as_object_mut() {
                 o.remove("status");
             }
-            st.put(&r.resource, &ns, obj);
             if r.resource == "jobs" {
                 // The Job strategy labels the pod template with the Job's identity.
-                let uid = st.objects[&key]["metadata"]["uid"].clone();
-                let job = st.objects.get_mut(&key).unwrap();
-                let labels = &mut job["spec"]["template"]["metadata"]["labels"];
+                st.uid += 1;
+                let uid = json!(format!("uid-{}", st.uid));
+                obj["metadata"]["uid"] = uid.clone();
+                let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
                 labels["batch.kubernetes.io/job-name"] = json!(name);
                 labels["job-name"] = json!(name);
                 labels["batch.kubernetes.io/controller-uid"] = uid.clone();
                 labels["controller-uid"] = uid.clone();
-                job["spec"]["selector"] =
+                obj["spec"]["selector"] =
                     json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 st.new_jobs.push(key.clone());
             }
+            st.put(&r.resource, &ns, obj);
             (201, st.objects[&key].clone(), None)
         }
         "PUT" if lease_fault(&mut st, &r.resource) => {
@@ -796,7 +841,7 @@ fn handle_inner(
         }
         // Dependents (a Job's pods) are left to the garbage collector in `sim`, which removes
         // them later, as kube-controller-manager's does.
-        "DELETE" => match st.objects.remove(&key) {
+        "DELETE" => match st.remove(&key) {
             Some(o) => (200, o, None),
             None => {
                 let (c, v) = status(
@@ -893,7 +938,7 @@ fn evict(st: &mut State, ns: &str, name: &str, body: &[u8]) -> (u16, Value) {
         p["metadata"]["deletionTimestamp"] = json!("2026-11-26T00:00:00Z");
         st.put("pods", ns, p);
     } else {
-        st.objects.remove(&key);
+        st.remove(&key);
     }
     let gone = (desired as usize).saturating_sub(
         st.list("pods", ns)
@@ -929,7 +974,9 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -951,7 +998,20 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Full<By
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let (code, value, text) = handle(&state, &method, &path, &query, &ctype, &accept, &body);
+    let (code, value, text) = if method == "GET" && watch::requested(&query) {
+        match watch::start(&state, &path, &query) {
+            Ok(stream) => {
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(stream.boxed())
+                    .unwrap())
+            }
+            Err(answer) => answer,
+        }
+    } else {
+        handle(&state, &method, &path, &query, &ctype, &accept, &body)
+    };
     let (ct, bytes) = match text {
         Some(t) => ("text/plain", Bytes::from(t)),
         None => (
@@ -962,7 +1022,7 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Full<By
     Ok(Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
         .header("content-type", ct)
-        .body(Full::new(bytes))
+        .body(Full::new(bytes).boxed())
         .unwrap())
 }
 

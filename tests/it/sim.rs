@@ -775,7 +775,7 @@ fn sync_daemonset(sim: &Sim, st: &mut State, ds_name: &str) -> Vec<String> {
         st.put("pods", NS, pod);
     }
     for name in &delete {
-        st.objects.remove(&("pods".into(), NS.into(), name.clone()));
+        st.remove(&("pods".into(), NS.into(), name.clone()));
     }
     created
 }
@@ -875,14 +875,24 @@ async fn garbage_collector(sim: Sim) {
             .values()
             .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
             .collect();
-        st.objects.retain(|_, o| {
-            let owners = o["metadata"]["ownerReferences"].as_array();
-            owners.is_none_or(|v| {
-                v.is_empty()
-                    || v.iter()
-                        .any(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+        let orphans: Vec<kube_api::Key> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|v| {
+                        !v.is_empty()
+                            && !v
+                                .iter()
+                                .any(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+                    })
             })
-        });
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &orphans {
+            st.remove(k);
+        }
     }
 }
 

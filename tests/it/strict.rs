@@ -459,9 +459,16 @@ fn the_test_server_is_as_strict_as_kube_apiserver() {
     );
     assert_eq!(code, 403, "the request itself is denied as the review said");
     let ds_path = "/apis/apps/v1/namespaces/kube-system/daemonsets/antrea-agent";
-    let (_, mut ds) = http(&addr, "GET", ds_path, &Value::Null);
-    ds["status"]["numberAvailable"] = json!(99);
-    let (code, back) = http(&addr, "PUT", ds_path, &ds);
+    // The DaemonSet controller may write the status between the GET and the PUT (409): retry,
+    // as a client does.
+    let (code, back) = (0..20)
+        .map(|_| {
+            let (_, mut ds) = http(&addr, "GET", ds_path, &Value::Null);
+            ds["status"]["numberAvailable"] = json!(99);
+            http(&addr, "PUT", ds_path, &ds)
+        })
+        .find(|(code, _)| *code != 409)
+        .unwrap();
     assert_eq!(code, 200);
     assert_eq!(
         back["status"]["numberAvailable"],
