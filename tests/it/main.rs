@@ -22,3 +22,4 @@ mod rotate;
 mod shells;
 mod sim;
 mod strict;
+mod tty;
