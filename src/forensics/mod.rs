@@ -47,6 +47,8 @@ pub struct KeyHistory {
     pub in_comments: bool,
     /// In use at the end of the log.
     pub current: bool,
+    /// The last record that holds the key: (byte offset of its header, its length in bytes).
+    pub last_record: Option<(u64, u64)>,
 }
 
 /// The result of scanning one file.
@@ -218,6 +220,7 @@ fn seen(
         in_rows: false,
         in_comments: false,
         current: false,
+        last_record: None,
     });
     if let Some(i) = iface {
         // A crafted file can name millions of interfaces of any length: keep a bounded few.
@@ -334,6 +337,15 @@ impl Replay {
                 let fp = self.fingerprint(fp_key, k.value.as_bytes());
                 let iface = k.interface.as_deref();
                 seen(&mut self.keys, &mut self.counted, fp, iface, date, false);
+            }
+        }
+    }
+
+    /// The record just applied spans `offset..next`: it is the last record of the keys it held.
+    fn mark(&mut self, offset: u64, next: u64) {
+        for fp in self.counted.drain(..) {
+            if let Some(k) = self.keys.get_mut(&fp) {
+                k.last_record = Some((offset, next - offset));
             }
         }
     }
@@ -480,6 +492,7 @@ pub fn scan_reader<R: std::io::Read>(
             } else {
                 apply_record(&mut replay, &mut txn, body, fp_key, &mut spans)
             };
+            replay.mark(rec.offset, rec.next_offset);
             for s in &mut spans[from..] {
                 *s = (rec.start + s.0, rec.start + s.1);
             }
@@ -553,6 +566,7 @@ pub fn scan_reader_reference<R: std::io::Read>(
         if let Err(why) = used {
             break Some(record_damage(offset, index, why));
         }
+        replay.mark(offset, reader.offset());
         reader.wipe_last();
     };
     Ok(replay.finish(records, reader.offset(), schema, damage))
@@ -625,8 +639,15 @@ pub fn scan_data(scan: &Scan) -> serde_json::Value {
 pub fn findings(path: &Path, scan: &Scan, report: &mut Report) {
     let old: Vec<&KeyHistory> = scan.old_keys().collect();
     if !old.is_empty() {
+        // Where: the newest record that still holds an old key (each key's own is in details).
+        let newest = old.iter().filter_map(|k| k.last_record).max();
+        let at = |k: &KeyHistory| {
+            k.last_record.map(|(o, l)| json!({"fingerprint": k.fingerprint.to_string(), "byte_offset": o, "byte_length": l}))
+        };
         report.push(
             Finding::new(Code::PskHistoryOnDisk, Severity::High, Subject::path(path))
+                .located_span(path.display().to_string(), newest)
+                .detail("old_key_records", json!(old.iter().filter_map(|k| at(k)).collect::<Vec<_>>()))
                 .observed(format!("{} key(s) no longer in use are still in the file", old.len()))
                 .expected("only the current key (after compaction)")
                 .remediation("compact the database so the old records are rewritten away: psk-guard fix (runs ovsdb-server/compact and verifies); then treat the old keys as exposed if the file was readable")

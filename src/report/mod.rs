@@ -261,6 +261,9 @@ pub struct Location {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub byte_offset: Option<u64>,
+    /// The length of the part (a conf.db record) that starts at `byte_offset`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub byte_length: Option<u64>,
 }
 
 /// One finding.
@@ -345,6 +348,16 @@ impl Finding {
         self.location = Some(Location {
             path: sanitize::name(&path.into()),
             byte_offset,
+            byte_length: None,
+        });
+        self
+    }
+    /// The file the finding lives in and the part of it (offset, length), e.g. a conf.db record.
+    pub fn located_span(mut self, path: impl Into<String>, span: Option<(u64, u64)>) -> Self {
+        self.location = Some(Location {
+            path: sanitize::name(&path.into()),
+            byte_offset: span.map(|s| s.0),
+            byte_length: span.map(|s| s.1),
         });
         self
     }

@@ -7,7 +7,7 @@
 //!   docs/findings.md.
 //! - Every result has a physical location: a path finding its path; a key, an interface or the
 //!   OVSDB tables the file they live in (conf.db), a server its socket; a damaged record a byte
-//!   region. Files under the run directory are relative to `uriBaseId` `RUNDIR`; cluster objects
+//!   region, old keys in conf.db's history the region of the newest record that holds one. Files under the run directory are relative to `uriBaseId` `RUNDIR`; cluster objects
 //!   are relative to `CLUSTER` (`pod/ns/name`, `nodes/<node>/<path>`). URIs are percent-encoded.
 //! - `partialFingerprints` is [`Finding::id`]: a hash of code, subject kind and stable subject
 //!   name, the same across runs and salts and never derived from key bytes; message texts carry
@@ -179,6 +179,8 @@ struct ArtifactLocation {
 #[serde(rename_all = "camelCase")]
 struct Region {
     byte_offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    byte_length: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -299,7 +301,10 @@ impl Bases {
         let mut region = None;
         let mut logical = vec![];
         let artifact = if let Some(l) = &f.location {
-            region = l.byte_offset.map(|byte_offset| Region { byte_offset });
+            region = l.byte_offset.map(|byte_offset| Region {
+                byte_offset,
+                byte_length: l.byte_length,
+            });
             self.file(&l.path)
         } else {
             match f.subject.kind {

@@ -310,6 +310,78 @@ fn damage_offset_is_a_sarif_region() {
         .ends_with("conf.db"));
 }
 
+/// Old keys in conf.db's history are located: the finding's location (JSON) and SARIF region
+/// (`byteOffset`, `byteLength`) are the newest record that still holds an old key, exactly that
+/// record's bytes; each old key's own record is in the details. Valid SARIF 2.1.0.
+#[test]
+fn old_keys_in_history_are_a_sarif_region_of_their_record() {
+    let db = real_db();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("conf.db");
+    std::fs::write(&p, &db).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "json"]).stdout)
+            .unwrap();
+    let f = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "psk-history-on-disk")
+        .expect("old keys reported")
+        .clone();
+    let offset = f["location"]["byte_offset"].as_u64().expect("an offset") as usize;
+    let len = f["location"]["byte_length"].as_u64().expect("a length") as usize;
+    // The span is one whole record: its header, its body, and then the next record or the end.
+    let record = &db[offset..offset + len];
+    assert!(
+        record.starts_with(b"OVSDB JSON "),
+        "{:?}",
+        String::from_utf8_lossy(record)
+    );
+    assert!(
+        offset + len == db.len() || db[offset + len..].starts_with(b"OVSDB JSON "),
+        "the span ends at a record boundary"
+    );
+    // K2 is the newest old key (K3 replaced it): its record is the one located.
+    assert!(record.windows(K2.len()).any(|w| w == K2.as_bytes()));
+    let per_key = f["details"]["old_key_records"].as_array().unwrap();
+    assert_eq!(per_key.len(), 2, "{f:#}");
+    for k in per_key {
+        let (o, l) = (
+            k["byte_offset"].as_u64().unwrap() as usize,
+            k["byte_length"].as_u64().unwrap() as usize,
+        );
+        assert!(db[o..o + l].starts_with(b"OVSDB JSON "));
+        assert!(o + l <= offset + len);
+    }
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "sarif"]).stdout)
+            .unwrap();
+    crate::formats::assert_valid_sarif(&sarif);
+    let r = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "psk-history-on-disk")
+        .expect("old keys in SARIF");
+    let loc = &r["locations"][0]["physicalLocation"];
+    assert_eq!(
+        loc["region"]["byteOffset"].as_u64(),
+        Some(offset as u64),
+        "{loc}"
+    );
+    assert_eq!(
+        loc["region"]["byteLength"].as_u64(),
+        Some(len as u64),
+        "{loc}"
+    );
+    assert!(loc["artifactLocation"]["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("conf.db"));
+    crate::output::assert_no_key("scan-db SARIF", sarif.to_string().as_bytes(), &[K1, K2, K3]);
+}
+
 #[test]
 fn damaged_files_give_documented_errors_or_partial_results() {
     let good = real_db();
