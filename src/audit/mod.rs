@@ -206,7 +206,14 @@ pub const NODE_PERMISSIONS: &[Permission] = &[
         name_scoped: false,
     },
     Permission {
-        verb: "get",
+        verb: "list",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "watch",
         group: "batch",
         resource: "jobs",
         subresource: "",

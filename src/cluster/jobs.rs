@@ -17,7 +17,9 @@
 //! --only-compact` chmods only if that added a bit, so it works through the read-only mount; a mode
 //! that compaction loosened and the mount cannot restore is reported (see `fix`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +28,7 @@ use kube::Client;
 use serde_json::json;
 use sha2::Digest;
 
+use super::watch::Watched;
 use super::ClusterError;
 
 /// What one node's Job produced. `Succeeded`/`Failed` carry the node's result: the JSON of its
@@ -151,7 +154,7 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
 }
 
 /// Runs `job` on every node in `nodes`, all created first (so they start together), then waits
-/// for each, reads its log and deletes it. Never fails as a whole: each node gets an outcome.
+/// for them through one watch of the run's Jobs, reads each one's log and deletes it. Never fails as a whole: each node gets an outcome.
 pub async fn run_on_nodes(
     client: &Client,
     job: &NodeJob,
@@ -178,37 +181,62 @@ pub async fn run_on_nodes(
         }
     }
     let deadline = Instant::now() + job.timeout;
-    for (node, name, uid) in created {
-        let outcome = loop {
-            match jobs.get_opt(&name).await {
-                Ok(Some(j)) => {
-                    let st = j.status.unwrap_or_default();
+    // One watch of this run's Jobs for every node, not a poll per Job (see `super::watch`).
+    let selector = format!(
+        "psk-guard.io/run={},psk-guard.io/purpose={}",
+        job.run_id, job.purpose
+    );
+    let mut watched = Watched::new(
+        jobs.clone(),
+        kube::runtime::watcher::Config::default().labels(&selector),
+    );
+    let mut pending = created;
+    while !pending.is_empty() {
+        let mut still = vec![];
+        for (node, name, uid) in pending {
+            let outcome = match watched.get(&name) {
+                _ if !watched.synced() => None,
+                Some(j) if j.metadata.uid.as_deref() == Some(uid.as_str()) => {
+                    let st = j.status.clone().unwrap_or_default();
                     if st.succeeded.unwrap_or(0) > 0 {
-                        break Outcome::Succeeded(result_of(&pods, &uid).await);
-                    }
-                    if st.failed.unwrap_or(0) > 0 {
-                        break Outcome::Failed(result_of(&pods, &uid).await);
+                        Some(Outcome::Succeeded(result_of(&pods, &uid).await))
+                    } else if st.failed.unwrap_or(0) > 0 {
+                        Some(Outcome::Failed(result_of(&pods, &uid).await))
+                    } else {
+                        None
                     }
                 }
-                Ok(None) => break Outcome::NotCreated(format!("job {name} disappeared")),
-                Err(e) => tracing::debug!(error = %e, "polling a job"),
+                _ => Some(Outcome::NotCreated(format!("job {name} disappeared"))),
+            };
+            match outcome {
+                Some(o) => {
+                    delete_job(&jobs, &name).await;
+                    out.push((node, o));
+                }
+                None => still.push((node, name, uid)),
             }
-            if Instant::now() >= deadline {
-                break Outcome::TimedOut;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        if let Err(e) = jobs.delete(&name, &dp).await {
-            tracing::warn!(error = %e, job = %name, "could not delete a finished job");
         }
-        out.push((node, outcome));
+        pending = still;
+        if !pending.is_empty() && !watched.changed(deadline).await {
+            for (node, name, _) in pending.drain(..) {
+                delete_job(&jobs, &name).await;
+                out.push((node, Outcome::TimedOut));
+            }
+        }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Deletes a finished (or abandoned) Job and, in the background, its pod.
+async fn delete_job(jobs: &Api<Job>, name: &str) {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    if let Err(e) = jobs.delete(name, &dp).await {
+        tracing::warn!(error = %e, job = %name, "could not delete a finished job");
+    }
 }
 
 /// Largest pod log read (a node report of thousands of tunnels fits easily).

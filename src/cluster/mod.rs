@@ -8,6 +8,7 @@ pub mod frame;
 pub mod health;
 pub mod jobs;
 pub mod lease;
+pub mod watch;
 
 use std::time::Duration;
 

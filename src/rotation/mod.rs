@@ -123,6 +123,27 @@ pub const PERMISSIONS: &[Permission] = &[
     },
     Permission {
         verb: "list",
+        group: "apps",
+        resource: "daemonsets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "watch",
+        group: "apps",
+        resource: "daemonsets",
+        subresource: "",
+        name_scoped: true,
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "pods",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "watch",
         group: "",
         resource: "pods",
         subresource: "",
@@ -143,7 +164,14 @@ pub const PERMISSIONS: &[Permission] = &[
         name_scoped: false,
     },
     Permission {
-        verb: "get",
+        verb: "list",
+        group: "batch",
+        resource: "jobs",
+        subresource: "",
+        name_scoped: false,
+    },
+    Permission {
+        verb: "watch",
         group: "batch",
         resource: "jobs",
         subresource: "",

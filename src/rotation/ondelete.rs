@@ -3,7 +3,8 @@
 //! DaemonSet's `maxUnavailable` (default 1; a percentage of the desired pods rounded up, as the
 //! DaemonSet controller's `UnavailableCount` does), through the Eviction API (`pods/eviction`,
 //! `policy/v1`) so PodDisruptionBudgets are honoured (a 429 is retried with backoff), and each
-//! batch's replacements must be Ready before the next batch starts. A pod that stays
+//! batch's replacements must be Ready before the next batch starts (waited for through a watch of
+//! the DaemonSet's pods). A pod that stays
 //! Terminating (its node unreachable, so no kubelet confirms the deletion) is reported by name
 //! once no progress was made for the progress deadline; it is never waited on forever.
 
@@ -17,7 +18,7 @@ use kube::Client;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::rollout::{agent_pods, on_template};
+use super::rollout::{agent_pods, on_template, owned_by, watch_agent_pods};
 use crate::cluster::lease::Held;
 use crate::cluster::ClusterError;
 
@@ -170,8 +171,11 @@ async fn wait_replaced(
 ) -> Result<(), ClusterError> {
     let mut last_done = 0;
     let mut since = Instant::now();
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    // A watch of the DaemonSet's pods, not a list every 250 ms.
+    let mut watched = watch_agent_pods(client, namespace, ds);
     loop {
-        let pods = agent_pods(client, namespace, ds).await?;
+        let pods: Vec<&Pod> = watched.objects().filter(|p| owned_by(p, &uid)).collect();
         let replaced = |(node, _, uid): &Stale| {
             pods.iter().any(|p| {
                 node_of(p) == Some(node)
@@ -181,37 +185,43 @@ async fn wait_replaced(
             })
         };
         let waiting: Vec<&Stale> = batch.iter().filter(|s| !replaced(s)).collect();
-        if waiting.is_empty() {
+        if watched.synced() && waiting.is_empty() {
             return Ok(());
         }
         if batch.len() - waiting.len() > last_done {
             last_done = batch.len() - waiting.len();
             since = Instant::now();
         }
-        if since.elapsed() >= progress_deadline {
-            let why: Vec<String> = waiting
-                .iter()
-                .map(|(node, pod, uid)| {
-                    let terminating = pods.iter().any(|p| {
-                        p.metadata.uid.as_deref() == Some(uid.as_str())
-                            && p.metadata.deletion_timestamp.is_some()
-                    });
-                    if terminating {
-                        format!("{node} (pod {pod} is stuck Terminating: is the node unreachable?)")
-                    } else {
-                        format!("{node} (no Ready replacement of pod {pod})")
-                    }
-                })
-                .collect();
-            return Err(ClusterError::Timeout {
-                what: format!(
-                    "the antrea-agent replacements on {}; check those nodes (or leave them out with --exclude-node), then rerun psk-guard rotate to resume",
-                    why.join(", ")
-                ),
-                secs: progress_deadline.as_secs(),
-            });
+        let deadline = since + progress_deadline;
+        if Instant::now() >= deadline {
+            return Err(stuck(&waiting, &pods, progress_deadline));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        watched.changed(deadline).await;
+    }
+}
+
+/// The error for a batch whose replacements did not come: which old pods are stuck Terminating.
+fn stuck(waiting: &[&Stale], pods: &[&Pod], progress_deadline: Duration) -> ClusterError {
+    let why: Vec<String> = waiting
+        .iter()
+        .map(|(node, pod, uid)| {
+            let terminating = pods.iter().any(|p| {
+                p.metadata.uid.as_deref() == Some(uid.as_str())
+                    && p.metadata.deletion_timestamp.is_some()
+            });
+            if terminating {
+                format!("{node} (pod {pod} is stuck Terminating: is the node unreachable?)")
+            } else {
+                format!("{node} (no Ready replacement of pod {pod})")
+            }
+        })
+        .collect();
+    ClusterError::Timeout {
+        what: format!(
+            "the antrea-agent replacements on {}; check those nodes (or leave them out with --exclude-node), then rerun psk-guard rotate to resume",
+            why.join(", ")
+        ),
+        secs: progress_deadline.as_secs(),
     }
 }
 

@@ -5,7 +5,10 @@
 //! `progressDeadlineSeconds`; a long rollout that keeps advancing is never cut off) and progress
 //! (a bar on a TTY, lines otherwise).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kube::runtime::watcher;
+use tokio::time::Instant;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -14,6 +17,7 @@ use kube::Client;
 use serde_json::json;
 
 use crate::cluster::lease::Held;
+use crate::cluster::watch::Watched;
 use crate::cluster::ClusterError;
 
 pub const RESTART_ANNOTATION: &str = "psk-guard.io/rotation";
@@ -84,54 +88,55 @@ pub async fn restart(
     let mut deadline = Instant::now() + progress_deadline;
     let quiet = crate::report::is_quiet();
     let mut last = None;
+    // Watches, not polls: the DaemonSet by name (a name-scoped list/watch), and its pods by its
+    // selector (whose Ready condition tells the excluded-nodes case and the stuck nodes).
+    let mut ds_watch = Watched::new(
+        api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    );
+    let mut pod_watch = watch_agent_pods(client, namespace, ds);
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
     loop {
-        let d = crate::cluster::retry("reading the DaemonSet", || api.get(&name))
-            .await
-            .map_err(|e| ClusterError::api("get", format!("daemonset {namespace}/{name}"), e))?;
-        let generation = d.metadata.generation.unwrap_or(0);
-        let st = d.status.unwrap_or_default();
-        let desired = st.desired_number_scheduled;
-        let updated = st.updated_number_scheduled.unwrap_or(0);
-        let available = st.number_available.unwrap_or(0);
-        if last != Some((updated, available)) {
-            if quiet {
-                // --quiet: no bar, no lines.
-            } else if tty {
-                let width = 30usize;
-                let filled = if desired > 0 {
-                    (updated as usize * width) / desired as usize
-                } else {
-                    width
-                };
-                eprint!("\rpsk-guard rotate: rollout [{}{}] {updated}/{desired} updated, {available} available ", "#".repeat(filled), " ".repeat(width - filled.min(width)));
-            } else {
-                eprintln!(
-                    "psk-guard rotate: rollout {updated}/{desired} updated, {available} available"
-                );
+        if let (Some(d), true) = (ds_watch.get(&name), pod_watch.synced()) {
+            let generation = d.metadata.generation.unwrap_or(0);
+            let st = d.status.clone().unwrap_or_default();
+            let desired = st.desired_number_scheduled;
+            let updated = st.updated_number_scheduled.unwrap_or(0);
+            let available = st.number_available.unwrap_or(0);
+            if last != Some((updated, available)) {
+                show_progress(quiet, tty, updated, desired, available);
+                last = Some((updated, available));
+                deadline = Instant::now() + progress_deadline;
             }
-            last = Some((updated, available));
-            deadline = Instant::now() + progress_deadline;
+            let pods: Vec<&Pod> = pod_watch.objects().filter(|p| owned_by(p, &uid)).collect();
+            if st.observed_generation.unwrap_or(0) >= generation
+                && ((updated == desired && available == desired)
+                    || ((nodes.len() as i32) < desired && targets_done(&pods, id, nodes)))
+            {
+                if tty && !quiet {
+                    eprintln!();
+                }
+                return Ok(());
+            }
         }
-        if st.observed_generation.unwrap_or(0) >= generation
-            && ((updated == desired && available == desired)
-                || ((nodes.len() as i32) < desired
-                    && targets_done(client, namespace, ds, id, nodes).await))
-        {
+        let changed = tokio::select! {
+            c = ds_watch.changed(deadline) => c,
+            c = pod_watch.changed(deadline) => c,
+        };
+        if !changed && Instant::now() >= deadline {
             if tty && !quiet {
                 eprintln!();
             }
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            if tty && !quiet {
-                eprintln!();
-            }
+            let (updated, available) = last.unwrap_or_default();
+            let desired = ds_watch
+                .get(&name)
+                .and_then(|d| d.status.as_ref())
+                .map_or(0, |s| s.desired_number_scheduled);
             // Name the nodes whose agent has not come back (Ready) on the new template: the
             // DaemonSet controller counts a new pod as updated before it is Ready.
-            let pods = agent_pods(client, namespace, ds).await.unwrap_or_default();
-            let done: Vec<String> = pods
-                .iter()
-                .filter(|p| on_template(p, id) && pod_ready(p))
+            let done: Vec<String> = pod_watch
+                .objects()
+                .filter(|p| owned_by(p, &uid) && on_template(p, id) && pod_ready(p))
                 .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
                 .collect();
             let stuck: Vec<&str> = nodes
@@ -139,31 +144,70 @@ pub async fn restart(
                 .filter(|n| !done.contains(n))
                 .map(String::as_str)
                 .collect();
+            let seen = match (&ds_watch.last_error, ds_watch.synced()) {
+                (Some(e), false) => format!("; the DaemonSet could not be watched: {e}"),
+                _ => String::new(),
+            };
             return Err(ClusterError::Timeout {
                 what: format!(
-                    "progress of the rollout of daemonset {namespace}/{name} ({updated}/{desired} updated, {available} available; antrea-agent not restarted on: {}); check those nodes, then rerun psk-guard rotate to resume",
+                    "progress of the rollout of daemonset {namespace}/{name} ({updated}/{desired} updated, {available} available; antrea-agent not restarted on: {}{seen}); check those nodes, then rerun psk-guard rotate to resume",
                     if stuck.is_empty() { "(unknown)".to_owned() } else { stuck.join(", ") }
                 ),
                 secs: progress_deadline.as_secs(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The rollout's progress: a bar on a TTY, a line otherwise, nothing with --quiet.
+fn show_progress(quiet: bool, tty: bool, updated: i32, desired: i32, available: i32) {
+    if quiet {
+        return;
+    }
+    if tty {
+        let width = 30usize;
+        let filled = if desired > 0 {
+            (updated.max(0) as usize * width) / desired as usize
+        } else {
+            width
+        };
+        eprint!(
+            "\rpsk-guard rotate: rollout [{}{}] {updated}/{desired} updated, {available} available ",
+            "#".repeat(filled.min(width)),
+            " ".repeat(width - filled.min(width))
+        );
+    } else {
+        eprintln!("psk-guard rotate: rollout {updated}/{desired} updated, {available} available");
+    }
+}
+
+/// A watch of the pods the DaemonSet's selector selects (preflight refused an empty selector);
+/// keep only its own with [`owned_by`].
+pub(super) fn watch_agent_pods(client: &Client, namespace: &str, ds: &DaemonSet) -> Watched<Pod> {
+    let sel = ds
+        .spec
+        .as_ref()
+        .and_then(|s| crate::cluster::health::selector_string(&s.selector))
+        .unwrap_or_default();
+    Watched::new(
+        Api::<Pod>::namespaced(client.clone(), namespace),
+        watcher::Config::default().labels(&sel),
+    )
+}
+
+/// Whether the pod's controller is the DaemonSet with `uid` (see `health::agent_pods`).
+pub(super) fn owned_by(p: &Pod, uid: &str) -> bool {
+    p.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "DaemonSet")
 }
 
 /// Whether every target node's agent pod is on rotation `id`'s template and Ready: the rollout
 /// is done for the nodes that matter when some nodes were excluded (their agents keep the
 /// DaemonSet's counters below desired).
-async fn targets_done(
-    client: &Client,
-    namespace: &str,
-    ds: &DaemonSet,
-    id: &str,
-    nodes: &[String],
-) -> bool {
-    let Ok(pods) = agent_pods(client, namespace, ds).await else {
-        return false;
-    };
+fn targets_done(pods: &[&Pod], id: &str, nodes: &[String]) -> bool {
     nodes.iter().all(|n| {
         pods.iter().any(|p| {
             let on_node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n);

@@ -946,3 +946,48 @@ fn eviction_permission_is_required_only_for_on_delete() {
     let out = rotate(&c, &[]);
     assert_rotated(&c, &out, OLD);
 }
+
+/// Issue 10 item 11: waits watch instead of polling. The same rotation with Job pods that start
+/// at once and with pods that take 2 s (and agents that take 1 s to restart) makes the same
+/// number of API requests, apart from the Lease renewals (which are time-based by design); a
+/// wait that polled every 100 ms would add about 20 requests per node and second of waiting.
+#[test]
+fn waiting_longer_costs_no_api_requests() {
+    let count = |pod_start_ms: u64, restart_ms: u64| {
+        let c = Cluster::new(Options2 {
+            nodes: 2,
+            key: OLD.into(),
+            on_delete: false,
+            restart_delay: Duration::from_millis(restart_ms),
+        });
+        c.world.lock().unwrap().job_start_delay = Duration::from_millis(pod_start_ms);
+        let out = rotate(&c, &["--strategy", "restart"]);
+        assert_rotated(&c, &out, OLD);
+        let st = c.state.lock().unwrap();
+        let counted: Vec<String> = st
+            .requests
+            .iter()
+            .filter(|(_, _, _, r)| r != "leases")
+            .map(|(m, p, v, r)| format!("{m} {v} {r} {p}"))
+            .collect();
+        let watches = st
+            .requests
+            .iter()
+            .filter(|(_, _, v, _)| v == "watch")
+            .count();
+        (counted, watches)
+    };
+    let (fast, fast_watches) = count(0, 20);
+    let (slow, slow_watches) = count(2000, 1000);
+    assert!(
+        fast_watches > 0 && slow_watches > 0,
+        "the waits are watches"
+    );
+    assert_eq!(
+        fast.len(),
+        slow.len(),
+        "requests with fast pods:\n{}\nwith slow pods:\n{}",
+        fast.join("\n"),
+        slow.join("\n")
+    );
+}
