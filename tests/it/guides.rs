@@ -556,6 +556,10 @@ fn scheduled_rotation_guide_kubectl_commands_work_as_written() {
     assert_installed(&g);
     let cron = g.has("cronjobs", "kube-system", "psk-guard-rotate");
     assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    // Applied again (after incident-response.md, or a second time): kubectl compares with the
+    // last-applied configuration and patches nothing that did not change.
+    let again = g.block("-f docs/deploy/rotation-cronjob.yaml", &[]);
+    assert!(again.contains("unchanged"), "{again}");
     // A run: the guide's own manual run stands in for the schedule firing.
     let old = g.cluster.secret_key();
     g.inline("kubectl -n kube-system create job --from=cronjob/psk-guard-rotate");
@@ -590,10 +594,6 @@ fn manual_node_run_guide_kubectl_commands_work_as_written() {
         ..Shape::default()
     };
     let mut g = GuideRun::new(GUIDE, shape);
-    g.sh(
-        "install (incident-response.md step 1)",
-        "kubectl apply -f docs/deploy/serviceaccounts.yaml -f docs/deploy/rbac.yaml",
-    );
     let log = g.block("docs/deploy/node-check-job.yaml | kubectl apply -f -", &[]);
     let r = report_in(&log);
     assert_eq!(r["command"], "check", "the check report: {r:#}");
@@ -609,6 +609,12 @@ fn manual_node_run_guide_kubectl_commands_work_as_written() {
         .cloned()
         .unwrap();
     assert_eq!(pod["spec"]["nodeName"], "worker-1", "pinned to the node");
+    // The pod's service account exists (the sim does not run ServiceAccount admission, which
+    // would refuse the pod otherwise: plugin/pkg/admission/serviceaccount).
+    let sa = job["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    g.has("serviceaccounts", "kube-system", sa);
     g.all_ran(&[(
         "kubectl debug node/",
         "needs a kubelet to create the debug pod and an attach stream (SPDY/WebSocket) to its \
