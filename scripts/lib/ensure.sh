@@ -82,3 +82,10 @@ ensure_kubectl() {
     hash -r
     command -v kubectl >/dev/null
 }
+
+# buildah builds the Dockerfile without a Docker engine in tests/dockerfile.sh.
+ensure_buildah() {
+    command -v buildah >/dev/null && return 0
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
+}
