@@ -235,6 +235,10 @@ pub struct AuditArgs {
     /// Also run `psk-guard check` on every node (one pinned Job per node) and merge the results.
     #[arg(long)]
     pub nodes: bool,
+    /// With --nodes: leave the nodes' logs out (the Jobs do not mount /var/log/antrea, which a node
+    /// without antrea-agent's logs does not have; the search of the logs is reported as not done).
+    #[arg(long, requires = "nodes")]
+    pub no_logs: bool,
     #[arg(long, default_value = concat!("ghcr.io/psk-guard/psk-guard:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
     #[arg(long, default_value = "psk-guard-node")]
@@ -823,6 +827,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 controller_label: a.controller_label.clone(),
                 secure_nodes: a.secure_nodes.clone(),
                 nodes: a.nodes,
+                logs: !a.no_logs,
                 image: a.image.clone(),
                 service_account: a.service_account.clone(),
                 job_namespace: a.job_namespace.clone(),

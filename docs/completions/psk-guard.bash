@@ -101,7 +101,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__audit)
-            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --image --service-account --job-namespace --job-timeout --parallelism --kubeconfig --context --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-o -q -h --output --output-file --fail-on --skip --ignore --namespace --secret --key --config-map --agent-cluster-role --controller-label --secure-node --nodes --no-logs --image --service-account --job-namespace --job-timeout --parallelism --kubeconfig --context --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

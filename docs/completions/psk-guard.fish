@@ -206,6 +206,7 @@ always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l nodes -d 'Also run `psk-guard check` on every node (one pinned Job per node) and merge the results'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -l no-logs -d 'With --nodes: leave the nodes\' logs out (the Jobs do not mount /var/log/antrea, which a node without antrea-agent\'s logs does not have; the search of the logs is reported as not done)'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand audit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand generate" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r

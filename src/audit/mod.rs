@@ -44,6 +44,8 @@ pub struct AuditConfig {
     pub controller_label: String,
     pub secure_nodes: Vec<String>,
     pub nodes: bool,
+    /// `--nodes` searches the nodes' logs (off with `--no-logs`).
+    pub logs: bool,
     pub image: String,
     pub service_account: String,
     pub job_namespace: String,
@@ -231,6 +233,14 @@ pub const NODE_PERMISSIONS: &[Permission] = &[
         group: "",
         resource: "pods",
         subresource: "log",
+        name_scoped: false,
+    },
+    // A Job whose pod cannot start says why only in Events (FailedCreate, FailedMount).
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "events",
+        subresource: "",
         name_scoped: false,
     },
 ];

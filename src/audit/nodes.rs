@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AuditConfig;
 use crate::cluster::health;
-use crate::cluster::jobs::{self, NodeJob, Outcome};
+use crate::cluster::jobs::{self, NodeJob, NotStarted, Outcome, LOG_DIR};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
 fn ready(n: &Node) -> bool {
@@ -132,9 +132,8 @@ async fn run_jobs(
         "--fail-on",
         "never",
         // The node Job mounts /var/run/antrea and the log directory (read-only), and runs in its
-        // own process namespace: ovsdb-server's /proc entry is out of its sight.
-        "--log-dir",
-        crate::cluster::jobs::LOG_DIR,
+        // own process namespace: ovsdb-server's /proc entry is out of its sight (its remotes are
+        // asked of ovsdb-server over its control socket).
         "--no-proc",
         "--db",
         "unix:/var/run/antrea/openvswitch/db.sock",
@@ -143,6 +142,16 @@ async fn run_jobs(
     ]
     .map(String::from)
     .to_vec();
+    match cfg.logs {
+        true => args.extend(["--log-dir".to_owned(), LOG_DIR.to_owned()]),
+        false => {
+            args.push("--no-logs".to_owned());
+            report.not_checked(
+                "nodes: keys in log files",
+                format!("--no-logs: the nodes' {LOG_DIR} was not searched"),
+            );
+        }
+    }
     args.extend(["--fingerprint-salt".to_owned(), run_id.clone()]);
     let job = NodeJob {
         namespace: cfg.job_namespace.clone(),
@@ -153,7 +162,7 @@ async fn run_jobs(
         env_from_secret: None,
         service_account: cfg.service_account.clone(),
         timeout: cfg.job_timeout,
-        logs: true,
+        logs: cfg.logs,
     };
     let total = names.len();
     let mut done = 0;
@@ -161,13 +170,46 @@ async fn run_jobs(
         for (node, outcome) in jobs::run_on_nodes(client, &job, chunk).await {
             done += 1;
             crate::report::progress("audit", &format!("{done}/{total} nodes checked"));
-            merge(&node, &outcome, sections, report);
+            merge(cfg, &node, &outcome, sections, report);
         }
+    }
+}
+
+/// Why a node has no report, what to do about it, and the short reason in `data.nodes`.
+fn no_report(cfg: &AuditConfig, node: &str, outcome: &Outcome, why: String) -> [String; 3] {
+    const LOOK: &str = "look at the Job's pod on that node, then run psk-guard audit --nodes again";
+    let again = "then run psk-guard audit --nodes again";
+    let plain = |observed: String| [observed.clone(), LOOK.into(), observed];
+    match outcome {
+        Outcome::TimedOut => plain("the check Job timed out".into()),
+        Outcome::NotCreated(e) => plain(format!("the check Job could not be created: {e}")),
+        Outcome::NotStarted(NotStarted::Refused { message, pod_security: true }) => [
+            format!("Pod Security admission refused the check Job's pod: {message}"),
+            format!("{}; without an enforce label on the namespace, the cluster's default level (the PodSecurity admission configuration) applies: label it as shown, or exempt the namespace there; {again}", health::pod_security_fix(&cfg.job_namespace)),
+            "pod-security".into(),
+        ],
+        Outcome::NotStarted(NotStarted::Refused { message, .. }) => [
+            format!("the check Job's pod was refused at creation: {message}"),
+            format!("an admission policy or webhook refuses it: admit psk-guard's node Jobs (docs/deploy/admission-policy.yaml describes them), {again}"),
+            "refused".into(),
+        ],
+        Outcome::NotStarted(NotStarted::HostPath { path, message }) if path == LOG_DIR => [
+            format!("{LOG_DIR} does not exist on node {node} (or is not a directory), so the kubelet cannot start the check Job's pod: {message}"),
+            format!("antrea-agent creates {LOG_DIR} on every node it runs on: it does not run on {node}, or logs elsewhere there. psk-guard creates nothing on a node: rerun with --no-logs (the nodes are checked without their logs), or run psk-guard check on {node} with --log-dir pointing at its logs"),
+            "no-log-dir".into(),
+        ],
+        Outcome::NotStarted(NotStarted::HostPath { path, message }) => [
+            format!("{path} does not exist on node {node} (or is not a directory), so the kubelet cannot start the check Job's pod: {message}"),
+            format!("antrea-agent creates {path} on every node it runs on: check that it runs on {node}, {again}"),
+            "no-run-dir".into(),
+        ],
+        _ => plain(format!("the check Job failed without a report: {why}")),
     }
 }
 
 /// Merges one node's result into the report, or records why there is none.
 fn merge(
+    cfg: &AuditConfig,
     node: &str,
     outcome: &Outcome,
     sections: &mut serde_json::Map<String, serde_json::Value>,
@@ -176,25 +218,22 @@ fn merge(
     let r = match outcome.result() {
         Ok(r) => r,
         Err(why) => {
-            let why = match outcome {
-                Outcome::TimedOut => "the check Job timed out".to_owned(),
-                Outcome::NotCreated(e) => format!("the check Job could not be created: {e}"),
-                _ => format!("the check Job failed without a report: {why}"),
-            };
+            let [observed, fix, reason] = no_report(cfg, node, outcome, why);
             report.push(
                 Finding::new(
                     Code::NodeNotChecked,
                     Severity::Medium,
                     Subject::named("node", node),
                 )
-                .observed(why.clone())
+                .observed(observed.clone())
                 .expected("the node's check report")
-                .remediation(
-                    "look at the Job's pod on that node, then run psk-guard audit --nodes again",
-                ),
+                .remediation(fix),
             );
-            report.not_checked(format!("node {node}"), why.clone());
-            sections.insert(node.to_owned(), json!({"status": "failed", "reason": why}));
+            report.not_checked(format!("node {node}"), observed);
+            sections.insert(
+                node.to_owned(),
+                json!({"status": "failed", "reason": reason}),
+            );
             return;
         }
     };

@@ -270,7 +270,7 @@ pub fn rejecting_level(ns: &Namespace) -> Option<String> {
 /// What is wrong with namespace `namespace` at Pod Security level `level`, and how to fix it.
 pub fn pod_security_problem(namespace: &str, level: &str) -> String {
     format!(
-        "namespace {namespace} has {PSA_ENFORCE}={level}: Pod Security admission would reject the node Jobs' pods (they mount the host path /var/run/antrea, which only the privileged level admits)"
+        "namespace {namespace} has {PSA_ENFORCE}={level}: Pod Security admission would reject the node Jobs' pods (they mount host paths, /var/run/antrea and for audit /var/log/antrea, which only the privileged level admits)"
     )
 }
 

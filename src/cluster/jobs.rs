@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::Client;
 use serde_json::json;
@@ -40,6 +40,40 @@ pub enum Outcome {
     Failed(String),
     TimedOut,
     NotCreated(String),
+    /// The Job's pod cannot start, as the Events say (seen before the timeout).
+    NotStarted(NotStarted),
+}
+
+/// Why a Job's pod cannot start, from the Events the Job controller and the kubelet record.
+/// Both keep retrying for ever; waiting out the timeout would only hide the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotStarted {
+    /// Admission refused the pod (`FailedCreate` on the Job); by Pod Security admission when
+    /// `pod_security` (its message says `violates PodSecurity`, pod-security-admission's
+    /// `admission.go`).
+    Refused { message: String, pod_security: bool },
+    /// The kubelet cannot set up the hostPath volume of host path `path` (`FailedMount` on the
+    /// pod): a `Directory` hostPath that does not exist on the node or is no directory
+    /// (pkg/volume/hostpath/host_path.go `checkType`: "hostPath PATH doesn't exist").
+    HostPath { path: String, message: String },
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStarted::Refused {
+                message,
+                pod_security: true,
+            } => write!(f, "Pod Security admission refused its pod ({message})"),
+            NotStarted::Refused { message, .. } => write!(f, "its pod was refused ({message})"),
+            NotStarted::HostPath { path, message } => {
+                write!(
+                    f,
+                    "the kubelet cannot mount the host path {path} ({message})"
+                )
+            }
+        }
+    }
 }
 
 /// A Job to run on each node.
@@ -65,6 +99,18 @@ pub struct NodeJob {
 
 /// The host's log directory, mounted by [`NodeJob::logs`] Jobs.
 pub const LOG_DIR: &str = "/var/log/antrea";
+
+/// The host's run directory, mounted by every Job.
+pub const RUN_DIR: &str = "/var/run/antrea";
+
+/// The hostPath volumes of `j`'s pods: (volume name, host path).
+fn host_paths(j: &NodeJob) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("antrea-run", RUN_DIR)];
+    if j.logs {
+        v.push(("antrea-log", LOG_DIR));
+    }
+    v
+}
 
 /// The label value standing for a node: the first 16 hex digits of its name's SHA-256.
 pub fn node_hash(node: &str) -> String {
@@ -106,19 +152,17 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
             "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "antrea-run", "mountPath": "/var/run/antrea", "readOnly": true}],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
     });
-    let mut volumes = json!([{"name": "antrea-run", "hostPath": {"path": "/var/run/antrea", "type": "Directory"}}]);
-    if j.logs {
-        container["volumeMounts"]
-            .as_array_mut()
-            .expect("volumeMounts is a list")
-            .push(json!({"name": "antrea-log", "mountPath": LOG_DIR, "readOnly": true}));
-        volumes.as_array_mut().expect("volumes is a list").push(
-            json!({"name": "antrea-log", "hostPath": {"path": LOG_DIR, "type": "Directory"}}),
-        );
-    }
+    let paths = host_paths(j);
+    container["volumeMounts"] = paths
+        .iter()
+        .map(|(name, path)| json!({"name": name, "mountPath": path, "readOnly": true}))
+        .collect();
+    let volumes: serde_json::Value = paths
+        .iter()
+        .map(|(name, path)| json!({"name": name, "hostPath": {"path": path, "type": "Directory"}}))
+        .collect();
     if let Some((env, secret, key)) = &j.env_from_secret {
         container["env"] =
             json!([{"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}]);
@@ -190,6 +234,10 @@ pub async fn run_on_nodes(
         jobs.clone(),
         kube::runtime::watcher::Config::default().labels(&selector),
     );
+    // A pod that cannot start shows only in Events: watched too, by reason.
+    let events: Api<Event> = Api::namespaced(client.clone(), &job.namespace);
+    let mut refused = Watched::new(events.clone(), events_config("FailedCreate"));
+    let mut unmounted = Watched::new(events, events_config("FailedMount"));
     let mut pending = created;
     while !pending.is_empty() {
         let mut still = vec![];
@@ -207,7 +255,10 @@ pub async fn run_on_nodes(
                     }
                 }
                 _ => Some(Outcome::NotCreated(format!("job {name} disappeared"))),
-            };
+            }
+            .or_else(|| {
+                not_started(&refused, &unmounted, job, &name, &uid).map(Outcome::NotStarted)
+            });
             match outcome {
                 Some(o) => {
                     delete_job(&jobs, &name).await;
@@ -217,7 +268,13 @@ pub async fn run_on_nodes(
             }
         }
         pending = still;
-        if !pending.is_empty() && !watched.changed(deadline).await {
+        let changed = pending.is_empty()
+            || tokio::select! {
+                c = watched.changed(deadline) => c,
+                c = refused.changed(deadline) => c,
+                c = unmounted.changed(deadline) => c,
+            };
+        if !changed {
             for (node, name, _) in pending.drain(..) {
                 delete_job(&jobs, &name).await;
                 out.push((node, Outcome::TimedOut));
@@ -237,6 +294,79 @@ async fn delete_job(jobs: &Api<Job>, name: &str) {
     if let Err(e) = jobs.delete(name, &dp).await {
         tracing::warn!(error = %e, job = %name, "could not delete a finished job");
     }
+}
+
+/// Longest Event message kept (the rest is cut).
+const MAX_EVENT_MESSAGE: usize = 512;
+
+/// The permissions [`run_on_nodes`] uses to see why a Job's pod cannot start (without them, the
+/// wait runs to the timeout).
+pub const EVENT_PERMISSIONS: [super::Permission; 2] = [
+    super::Permission {
+        verb: "list",
+        group: "",
+        resource: "events",
+        subresource: "",
+        name_scoped: false,
+    },
+    super::Permission {
+        verb: "watch",
+        group: "",
+        resource: "events",
+        subresource: "",
+        name_scoped: false,
+    },
+];
+
+/// A watch of the Job namespace's Events with `reason`.
+fn events_config(reason: &str) -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().fields(&format!("reason={reason}"))
+}
+
+/// The message of `e`, escaped and bounded.
+fn event_message(e: &Event) -> String {
+    let m = e.message.as_deref().unwrap_or("");
+    crate::report::sanitize::bounded(m, MAX_EVENT_MESSAGE).into_owned()
+}
+
+/// Why the pod of Job `name` (uid `job_uid`) cannot start, when the Events say so: the Job
+/// controller's `FailedCreate` on the Job (admission refused the pod; it retries for ever), or
+/// the kubelet's `FailedMount` for one of the Job's hostPath volumes on its pod (named
+/// `<job>-<suffix>` by the Job controller's generateName).
+fn not_started(
+    refused: &Watched<Event>,
+    unmounted: &Watched<Event>,
+    job: &NodeJob,
+    name: &str,
+    job_uid: &str,
+) -> Option<NotStarted> {
+    if let Some(e) = refused
+        .objects()
+        .find(|e| e.involved_object.uid.as_deref() == Some(job_uid))
+    {
+        let message = event_message(e);
+        let pod_security = message.contains("violates PodSecurity");
+        return Some(NotStarted::Refused {
+            message,
+            pod_security,
+        });
+    }
+    let pod_prefix = format!("{name}-");
+    unmounted.objects().find_map(|e| {
+        let o = &e.involved_object;
+        let ours = o.kind.as_deref() == Some("Pod")
+            && o.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&pod_prefix));
+        let message = event_message(e);
+        let (_, path) = host_paths(job)
+            .into_iter()
+            .find(|(v, _)| ours && message.contains(&format!("volume \"{v}\"")))?;
+        Some(NotStarted::HostPath {
+            path: path.to_owned(),
+            message,
+        })
+    })
 }
 
 /// Largest pod log read (a node report of thousands of tunnels fits easily).
@@ -282,6 +412,7 @@ impl Outcome {
             }
             Outcome::TimedOut => Err("the Job timed out".into()),
             Outcome::NotCreated(e) => Err(format!("the Job could not be created: {e}")),
+            Outcome::NotStarted(why) => Err(format!("the Job never started: {why}")),
         }
     }
 }

@@ -174,7 +174,7 @@ codes! {
     SecretReadableBy => "secret-readable-by", "Someone else can read the antrea-ipsec Secret",
         "An RBAC binding grants get, list or watch on Secrets in Antrea's namespace (or on antrea-ipsec by name), so its subject can read the IPsec PSK. Review each subject; grant secret access by resourceNames only where needed.";
     NodeNotChecked => "node-not-checked", "A node could not be checked",
-        "audit --nodes could not run psk-guard check on this node (NotReady, the Job failed or timed out). Nothing about its keys or modes is known: it is not a pass.";
+        "audit --nodes could not run psk-guard check on this node: NotReady; the Job's pod refused by Pod Security admission (the Job namespace's level is not privileged) or by another admission policy; a host path the Job mounts missing on the node (/var/log/antrea where antrea-agent never ran: rerun with --no-logs); or the Job failed or timed out. The cause is read from the Job's Events as soon as they show it, and named with what to do. Nothing about the node's keys or modes is known: it is not a pass.";
     IgnoreEntryExpired => "ignore-entry-expired", "An entry of the ignore file has expired",
         "An entry of the --ignore file has an expiry date that has passed, so it no longer suppresses anything: the findings it matched are reported again. Review the acceptance; renew the date or remove the entry.";
     GatekeeperPolicyNotEnforced => "gatekeeper-policy-not-enforced", "Gatekeeper's policy for antrea-agent status updates does not enforce",

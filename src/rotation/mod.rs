@@ -875,13 +875,19 @@ fn outcome_word(o: &Outcome) -> &'static str {
         Outcome::Failed(_) => "job failed",
         Outcome::TimedOut => "timed out",
         Outcome::NotCreated(_) => "job not created",
+        Outcome::NotStarted(_) => "job's pod never started",
     }
 }
 
 /// What went wrong with a node's Job, with the reason from its log when it left no result.
 fn failure_words(o: &Outcome) -> String {
     match o.result() {
-        Err(why) if matches!(o, Outcome::Succeeded(_) | Outcome::Failed(_)) => {
+        Err(why)
+            if matches!(
+                o,
+                Outcome::Succeeded(_) | Outcome::Failed(_) | Outcome::NotStarted(_)
+            ) =>
+        {
             format!("{}: {why}", outcome_word(o))
         }
         _ => outcome_word(o).to_owned(),

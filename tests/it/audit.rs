@@ -444,6 +444,105 @@ fn fan_out_finds_an_ovsdb_server_listening_on_tcp() {
     assert_eq!(code, 1);
 }
 
+/// Issue 11: a node without /var/log/antrea (no antrea-agent there, or logs elsewhere). The check
+/// Job mounts it as a `Directory` hostPath, so the kubelet refuses the mount and the pod stays
+/// Pending with a FailedMount Event (the sim models kubelet's type check). The audit notices it
+/// from the Event instead of waiting out --job-timeout, names the cause and what to do, and
+/// creates nothing on the node; with --no-logs the node is checked without its logs.
+#[test]
+fn fan_out_on_a_node_without_its_log_directory() {
+    let c = cluster(2, STRONG);
+    for info in &c.infos {
+        put(&c, "nodes", "", node(&info.name, true, false));
+    }
+    std::fs::remove_dir_all(&c.infos[1].log_dir).unwrap();
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "600", "--fail-on", "critical"],
+    );
+    let f = findings(&r, "node-not-checked");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["subject"]["name"], "worker-01");
+    let observed = f[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.starts_with("/var/log/antrea does not exist on node worker-01")
+            && observed.contains("MountVolume.SetUp failed for volume \"antrea-log\""),
+        "{observed}"
+    );
+    assert!(
+        f[0]["remediation"].as_str().unwrap().contains("--no-logs"),
+        "{f:#?}"
+    );
+    assert_eq!(r["data"]["nodes"]["worker-01"]["reason"], "no-log-dir");
+    assert_eq!(r["data"]["nodes"]["worker-00"]["status"], "checked");
+    assert_eq!(code, 2);
+    assert!(
+        !c.infos[1].log_dir.exists(),
+        "nothing was created on the node"
+    );
+    assert!(
+        c.state.lock().unwrap().list("jobs", NS).is_empty(),
+        "the stuck Job is deleted"
+    );
+    crate::harness::assert_used_is_declared(
+        &c.state.lock().unwrap().used,
+        &[
+            psk_guard::audit::PERMISSIONS,
+            psk_guard::audit::NODE_PERMISSIONS,
+        ],
+        "audit",
+    );
+    // --no-logs: the Jobs do not mount the log directory; both nodes are checked, and the
+    // report says the logs were not searched.
+    let (r, code, _) = audit(&c, &["--nodes", "--no-logs", "--fail-on", "critical"]);
+    assert!(findings(&r, "node-not-checked").is_empty(), "{r:#}");
+    assert_eq!(r["data"]["nodes"]["worker-01"]["status"], "checked");
+    assert!(
+        incomplete(&r).iter().any(|i| i.contains("--no-logs")),
+        "{:?}",
+        incomplete(&r)
+    );
+    assert_eq!(code, 2, "the logs were not searched");
+}
+
+/// Issue 11 item C: when the Pod Security level cannot be read beforehand (here the namespaces
+/// cannot be listed; a cluster-wide default level is the same), the Jobs are created and Pod
+/// Security admission refuses their pods (FailedCreate on the Job, retried for ever). The audit
+/// says so from the Event, names Pod Security and the fix, without waiting out the timeout.
+#[test]
+fn fan_out_names_pod_security_when_it_refuses_the_jobs_pods() {
+    let c = cluster(1, STRONG);
+    {
+        let mut st = c.state.lock().unwrap();
+        let mut ns = st.get("namespaces", "", NS).cloned().unwrap();
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("baseline");
+        st.put("namespaces", "", ns);
+        st.denied.insert(("list".into(), "namespaces".into()));
+    }
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "600", "--fail-on", "critical"],
+    );
+    assert_eq!(jobs_created(&c), 1);
+    let f = findings(&r, "node-not-checked");
+    assert_eq!(f.len(), 1, "{r:#}");
+    let observed = f[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.starts_with("Pod Security admission refused the check Job's pod")
+            && observed.contains("violates PodSecurity"),
+        "{observed}"
+    );
+    assert!(
+        f[0]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("pod-security.kubernetes.io/enforce=privileged"),
+        "{f:#?}"
+    );
+    assert_eq!(r["data"]["nodes"]["worker-00"]["reason"], "pod-security");
+    assert_eq!(code, 2);
+}
+
 /// The check Jobs this run created, by the node each was pinned to.
 fn jobs_created(c: &Cluster) -> usize {
     c.state

@@ -23,8 +23,10 @@
 //!   real psk-guard binary for the node it is pinned to, in a private mount namespace where the
 //!   hostPaths (`/var/run/antrea`, and `/var/log/antrea` when the Job mounts it; a path it does
 //!   not mount is one the container cannot see) are bind mounts of the node's directories,
-//!   read-only when the volumeMount says so (`unshare -m`, as the
-//!   container runtime does; CI runs as root); its log is stdout and stderr interleaved, as
+//!   read-only when the volumeMount says so (`unshare -m`, as the container runtime does); a
+//!   `Directory` hostPath missing on the node keeps the pod Pending with a `FailedMount` Event,
+//!   as the kubelet's volume type check does (`host_path_missing`); CI runs as root; its log
+//!   is stdout and stderr interleaved, as
 //!   kubelet's pkg/kubelet/kuberuntime/logs serves a container's log stream.
 //! - The garbage collector deletes dependents of a deleted owner later, not at once
 //!   (pkg/controller/garbagecollector).
@@ -928,6 +930,31 @@ fn pod_security_violation(st: &State, ns: &str, pod_spec: &Json) -> Option<Strin
     })
 }
 
+/// The kubelet's check of a hostPath volume's `type` (pkg/volume/hostpath/host_path.go
+/// `checkType`/`typeMatchedOrError`, wrapped by the operation generator's "MountVolume.SetUp
+/// failed for volume"): a `Directory` that does not exist or is no directory fails the mount.
+/// The node's directories stand for its `/var/run/antrea` and `/var/log/antrea`.
+fn host_path_missing(spec: &Json, info: &NodeInfo) -> Option<String> {
+    spec["volumes"].as_array()?.iter().find_map(|v| {
+        let path = v["hostPath"]["path"].as_str()?;
+        let on_node = match path {
+            "/var/run/antrea" => &info.run_dir,
+            "/var/log/antrea" => &info.log_dir,
+            _ => return None,
+        };
+        let why = match std::fs::metadata(on_node) {
+            _ if v["hostPath"]["type"] != "Directory" => return None,
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) => format!("hostPath type check failed: {path} is not a directory"),
+            Err(_) => format!("hostPath {path} doesn't exist"),
+        };
+        let name = v["name"].as_str().unwrap_or("");
+        Some(format!(
+            "MountVolume.SetUp failed for volume \"{name}\" : {why}"
+        ))
+    })
+}
+
 /// A finished Job's status as the Job controller writes it (pkg/controller/job/job_controller.go,
 /// 1.31+): the counts, and the terminal conditions, `SuccessCriteriaMet` then `Complete` on
 /// success, `FailureTarget` then `Failed` on failure (reason `PodFailurePolicy` when a FailJob
@@ -1051,6 +1078,20 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         .contains(&format!("hang:{node}"))
     {
         return; // the Job never finishes (a pod stuck Pending, an unreachable node)
+    }
+    if let Some(why) = host_path_missing(&spec, &info) {
+        // The kubelet cannot set up the volume: the pod stays Pending (ContainerCreating) and
+        // the kubelet records FailedMount on it, retrying for ever.
+        let mut st = sim.state.lock().unwrap();
+        let uid = st
+            .get("pods", &ns, &pod)
+            .map(|p| p["metadata"]["uid"].clone());
+        st.put("events", &ns, json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{pod}.{}", random_suffix())},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": ns, "uid": uid},
+            "reason": "FailedMount", "type": "Warning", "source": {"component": "kubelet", "host": node},
+            "message": why}));
+        return;
     }
     let delay = sim.world.lock().unwrap().job_start_delay;
     tokio::time::sleep(delay).await;
