@@ -212,6 +212,15 @@ pub const PERMISSIONS: &[Permission] = &[
         subresource: "",
         name_scoped: false,
     },
+    // Why a node Job's pod cannot start (admission refused it, a host path is missing): only its
+    // Events say so (cluster::jobs).
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "events",
+        subresource: "",
+        name_scoped: false,
+    },
 ];
 
 /// The permissions `rotate` adds for an `OnDelete` DaemonSet: evicting its agents (a separate
