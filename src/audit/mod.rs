@@ -236,13 +236,8 @@ pub const NODE_PERMISSIONS: &[Permission] = &[
         name_scoped: false,
     },
     // A Job whose pod cannot start says why only in Events (FailedCreate, FailedMount).
-    Permission {
-        verb: "list",
-        group: "",
-        resource: "events",
-        subresource: "",
-        name_scoped: false,
-    },
+    cluster::jobs::EVENT_PERMISSIONS[0],
+    cluster::jobs::EVENT_PERMISSIONS[1],
 ];
 
 /// One audit question: the snapshot in, findings out.

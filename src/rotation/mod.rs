@@ -212,15 +212,9 @@ pub const PERMISSIONS: &[Permission] = &[
         subresource: "",
         name_scoped: false,
     },
-    // Why a node Job's pod cannot start (admission refused it, a host path is missing): only its
-    // Events say so (cluster::jobs).
-    Permission {
-        verb: "list",
-        group: "",
-        resource: "events",
-        subresource: "",
-        name_scoped: false,
-    },
+    // Why a node Job's pod cannot start (admission refused it, a host path is missing).
+    crate::cluster::jobs::EVENT_PERMISSIONS[0],
+    crate::cluster::jobs::EVENT_PERMISSIONS[1],
 ];
 
 /// The permissions `rotate` adds for an `OnDelete` DaemonSet: evicting its agents (a separate

@@ -343,18 +343,7 @@ fn fan_out_to_five_nodes_with_one_not_ready_and_one_failing_job() {
     assert!(merged.iter().all(|f| f["details"]["node"].is_string()
         && f["subject"]["name"].as_str().unwrap().contains(':')));
     assert!(stderr.contains("nodes checked"), "progress: {stderr}");
-    assert!(
-        c.state.lock().unwrap().list("jobs", NS).is_empty(),
-        "jobs cleaned up"
-    );
-    crate::harness::assert_used_is_declared(
-        &c.state.lock().unwrap().used,
-        &[
-            psk_guard::audit::PERMISSIONS,
-            psk_guard::audit::NODE_PERMISSIONS,
-        ],
-        "audit",
-    );
+    jobs_deleted_and_permissions_declared(&c);
     assert_eq!(code, 2, "nothing critical, but two nodes were not checked");
     assert_no_key("audit --nodes", r.to_string().as_bytes(), &[STRONG]);
 }
@@ -480,18 +469,7 @@ fn fan_out_on_a_node_without_its_log_directory() {
         !c.infos[1].log_dir.exists(),
         "nothing was created on the node"
     );
-    assert!(
-        c.state.lock().unwrap().list("jobs", NS).is_empty(),
-        "the stuck Job is deleted"
-    );
-    crate::harness::assert_used_is_declared(
-        &c.state.lock().unwrap().used,
-        &[
-            psk_guard::audit::PERMISSIONS,
-            psk_guard::audit::NODE_PERMISSIONS,
-        ],
-        "audit",
-    );
+    jobs_deleted_and_permissions_declared(&c);
     // --no-logs: the Jobs do not mount the log directory; both nodes are checked, and the
     // report says the logs were not searched.
     let (r, code, _) = audit(&c, &["--nodes", "--no-logs", "--fail-on", "critical"]);
@@ -541,6 +519,21 @@ fn fan_out_names_pod_security_when_it_refuses_the_jobs_pods() {
     );
     assert_eq!(r["data"]["nodes"]["worker-00"]["reason"], "pod-security");
     assert_eq!(code, 2);
+}
+
+/// Every Job of the run is deleted (stuck ones too), and the audit used no permission beyond
+/// `audit::PERMISSIONS` and `audit::NODE_PERMISSIONS`.
+fn jobs_deleted_and_permissions_declared(c: &Cluster) {
+    let st = c.state.lock().unwrap();
+    assert!(st.list("jobs", NS).is_empty(), "jobs cleaned up");
+    crate::harness::assert_used_is_declared(
+        &st.used,
+        &[
+            psk_guard::audit::PERMISSIONS,
+            psk_guard::audit::NODE_PERMISSIONS,
+        ],
+        "audit",
+    );
 }
 
 /// The check Jobs this run created, by the node each was pinned to.
