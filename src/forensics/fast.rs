@@ -75,13 +75,17 @@ impl P<'_> {
     fn string(&mut self) -> R<Span> {
         self.eat(b'"')?;
         let start = self.i;
-        let len = memchr::memchr(b'"', &self.b[start..]).ok_or(Unsure)?;
-        let s = &self.b[start..start + len];
-        if !s.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
-            return Err(Unsure);
+        // One pass up to the closing quote (the strings are short: a memchr call costs more).
+        let mut j = start;
+        loop {
+            match self.b.get(j) {
+                Some(b'"') => break,
+                Some(&c) if (0x20..0x7f).contains(&c) && c != b'\\' => j += 1,
+                _ => return Err(Unsure),
+            }
         }
-        self.i = start + len + 1;
-        Ok((start, start + len))
+        self.i = j + 1;
+        Ok((start, j))
     }
 
     fn literal(&mut self, word: &[u8]) -> R<()> {

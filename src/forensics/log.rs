@@ -331,17 +331,30 @@ pub(crate) fn parse_header(h: &[u8]) -> Result<(u64, [u8; 20]), &'static str> {
     if sha.len() != 40 {
         return Err(bad_sha);
     }
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
+    // One table lookup per hex digit (the header of every record is parsed): 0xff is not a digit.
+    const HEX: [u8; 256] = {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = match i as u8 {
+                c @ b'0'..=b'9' => c - b'0',
+                c @ b'a'..=b'f' => c - b'a' + 10,
+                c @ b'A'..=b'F' => c - b'A' + 10,
+                _ => 0xff,
+            };
+            i += 1;
         }
-    }
+        t
+    };
     let mut out = [0u8; 20];
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(sha.chunks_exact(2)) {
-        *o = (nibble(pair[0]).ok_or(bad_sha)? << 4) | nibble(pair[1]).ok_or(bad_sha)?;
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0xf);
+    }
+    if bad & 0xf0 != 0 {
+        return Err(bad_sha);
     }
     Ok((len, out))
 }

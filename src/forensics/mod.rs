@@ -191,6 +191,8 @@ struct Replay {
     cache: Vec<(zeroize::Zeroizing<Vec<u8>>, Fingerprint)>,
     /// Next cache slot to reuse once it is full.
     evict: usize,
+    /// The cache slot of the last key found there.
+    hit: usize,
     /// Keys already counted in the current record.
     counted: Vec<Fingerprint>,
     /// Search probes of every distinct key (up to [`MAX_PROBED_KEYS`]), made the first time its
@@ -250,8 +252,15 @@ fn seen(
 
 impl Replay {
     fn fingerprint(&mut self, fp_key: &FingerprintKey, value: &[u8]) -> Fingerprint {
-        if let Some((_, fp)) = self.cache.iter().find(|(b, _)| b.as_slice() == value) {
-            return *fp;
+        // The key found last is the likeliest to come again: compared first.
+        if let Some((b, fp)) = self.cache.get(self.hit) {
+            if b.as_slice() == value {
+                return *fp;
+            }
+        }
+        if let Some(i) = self.cache.iter().position(|(b, _)| b.as_slice() == value) {
+            self.hit = i;
+            return self.cache[i].1;
         }
         let fp = fp_key.fingerprint_bytes(value);
         if self.probes.len() < MAX_PROBED_KEYS {
@@ -303,11 +312,13 @@ impl Replay {
             let new = row
                 .options
                 .map(|first| first.and_then(|v| self.fingerprint_literal(fp_key, v)));
-            if !self.rows.contains_key(change.uuid) {
-                self.rows.insert(change.uuid.to_owned(), (None, None));
-            }
-            let Some(entry) = self.rows.get_mut(change.uuid) else {
-                continue;
+            // One hash of the uuid for a known row, two for a new one.
+            let entry = match self.rows.get_mut(change.uuid) {
+                Some(e) => e,
+                None => self
+                    .rows
+                    .entry(change.uuid.to_owned())
+                    .or_insert((None, None)),
             };
             if let Some(n) = row.name {
                 let n = sanitize::bounded(n, sanitize::MAX_NAME);

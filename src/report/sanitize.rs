@@ -30,6 +30,11 @@ pub fn is_unsafe(c: char) -> bool {
 
 /// `s` with unsafe characters escaped and at most `max` characters of it kept.
 pub fn bounded(s: &str, max: usize) -> Cow<'_, str> {
+    // Fast path (the common case, and hot in scan-db): at most `max` bytes, so at most `max`
+    // characters, all printable ASCII, none of which is unsafe.
+    if s.len() <= max && s.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b)) {
+        return Cow::Borrowed(s);
+    }
     let cut = s.char_indices().nth(max).map(|(i, _)| i);
     let kept = &s[..cut.unwrap_or(s.len())];
     if cut.is_none() && !kept.chars().any(is_unsafe) {
