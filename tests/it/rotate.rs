@@ -991,3 +991,60 @@ fn waiting_longer_costs_no_api_requests() {
         slow.join("\n")
     );
 }
+
+/// A push that some nodes wrote and one did not must not leave the nodes split between keys: the
+/// agents' restart that follows brings the missed node to the new key, and verification checks
+/// every node.
+#[test]
+fn a_push_that_fails_on_one_node_still_converges_every_node() {
+    let c = cluster(3, false);
+    let missed = c.infos[1].name.clone();
+    c.failing_jobs
+        .lock()
+        .unwrap()
+        .insert(format!("push:{missed}"));
+    let out = rotate(&c, &["--strategy", "push"]);
+    assert_rotated(&c, &out, OLD);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["data"]["nodes"].as_array().unwrap();
+    let row = |n: &str| rows.iter().find(|r| r["node"] == n).unwrap().clone();
+    assert_eq!(row(&missed)["pushed"], false);
+    assert_eq!(row(&c.infos[0].name)["pushed"], true);
+    assert_eq!(report["data"]["timings"]["push_failed_nodes"], 1);
+    let st = c.state.lock().unwrap();
+    let incomplete = st
+        .list("events", NS)
+        .into_iter()
+        .find(|e| e["reason"] == "PushIncomplete")
+        .expect("a PushIncomplete Event")
+        .clone();
+    assert!(incomplete["message"].as_str().unwrap().contains(&missed));
+}
+
+/// A push that no node wrote stops with every node on the old key (none split from another),
+/// names the nodes, and the rerun resumes and finishes the rotation.
+#[test]
+fn a_push_no_node_wrote_stops_unsplit_and_the_rerun_resumes() {
+    let c = cluster(2, false);
+    for i in &c.infos {
+        c.failing_jobs
+            .lock()
+            .unwrap()
+            .insert(format!("push:{}", i.name));
+    }
+    let out = rotate(&c, &["--strategy", "push"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no node wrote it"), "{stderr}");
+    for i in &c.infos {
+        assert!(stderr.contains(&i.name), "{stderr}");
+    }
+    for (node, keys) in c.node_keys() {
+        assert_eq!(keys, vec![OLD.to_owned()], "node {node} keeps the old key");
+    }
+    assert_eq!(c.annotation("phase").as_deref(), Some("secret-written"));
+    assert_no_key("rotate stderr", &out.stderr, &[OLD, &c.secret_key()]);
+    c.failing_jobs.lock().unwrap().clear();
+    let out = rotate(&c, &["--strategy", "push"]);
+    assert_rotated(&c, &out, OLD);
+}

@@ -1101,7 +1101,12 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if sim.failing.lock().unwrap().contains(&node) {
+    // `node` fails every Job there; `purpose:node` only that purpose's (e.g. `push:worker-01`).
+    let purpose = job["metadata"]["labels"]["psk-guard.io/purpose"]
+        .as_str()
+        .unwrap_or("");
+    let failing = sim.failing.lock().unwrap().clone();
+    if failing.contains(&node) || failing.contains(&format!("{purpose}:{node}")) {
         set_pod_phase(&sim, &ns, &pod, "Failed");
         job_status(&sim, &key, None);
         return;
