@@ -14,6 +14,10 @@
 //! - Service-account hops are followed one level deep: a subject that can get a token for, run a
 //!   Pod as, or impersonate a service account that itself has a direct path gets that path
 //!   through the account; an account that only has hops is not followed further.
+//! - Impersonation of users and groups is a path when unrestricted, or when its resourceNames
+//!   name `system:masters` or a user/group that itself has a direct path (the impersonation
+//!   filter authorizes `impersonate` on `users`/`groups` with the impersonated name:
+//!   k8s.io/apiserver pkg/endpoints/filters/impersonation.go); the one hopped to is named.
 //! - One subject is one finding, with every path, verb and binding in its details. Groups that
 //!   hold every user or every service account (`system:authenticated`, `system:unauthenticated`,
 //!   `system:serviceaccounts[:ns]`, user `system:anonymous`) are critical; only the control-plane
@@ -55,6 +59,10 @@ pub enum Names {
     Nodes,
     /// The service account hopped to.
     Account,
+    /// Impersonation of a named user (or group) that has a direct path to the key, or of the
+    /// superuser group `system:masters`: a rule restricted by resourceNames to such a name is a
+    /// path (`kubectl --as=x --as-group=system:masters`).
+    Identity(&'static str),
 }
 
 /// One verb path to the key.
@@ -128,10 +136,10 @@ pub const KEY_PATHS: &[KeyPath] = &[
         "reaches the kubelet API through the API server and execs into the agent on any node"),
     row("patch-agent-daemonset", &["patch", "update"], ("apps", "daemonsets", ""), AntreaNamespace, AgentDaemonSet, High,
         "changes the agent's Pod template (a container or command that prints the key)"),
-    row("impersonate-users", &["impersonate"], ("", "users", ""), Cluster, Unnamed, High,
-        "acts as any user, a cluster administrator included"),
-    row("impersonate-groups", &["impersonate"], ("", "groups", ""), Cluster, Unnamed, High,
-        "acts as any group, system:masters included"),
+    row("impersonate-users", &["impersonate"], ("", "users", ""), Cluster, Identity("User"), High,
+        "acts as a user that has a path to the key (any user, when not restricted by resourceNames)"),
+    row("impersonate-groups", &["impersonate"], ("", "groups", ""), Cluster, Identity("Group"), High,
+        "acts as a group that has a path to the key, system:masters included (any group, when not restricted by resourceNames)"),
     row("escalate-roles", &["escalate"], ("rbac.authorization.k8s.io", "roles", ""), AntreaNamespace, Unnamed, Medium,
         "grants itself any permission in Antrea's namespace by editing a Role (needs update on roles too)"),
     row("escalate-clusterroles", &["escalate"], ("rbac.authorization.k8s.io", "clusterroles", ""), AntreaNamespace, Unnamed, Medium,
@@ -397,6 +405,8 @@ struct Hit {
     via: BTreeSet<String>,
     /// For hops: the service account hopped to.
     account: Option<String>,
+    /// For impersonation restricted by resourceNames: who is impersonated (`Group system:masters`).
+    impersonates: Option<String>,
 }
 
 /// The verbs of `p` that `g`'s rules allow, with `name` as the request's object name.
@@ -430,7 +440,7 @@ fn names_for(
 ) -> Vec<String> {
     let mut v = vec![String::new()];
     match p.names {
-        Unnamed => {}
+        Unnamed | Identity(_) => {}
         Secret => v.push(cfg.secret.clone()),
         AgentDaemonSet => v.push("antrea-agent".into()),
         AntreaPods => v.extend(
@@ -459,11 +469,24 @@ fn add(
     via: &str,
     account: Option<&str>,
 ) {
+    add_hit(hits, who, p, verbs, via, account, None);
+}
+
+fn add_hit(
+    hits: &mut BTreeMap<Who, Vec<Hit>>,
+    who: &Who,
+    p: &'static KeyPath,
+    verbs: BTreeSet<&'static str>,
+    via: &str,
+    account: Option<&str>,
+    impersonates: Option<&str>,
+) {
     let list = hits.entry(who.clone()).or_default();
-    match list
-        .iter_mut()
-        .find(|h| h.path.id == p.id && h.account.as_deref() == account)
-    {
+    match list.iter_mut().find(|h| {
+        h.path.id == p.id
+            && h.account.as_deref() == account
+            && h.impersonates.as_deref() == impersonates
+    }) {
         Some(h) => {
             h.verbs.extend(verbs);
             h.via.insert(via.to_owned());
@@ -473,6 +496,7 @@ fn add(
             verbs,
             via: [via.to_owned()].into(),
             account: account.map(str::to_owned),
+            impersonates: impersonates.map(str::to_owned),
         }),
     }
 }
@@ -481,7 +505,8 @@ fn add(
 fn paths_of(snap: &Snapshot, cfg: &AuditConfig) -> BTreeMap<Who, Vec<Hit>> {
     let grants = grants(snap);
     let mut hits: BTreeMap<Who, Vec<Hit>> = BTreeMap::new();
-    for p in KEY_PATHS.iter().filter(|p| p.scope != AccountNamespace) {
+    let direct = |p: &&KeyPath| p.scope != AccountNamespace && !matches!(p.names, Identity(_));
+    for p in KEY_PATHS.iter().filter(direct) {
         let names = names_for(p, snap, cfg, None);
         for g in &grants {
             let in_scope = match p.scope {
@@ -501,6 +526,7 @@ fn paths_of(snap: &Snapshot, cfg: &AuditConfig) -> BTreeMap<Who, Vec<Hit>> {
             }
         }
     }
+    impersonation(&grants, &mut hits);
     // One level of service-account hops.
     let accounts: Vec<Who> = hits
         .keys()
@@ -533,6 +559,43 @@ fn paths_of(snap: &Snapshot, cfg: &AuditConfig) -> BTreeMap<Who, Vec<Hit>> {
         }
     }
     hits
+}
+
+/// The impersonation paths (cluster-wide grants only): unrestricted, or restricted by
+/// resourceNames to `system:masters` or to a user/group with a direct path in `hits`.
+fn impersonation(grants: &[Grant], hits: &mut BTreeMap<Who, Vec<Hit>>) {
+    // Only identities with a direct path are targets (one level, as for service accounts).
+    let direct: Vec<Who> = hits.keys().cloned().collect();
+    for p in KEY_PATHS {
+        let Identity(kind) = p.names else { continue };
+        let mut targets: Vec<String> = direct
+            .iter()
+            .filter(|w| w.kind == kind)
+            .map(|w| w.name.clone())
+            .collect();
+        if kind == "Group" {
+            targets.push("system:masters".into());
+        }
+        for g in grants.iter().filter(|g| g.namespace.is_none()) {
+            let any = verbs_allowed(p, g, &[String::new()]);
+            if !any.is_empty() {
+                for who in &g.subjects {
+                    add(hits, who, p, any.clone(), &g.desc, None);
+                }
+                continue;
+            }
+            for t in &targets {
+                let verbs = verbs_allowed(p, g, std::slice::from_ref(t));
+                if verbs.is_empty() {
+                    continue;
+                }
+                let label = format!("{kind} {t}");
+                for who in g.subjects.iter().filter(|w| w.label() != label) {
+                    add_hit(hits, who, p, verbs.clone(), &g.desc, None, Some(&label));
+                }
+            }
+        }
+    }
 }
 
 pub fn check(snap: &Snapshot, cfg: &AuditConfig) -> Vec<Finding> {
@@ -574,11 +637,11 @@ fn finding(who: Who, mut hits: Vec<Hit>, cfg: &AuditConfig) -> Finding {
     let summary: Vec<String> = hits
         .iter()
         .map(|h| {
-            let through = h
-                .account
-                .as_ref()
-                .map(|a| format!(" as ServiceAccount {a}"))
-                .unwrap_or_default();
+            let through = match (&h.account, &h.impersonates) {
+                (Some(a), _) => format!(" as ServiceAccount {a}"),
+                (None, Some(i)) => format!(" as {i}"),
+                (None, None) => String::new(),
+            };
             format!(
                 "{} ({}{through}) through {}",
                 h.path.id,
@@ -596,6 +659,7 @@ fn finding(who: Who, mut hits: Vec<Hit>, cfg: &AuditConfig) -> Finding {
                 "subresource": p.subresource, "scope": format!("{:?}", p.scope),
                 "severity": p.severity.as_str(), "explanation": p.explanation,
                 "bindings": h.via, "service_account": h.account,
+                "impersonates": h.impersonates,
             })
         })
         .collect();

@@ -207,8 +207,9 @@ fn sources<'a>(snap: &'a Snapshot, cfg: &AuditConfig) -> Vec<Source<'a>> {
             return;
         }
         if let Some((k, uid)) = controller(meta) {
-            // Antrea's own, or judged through its owner's template, or its owner unread.
-            if trusted.contains(uid) || owner_read(snap, k, uid) != Some(false) {
+            // Antrea's own, or judged through its owner's template; an owner whose kind could
+            // not be listed is unknown, so the object is judged itself.
+            if trusted.contains(uid) || owner_read(snap, k, uid) == Some(true) {
                 return;
             }
         }

@@ -755,6 +755,43 @@ fn a_failed_list_yields_no_findings_from_it() {
     assert_eq!(code, 1);
 }
 
+/// A Pod owned by a kind that could not be listed is judged itself: its owner's template was
+/// never read, so nothing else speaks for it.
+#[test]
+fn a_pod_whose_owner_could_not_be_listed_is_judged_itself() {
+    let c = cluster(1, STRONG);
+    c.state
+        .lock()
+        .unwrap()
+        .denied
+        .insert(("list".into(), "jobs".into()));
+    let mut p = pod(
+        "tenant-a",
+        "batch-1",
+        json!({"app": "batch"}),
+        "worker-00",
+        &["/var/run/antrea"],
+    );
+    p["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "batch", "uid": "0000-job", "controller": true}]);
+    put(&c, "pods", "tenant-a", p);
+    let (r, _, _) = audit(&c, &[]);
+    let exposed = findings(&r, "hostpath-exposes-antrea");
+    assert_eq!(exposed.len(), 1, "{r:#}");
+    assert!(
+        exposed[0]["subject"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("batch-1"),
+        "{:#}",
+        exposed[0]
+    );
+    assert!(
+        incomplete(&r).iter().any(|i| i.contains("jobs")),
+        "{:?}",
+        incomplete(&r)
+    );
+}
+
 #[test]
 fn gatekeepers_defaults_do_not_enforce_the_policy() {
     let c = cluster(1, STRONG);
@@ -1094,6 +1131,43 @@ fn every_rbac_path_to_the_key_is_found_one_finding_per_subject() {
         json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["ci"], "verbs": ["create"]}]),
         "User jack",
     );
+    // Impersonation restricted by resourceNames (the impersonation filter authorizes the
+    // impersonated name): the superuser group, and a user who can read the Secret, are paths;
+    // a user without one is not.
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "as-masters",
+            json!({}),
+            json!([{"apiGroups": [""], "resources": ["groups"], "resourceNames": ["system:masters"], "verbs": ["impersonate"]},
+                   {"apiGroups": [""], "resources": ["users"], "resourceNames": ["nobody"], "verbs": ["impersonate"]}]),
+        ),
+    );
+    bind(&c, None, "kim", "ClusterRole", "as-masters", "User kim");
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "as-gina",
+            json!({}),
+            json!([{"apiGroups": [""], "resources": ["users"], "resourceNames": ["gina"], "verbs": ["impersonate"]}]),
+        ),
+    );
+    bind(&c, None, "lee", "ClusterRole", "as-gina", "User lee");
+    put(
+        &c,
+        "clusterroles",
+        "",
+        cluster_role(
+            "as-frank",
+            json!({}),
+            json!([{"apiGroups": [""], "resources": ["users"], "resourceNames": ["frank"], "verbs": ["impersonate"]}]),
+        ),
+    );
+    bind(&c, None, "mo", "ClusterRole", "as-frank", "User mo");
     // No path: Secrets of another namespace; create with resourceNames; reading another Secret.
     bind(
         &c,
@@ -1193,6 +1267,31 @@ fn every_rbac_path_to_the_key_is_found_one_finding_per_subject() {
         hop["bindings"][0],
         format!("RoleBinding {NS}/ci-token -> Role ci-token")
     );
+    expect(
+        "User kim",
+        "key-reachable-via-rbac",
+        "high",
+        "impersonate-groups",
+    );
+    assert_eq!(
+        by_subject["User kim"]["details"]["paths"][0]["impersonates"],
+        "Group system:masters"
+    );
+    assert_eq!(
+        paths("User kim"),
+        ["impersonate-groups"],
+        "not as user nobody"
+    );
+    expect(
+        "User lee",
+        "key-reachable-via-rbac",
+        "high",
+        "impersonate-users",
+    );
+    assert_eq!(
+        by_subject["User lee"]["details"]["paths"][0]["impersonates"],
+        "User gina"
+    );
     let admins = paths("Group system:masters");
     for p in [
         "read-secret",
@@ -1212,6 +1311,7 @@ fn every_rbac_path_to_the_key_is_found_one_finding_per_subject() {
     for nobody in [
         "User frank",
         "User hank",
+        "User mo",
         "ServiceAccount kube-system/antrea-agent",
     ] {
         assert!(
