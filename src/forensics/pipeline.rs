@@ -18,7 +18,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::log::{parse_header, Damage, FormatError, ReadError, MAX_HEADER};
 
-const BUF: usize = 1 << 20;
+/// 256 KiB: three of them are most of `check`'s history-scan memory (the file is read once; bigger
+/// buffers made no measurable difference in speed).
+const BUF: usize = 1 << 18;
 const IN_FLIGHT: usize = 3;
 
 /// One framed record in a batch's buffer.
