@@ -134,7 +134,7 @@ pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts, look_in_proc: bool) -> Resu
     let ctl = ovs_dir.join(format!("ovsdb-server.{pid}.ctl"));
     verified_ctl(&ctl, accounts).map_err(|e| match e {
         e if e.contains("is absent") => format!(
-            "{} is absent: ovsdb-server (pid {pid}) uses another --unixctl path (pass --ctl)",
+            "{} is absent: ovsdb-server (pid {pid}) uses another --unixctl path (psk-guard fix takes that path with --ctl)",
             ctl.display()
         ),
         e => e,
