@@ -683,6 +683,29 @@ pub fn findings(path: &Path, scan: &Scan, report: &mut Report) {
     }
 }
 
+/// A key's findings (subject kind `key`, located in conf.db) get the span of the newest conf.db
+/// record that holds the key, when the scan saw it there: the region a SARIF result points at.
+fn locate_keys(scan: &Scan, report: &mut Report) {
+    for f in report
+        .findings
+        .iter_mut()
+        .filter(|f| f.subject.kind == "key")
+    {
+        let Some(loc) = f.location.as_mut().filter(|l| l.byte_offset.is_none()) else {
+            continue;
+        };
+        let held = scan
+            .keys
+            .iter()
+            .find(|k| k.fingerprint.to_string() == f.subject.name)
+            .and_then(|k| k.last_record);
+        if let Some((offset, length)) = held {
+            loc.byte_offset = Some(offset);
+            loc.byte_length = Some(length);
+        }
+    }
+}
+
 /// The history part of `check`, started: scans conf.db on a blocking thread (alongside the OVSDB
 /// query); [`finish_history`] joins it.
 pub fn start_history(
@@ -703,6 +726,7 @@ pub async fn finish_history(
     match task.await {
         Ok(Ok(mut scan)) => {
             findings(path, &scan, report);
+            locate_keys(&scan, report);
             return std::mem::take(&mut scan.probes);
         }
         Ok(Err(ScanError::Open { source, .. })) if source.is_absent() => {

@@ -395,3 +395,48 @@ fn fail_on_threshold_and_bad_arguments() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fingerprint-salt"));
 }
+
+/// A key's finding points at the newest conf.db record that holds the key (the region of its
+/// SARIF result): the key lives in conf.db as much as behind db.sock.
+#[test]
+fn a_key_finding_is_located_at_its_newest_conf_db_record() {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", STRONG);
+    node.add_tunnel("n2-def456", "node2", "10.0.0.3", STRONG);
+    let (r, _) = check_json(&node, &[]);
+    let f = finding(&r, "psk-plaintext-in-ovsdb").expect("the key reported");
+    let (o, l) = (
+        f["location"]["byte_offset"].as_u64().expect("an offset") as usize,
+        f["location"]["byte_length"].as_u64().expect("a length") as usize,
+    );
+    let db = std::fs::read(&node.conf_db).unwrap();
+    let record = &db[o..o + l];
+    assert!(record.starts_with(b"OVSDB JSON "), "a record starts there");
+    assert!(
+        record.windows(STRONG.len()).any(|w| w == STRONG.as_bytes()),
+        "the record at {o}..{} holds the key",
+        o + l
+    );
+    assert!(
+        !db[o + l..]
+            .windows(STRONG.len())
+            .any(|w| w == STRONG.as_bytes()),
+        "no newer record holds it"
+    );
+    let mut args: Vec<String> = vec!["check".into()];
+    args.extend(node.check_args());
+    args.extend(["-o", "sarif"].map(String::from));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&crate::harness::psk_guard(&a).stdout).unwrap();
+    crate::formats::assert_valid_sarif(&sarif);
+    let res = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ruleId"] == "psk-plaintext-in-ovsdb")
+        .expect("the key in SARIF");
+    let region = &res["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(region["byteOffset"].as_u64(), Some(o as u64), "{region}");
+    assert_eq!(region["byteLength"].as_u64(), Some(l as u64), "{region}");
+}
