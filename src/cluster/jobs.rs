@@ -302,20 +302,8 @@ const MAX_EVENT_MESSAGE: usize = 512;
 /// The permissions [`run_on_nodes`] uses to see why a Job's pod cannot start (without them, the
 /// wait runs to the timeout).
 pub const EVENT_PERMISSIONS: [super::Permission; 2] = [
-    super::Permission {
-        verb: "list",
-        group: "",
-        resource: "events",
-        subresource: "",
-        name_scoped: false,
-    },
-    super::Permission {
-        verb: "watch",
-        group: "",
-        resource: "events",
-        subresource: "",
-        name_scoped: false,
-    },
+    super::Permission::any("list", "", "events"),
+    super::Permission::any("watch", "", "events"),
 ];
 
 /// A watch of the Job namespace's Events with `reason`.

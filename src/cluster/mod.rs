@@ -187,6 +187,38 @@ pub struct Permission {
     pub name_scoped: bool,
 }
 
+impl Permission {
+    /// `verb` on any object of `group`/`resource`.
+    pub const fn any(verb: &'static str, group: &'static str, resource: &'static str) -> Self {
+        Permission {
+            verb,
+            group,
+            resource,
+            subresource: "",
+            name_scoped: false,
+        }
+    }
+    /// `verb` on objects the Role names (`resourceNames`).
+    pub const fn named(verb: &'static str, group: &'static str, resource: &'static str) -> Self {
+        Permission {
+            name_scoped: true,
+            ..Permission::any(verb, group, resource)
+        }
+    }
+    /// `verb` on `resource/subresource`.
+    pub const fn sub(
+        verb: &'static str,
+        group: &'static str,
+        resource: &'static str,
+        subresource: &'static str,
+    ) -> Self {
+        Permission {
+            subresource,
+            ..Permission::any(verb, group, resource)
+        }
+    }
+}
+
 impl std::fmt::Display for Permission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let g = if self.group.is_empty() {

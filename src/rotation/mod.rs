@@ -79,139 +79,25 @@ pub struct RotateConfig {
 
 /// The permissions `rotate` uses (also the source of truth for the RBAC manifests).
 pub const PERMISSIONS: &[Permission] = &[
-    Permission {
-        verb: "get",
-        group: "",
-        resource: "secrets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "update",
-        group: "",
-        resource: "secrets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "patch",
-        group: "",
-        resource: "secrets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "get",
-        group: "",
-        resource: "configmaps",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "get",
-        group: "apps",
-        resource: "daemonsets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "patch",
-        group: "apps",
-        resource: "daemonsets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "list",
-        group: "apps",
-        resource: "daemonsets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "watch",
-        group: "apps",
-        resource: "daemonsets",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "list",
-        group: "",
-        resource: "pods",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "watch",
-        group: "",
-        resource: "pods",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "get",
-        group: "",
-        resource: "pods",
-        subresource: "log",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "create",
-        group: "batch",
-        resource: "jobs",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "list",
-        group: "batch",
-        resource: "jobs",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "watch",
-        group: "batch",
-        resource: "jobs",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "delete",
-        group: "batch",
-        resource: "jobs",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "get",
-        group: "coordination.k8s.io",
-        resource: "leases",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "create",
-        group: "coordination.k8s.io",
-        resource: "leases",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "update",
-        group: "coordination.k8s.io",
-        resource: "leases",
-        subresource: "",
-        name_scoped: true,
-    },
-    Permission {
-        verb: "create",
-        group: "",
-        resource: "events",
-        subresource: "",
-        name_scoped: false,
-    },
+    Permission::named("get", "", "secrets"),
+    Permission::named("update", "", "secrets"),
+    Permission::named("patch", "", "secrets"),
+    Permission::named("get", "", "configmaps"),
+    Permission::named("get", "apps", "daemonsets"),
+    Permission::named("patch", "apps", "daemonsets"),
+    Permission::named("list", "apps", "daemonsets"),
+    Permission::named("watch", "apps", "daemonsets"),
+    Permission::any("list", "", "pods"),
+    Permission::any("watch", "", "pods"),
+    Permission::sub("get", "", "pods", "log"),
+    Permission::any("create", "batch", "jobs"),
+    Permission::any("list", "batch", "jobs"),
+    Permission::any("watch", "batch", "jobs"),
+    Permission::any("delete", "batch", "jobs"),
+    Permission::named("get", "coordination.k8s.io", "leases"),
+    Permission::any("create", "coordination.k8s.io", "leases"),
+    Permission::named("update", "coordination.k8s.io", "leases"),
+    Permission::any("create", "", "events"),
     // Why a node Job's pod cannot start (admission refused it, a host path is missing).
     crate::cluster::jobs::EVENT_PERMISSIONS[0],
     crate::cluster::jobs::EVENT_PERMISSIONS[1],
@@ -219,13 +105,8 @@ pub const PERMISSIONS: &[Permission] = &[
 
 /// The permissions `rotate` adds for an `OnDelete` DaemonSet: evicting its agents (a separate
 /// Role in docs/deploy/rbac.yaml, granted only where Antrea runs with OnDelete).
-pub const ON_DELETE_PERMISSIONS: &[Permission] = &[Permission {
-    verb: "create",
-    group: "",
-    resource: "pods",
-    subresource: "eviction",
-    name_scoped: false,
-}];
+pub const ON_DELETE_PERMISSIONS: &[Permission] =
+    &[Permission::sub("create", "", "pods", "eviction")];
 
 /// Fails with [`ClusterError::Forbidden`] naming every permission of `perms` not granted.
 async fn require(
@@ -245,20 +126,8 @@ async fn require(
 /// The cluster-scoped permissions `rotate` uses: the target nodes' health, and the Job
 /// namespace's Pod Security level (a ClusterRole in docs/deploy/rbac.yaml).
 pub const CLUSTER_PERMISSIONS: &[Permission] = &[
-    Permission {
-        verb: "list",
-        group: "",
-        resource: "nodes",
-        subresource: "",
-        name_scoped: false,
-    },
-    Permission {
-        verb: "get",
-        group: "",
-        resource: "namespaces",
-        subresource: "",
-        name_scoped: true,
-    },
+    Permission::any("list", "", "nodes"),
+    Permission::named("get", "", "namespaces"),
 ];
 
 /// The Secret's key, moved into a [`Psk`]; the copy in the object is wiped.
