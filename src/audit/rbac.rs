@@ -403,10 +403,17 @@ struct Hit {
     path: &'static KeyPath,
     verbs: BTreeSet<&'static str>,
     via: BTreeSet<String>,
-    /// For hops: the service account hopped to.
-    account: Option<String>,
-    /// For impersonation restricted by resourceNames: who is impersonated (`Group system:masters`).
-    impersonates: Option<String>,
+    /// Whom the path goes through, for a one-level hop.
+    through: Option<Hop>,
+}
+
+/// The identity a one-level hop reaches the key as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hop {
+    /// A service account (`ns/name`) that has a direct path.
+    ServiceAccount(String),
+    /// A user or group named by an impersonation rule's resourceNames (`Group system:masters`).
+    Impersonated(String),
 }
 
 /// The verbs of `p` that `g`'s rules allow, with `name` as the request's object name.
@@ -467,26 +474,13 @@ fn add(
     p: &'static KeyPath,
     verbs: BTreeSet<&'static str>,
     via: &str,
-    account: Option<&str>,
-) {
-    add_hit(hits, who, p, verbs, via, account, None);
-}
-
-fn add_hit(
-    hits: &mut BTreeMap<Who, Vec<Hit>>,
-    who: &Who,
-    p: &'static KeyPath,
-    verbs: BTreeSet<&'static str>,
-    via: &str,
-    account: Option<&str>,
-    impersonates: Option<&str>,
+    through: Option<Hop>,
 ) {
     let list = hits.entry(who.clone()).or_default();
-    match list.iter_mut().find(|h| {
-        h.path.id == p.id
-            && h.account.as_deref() == account
-            && h.impersonates.as_deref() == impersonates
-    }) {
+    match list
+        .iter_mut()
+        .find(|h| h.path.id == p.id && h.through == through)
+    {
         Some(h) => {
             h.verbs.extend(verbs);
             h.via.insert(via.to_owned());
@@ -495,8 +489,7 @@ fn add_hit(
             path: p,
             verbs,
             via: [via.to_owned()].into(),
-            account: account.map(str::to_owned),
-            impersonates: impersonates.map(str::to_owned),
+            through,
         }),
     }
 }
@@ -552,7 +545,7 @@ fn paths_of(snap: &Snapshot, cfg: &AuditConfig) -> BTreeMap<Who, Vec<Hit>> {
                         p,
                         verbs.clone(),
                         &g.desc,
-                        Some(&account.name),
+                        Some(Hop::ServiceAccount(account.name.clone())),
                     );
                 }
             }
@@ -591,7 +584,8 @@ fn impersonation(grants: &[Grant], hits: &mut BTreeMap<Who, Vec<Hit>>) {
                 }
                 let label = format!("{kind} {t}");
                 for who in g.subjects.iter().filter(|w| w.label() != label) {
-                    add_hit(hits, who, p, verbs.clone(), &g.desc, None, Some(&label));
+                    let hop = Hop::Impersonated(label.clone());
+                    add(hits, who, p, verbs.clone(), &g.desc, Some(hop));
                 }
             }
         }
@@ -628,7 +622,7 @@ fn finding(who: Who, mut hits: Vec<Hit>, cfg: &AuditConfig) -> Finding {
     };
     let reads = hits
         .iter()
-        .any(|h| h.path.id == "read-secret" && h.account.is_none());
+        .any(|h| h.path.id == "read-secret" && h.through.is_none());
     let code = if reads {
         Code::SecretReadableBy
     } else {
@@ -637,10 +631,10 @@ fn finding(who: Who, mut hits: Vec<Hit>, cfg: &AuditConfig) -> Finding {
     let summary: Vec<String> = hits
         .iter()
         .map(|h| {
-            let through = match (&h.account, &h.impersonates) {
-                (Some(a), _) => format!(" as ServiceAccount {a}"),
-                (None, Some(i)) => format!(" as {i}"),
-                (None, None) => String::new(),
+            let through = match &h.through {
+                Some(Hop::ServiceAccount(a)) => format!(" as ServiceAccount {a}"),
+                Some(Hop::Impersonated(i)) => format!(" as {i}"),
+                None => String::new(),
             };
             format!(
                 "{} ({}{through}) through {}",
@@ -654,12 +648,16 @@ fn finding(who: Who, mut hits: Vec<Hit>, cfg: &AuditConfig) -> Finding {
         .iter()
         .map(|h| {
             let p = h.path;
+            let (account, impersonated) = match &h.through {
+                Some(Hop::ServiceAccount(a)) => (Some(a), None),
+                Some(Hop::Impersonated(i)) => (None, Some(i)),
+                None => (None, None),
+            };
             json!({
                 "path": p.id, "verbs": h.verbs, "group": p.group, "resource": p.resource,
                 "subresource": p.subresource, "scope": format!("{:?}", p.scope),
                 "severity": p.severity.as_str(), "explanation": p.explanation,
-                "bindings": h.via, "service_account": h.account,
-                "impersonates": h.impersonates,
+                "bindings": h.via, "service_account": account, "impersonates": impersonated,
             })
         })
         .collect();

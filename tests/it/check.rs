@@ -423,19 +423,10 @@ fn a_key_finding_is_located_at_its_newest_conf_db_record() {
             .any(|w| w == STRONG.as_bytes()),
         "no newer record holds it"
     );
-    let mut args: Vec<String> = vec!["check".into()];
-    args.extend(node.check_args());
-    args.extend(["-o", "sarif"].map(String::from));
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sarif: serde_json::Value =
-        serde_json::from_slice(&crate::harness::psk_guard(&a).stdout).unwrap();
-    crate::formats::assert_valid_sarif(&sarif);
-    let res = sarif["runs"][0]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["ruleId"] == "psk-plaintext-in-ovsdb")
-        .expect("the key in SARIF");
+    use crate::formats::{assert_valid_sarif, json_of, run, sarif_result};
+    let sarif = json_of(&run(&node, "check", &["-o", "sarif"]));
+    assert_valid_sarif(&sarif);
+    let res = sarif_result(&sarif, "psk-plaintext-in-ovsdb");
     let region = &res["locations"][0]["physicalLocation"]["region"];
     assert_eq!(region["byteOffset"].as_u64(), Some(o as u64), "{region}");
     assert_eq!(region["byteLength"].as_u64(), Some(l as u64), "{region}");

@@ -276,32 +276,23 @@ fn real_db() -> Vec<u8> {
 
 /// Where the damage starts is a SARIF region (`byteOffset`) on conf.db, the same offset the JSON
 /// report gives, so code scanning points at it.
+/// `scan-db FILE -o FORMAT`'s stdout, parsed.
+fn scan_db(p: &std::path::Path, format: &str) -> serde_json::Value {
+    crate::formats::json_of(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", format]))
+}
+
 #[test]
 fn damage_offset_is_a_sarif_region() {
     let good = real_db();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("conf.db");
     std::fs::write(&p, &good[..good.len() - 10]).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "json"]).stdout)
-            .unwrap();
-    let f = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == "conf-db-log-damaged")
-        .expect("damage reported");
+    let json = scan_db(&p, "json");
+    let f = crate::harness::finding(&json, "conf-db-log-damaged").expect("damage reported");
     let offset = f["details"]["offset"].as_u64().unwrap();
     assert_eq!(f["location"]["byte_offset"].as_u64(), Some(offset));
-    let sarif: serde_json::Value =
-        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "sarif"]).stdout)
-            .unwrap();
-    let r = sarif["runs"][0]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["ruleId"] == "conf-db-log-damaged")
-        .expect("damage in SARIF");
+    let sarif = scan_db(&p, "sarif");
+    let r = crate::formats::sarif_result(&sarif, "conf-db-log-damaged");
     let loc = &r["locations"][0]["physicalLocation"];
     assert_eq!(loc["region"]["byteOffset"].as_u64(), Some(offset), "{loc}");
     assert!(loc["artifactLocation"]["uri"]
@@ -319,16 +310,8 @@ fn old_keys_in_history_are_a_sarif_region_of_their_record() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("conf.db");
     std::fs::write(&p, &db).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "json"]).stdout)
-            .unwrap();
-    let f = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == "psk-history-on-disk")
-        .expect("old keys reported")
-        .clone();
+    let json = scan_db(&p, "json");
+    let f = crate::harness::finding(&json, "psk-history-on-disk").expect("old keys reported");
     let offset = f["location"]["byte_offset"].as_u64().expect("an offset") as usize;
     let len = f["location"]["byte_length"].as_u64().expect("a length") as usize;
     // The span is one whole record: its header, its body, and then the next record or the end.
@@ -354,16 +337,9 @@ fn old_keys_in_history_are_a_sarif_region_of_their_record() {
         assert!(db[o..o + l].starts_with(b"OVSDB JSON "));
         assert!(o + l <= offset + len);
     }
-    let sarif: serde_json::Value =
-        serde_json::from_slice(&psk_guard(&["scan-db", p.to_str().unwrap(), "-o", "sarif"]).stdout)
-            .unwrap();
+    let sarif = scan_db(&p, "sarif");
     crate::formats::assert_valid_sarif(&sarif);
-    let r = sarif["runs"][0]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["ruleId"] == "psk-history-on-disk")
-        .expect("old keys in SARIF");
+    let r = crate::formats::sarif_result(&sarif, "psk-history-on-disk");
     let loc = &r["locations"][0]["physicalLocation"];
     assert_eq!(
         loc["region"]["byteOffset"].as_u64(),

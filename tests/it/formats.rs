@@ -41,6 +41,16 @@ pub fn assert_valid_report(what: &str, v: &Value) {
     validate(validator, what, v);
 }
 
+/// The first result of `sarif`'s run for rule `rule`.
+pub fn sarif_result<'a>(sarif: &'a Value, rule: &str) -> &'a Value {
+    sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == rule)
+        .unwrap_or_else(|| panic!("no {rule} result: {sarif:#}"))
+}
+
 /// Asserts `v` is valid SARIF 2.1.0 and meets GitHub code scanning's upload rules.
 pub fn assert_valid_sarif(v: &Value) {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
@@ -115,7 +125,7 @@ fn seeded(dir_name: &str) -> Node {
     node
 }
 
-fn run(node: &Node, cmd: &str, extra: &[&str]) -> std::process::Output {
+pub fn run(node: &Node, cmd: &str, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = vec![cmd.into()];
     // --log-dir is check's alone.
     args.extend(if cmd == "check" {
@@ -142,7 +152,7 @@ fn fix_quiet_prints_no_plan() {
     assert!(!json_of(&out)["data"]["plan"].as_array().unwrap().is_empty());
 }
 
-fn json_of(out: &std::process::Output) -> Value {
+pub fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "bad JSON ({e}): {}\nstderr: {}",
