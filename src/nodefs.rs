@@ -809,7 +809,13 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// The accounts of `/etc/passwd` and `/etc/group`, read once per process (every check asks).
     pub fn load() -> Accounts {
+        static LOADED: std::sync::OnceLock<Accounts> = std::sync::OnceLock::new();
+        LOADED.get_or_init(Accounts::read).clone()
+    }
+
+    fn read() -> Accounts {
         let read = |p: &str| {
             let e = open(Path::new(p), &Accounts::default()).ok()?;
             let b = e.read_bounded(MAX_ACCOUNTS_FILE).ok()?;
