@@ -29,12 +29,16 @@ Exit codes (check, scan-db, fix, audit):
 Exit codes (rotate):
   0  the rotation is done and verified on every node
   1  some node did not converge or was not compacted (rerun to resume)
-  2  could not run: preflight, permissions, Lease held, key edited meanwhile, rollout timeout
+  2  could not run: preflight, permissions, Lease held, key edited meanwhile, rollout timeout;
+     push: a node's push pod never became ready (the push is called off before any node
+     writes; every node keeps the old key; rerun to resume)
 Exit codes (push-key):
   0  the key was written to every IPsec tunnel of this node, in one transaction
   2  nothing was written: no key or one rotate --psk-file would refuse, --at-unix-ms more than
-     5 s past or 10 min ahead, or db.sock is not verifiably root's ovsdb-server (a root-owned
-     socket under root-controlled directories, a listener running as root)
+     5 s past or 10 min ahead; with --barrier, the instant reached more than 1 s late, the push
+     called off, or no instant announced in time; or db.sock is not verifiably root's
+     ovsdb-server (a root-owned socket under root-controlled directories, a listener running as
+     root)
 
 Keys are never printed: they are named by a fingerprint, HMAC-SHA256 truncated to 64 bits, keyed
 by a salt that is random per run unless --fingerprint-salt (or PSK_GUARD_FINGERPRINT_SALT) is given.";
@@ -173,8 +177,9 @@ pub struct RotateArgs {
     /// Seconds to wait for each per-node Job.
     #[arg(long, default_value_t = 300, value_parser = parse_seconds, allow_negative_numbers = true)]
     pub job_timeout: u64,
-    /// For push: milliseconds between creating the Jobs and the shared write instant.
-    #[arg(long, default_value_t = 3000, value_parser = parse_push_lead_ms, allow_negative_numbers = true)]
+    /// For push: milliseconds from the moment every node's push pod is ready (prepared and
+    /// waiting) to the shared write instant announced to them.
+    #[arg(long, default_value_t = 2000, value_parser = parse_push_lead_ms, allow_negative_numbers = true)]
     pub push_lead_ms: u64,
     /// Skip purging old keys from conf.db after the rotation.
     #[arg(long)]
@@ -407,8 +412,36 @@ pub struct PushKeyArgs {
     pub from_env: String,
     /// Write at this instant (Unix milliseconds), so all nodes change together. Refused (nothing
     /// written) when it is more than 5 s past, before or at the write, or more than 10 min ahead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "barrier")]
     pub at_unix_ms: Option<u128>,
+    /// Barrier mode (used by rotate's push Jobs): prepare the write, create --ready-file, then
+    /// wait for the instant announced for push ID on the rotation Lease (--lease); refused
+    /// (nothing written) when reached more than 1 s late, or when the push is called off.
+    #[arg(long, value_name = "ID", requires = "ready_file")]
+    pub barrier: Option<String>,
+    /// With --barrier: the Lease carrying the instant, NAMESPACE/NAME.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "kube-system/psk-guard-rotation", value_parser = parse_lease_ref)]
+    pub lease: (String, String),
+    /// With --barrier: the file created once the write is prepared (the pod's readinessProbe tests it).
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// With --barrier: seconds to wait for the instant before giving up (nothing written).
+    #[arg(long, default_value_t = 300, value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub barrier_wait: u64,
+    /// Only test whether FILE exists (a regular file): exit 0 if so, 1 if not; prints nothing.
+    /// The push pod's readinessProbe (the image has no shell).
+    #[arg(long, value_name = "FILE")]
+    pub probe_ready: Option<PathBuf>,
+}
+
+/// `push-key --lease`: `NAMESPACE/NAME`, both non-empty.
+fn parse_lease_ref(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err("must be NAMESPACE/NAME (e.g. kube-system/psk-guard-rotation)".into()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -878,16 +911,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PushKey(a) => {
+            use crate::rotation::node::{self, Barrier, When};
+            if let Some(f) = &a.probe_ready {
+                return Ok(ExitCode::from(u8::from(!node::probe_ready(f))));
+            }
             let (sock, _) = paths(&a.node)?;
-            let psk = crate::rotation::node::key_from_env(&a.from_env)?;
+            let psk = node::key_from_env(&a.from_env)?;
+            let when = match (a.at_unix_ms, a.barrier.clone()) {
+                (Some(at), _) => When::At(at),
+                (None, Some(id)) => When::Barrier(Barrier {
+                    id,
+                    lease: a.lease.clone(),
+                    ready_file: a.ready_file.clone().unwrap_or_default(),
+                    wait: Duration::from_secs(a.barrier_wait),
+                }),
+                (None, None) => When::Now,
+            };
             let summary = rt
-                .block_on(crate::rotation::node::push(
-                    &sock,
-                    &psk,
-                    a.at_unix_ms,
-                    timeout,
-                    &fp_key,
-                ))
+                .block_on(node::push(&sock, &psk, when, timeout, &fp_key))
                 .with_context(|| format!("push-key to {}", a.node.db))?;
             drop(psk);
             if a.node.result_frame {

@@ -527,7 +527,7 @@ _psk__guard() {
             return 0
             ;;
         psk__guard__subcmd__push__subcmd__key)
-            opts="-q -h --db --run-dir --conf-db --host-root --result-frame --from-env --at-unix-ms --fingerprint-salt --timeout --color --log --quiet --help"
+            opts="-q -h --db --run-dir --conf-db --host-root --result-frame --from-env --at-unix-ms --barrier --lease --ready-file --barrier-wait --probe-ready --fingerprint-salt --timeout --color --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -554,6 +554,26 @@ _psk__guard() {
                     return 0
                     ;;
                 --at-unix-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --barrier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ready-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --barrier-wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-ready)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

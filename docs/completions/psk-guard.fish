@@ -156,7 +156,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l lease -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l lease-duration -d 'Seconds without renewal after which a dead run\'s Lease may be taken over' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l progress-deadline -l rollout-timeout -d 'Seconds the DaemonSet rollout may go without any node advancing before it counts as stuck (like a Deployment\'s progressDeadlineSeconds; the whole rollout may take longer)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l job-timeout -d 'Seconds to wait for each per-node Job' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l push-lead-ms -d 'For push: milliseconds between creating the Jobs and the shared write instant' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l push-lead-ms -d 'For push: milliseconds from the moment every node\'s push pod is ready (prepared and waiting) to the shared write instant announced to them' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l exclude-node -d 'Leave this node out (repeatable): it need not be healthy, gets no Job, and keeps the old key until the next rotation' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l kubeconfig -d 'The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster service account)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand rotate" -l context -d 'The kubeconfig context (default: its current-context)' -r
@@ -223,6 +223,11 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l conf-db
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l host-root -d 'The host\'s root file system is mounted here (e.g. /host in a `kubectl debug node` pod): --run-dir, --db and --conf-db are host paths, their symlinks (/var/run -> /run) resolved inside this directory' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l from-env -d 'Environment variable holding the key' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l at-unix-ms -d 'Write at this instant (Unix milliseconds), so all nodes change together. Refused (nothing written) when it is more than 5 s past, before or at the write, or more than 10 min ahead' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l barrier -d 'Barrier mode (used by rotate\'s push Jobs): prepare the write, create --ready-file, then wait for the instant announced for push ID on the rotation Lease (--lease); refused (nothing written) when reached more than 1 s late, or when the push is called off' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l lease -d 'With --barrier: the Lease carrying the instant, NAMESPACE/NAME' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l ready-file -d 'With --barrier: the file created once the write is prepared (the pod\'s readinessProbe tests it)' -r -F
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l barrier-wait -d 'With --barrier: seconds to wait for the instant before giving up (nothing written)' -r
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l probe-ready -d 'Only test whether FILE exists (a regular file): exit 0 if so, 1 if not; prints nothing. The push pod\'s readinessProbe (the image has no shell)' -r -F
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l fingerprint-salt -d 'Salt for key fingerprints, so that runs sharing it can be compared (default: random per run)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l timeout -d 'Seconds to wait for a connection or a reply (more than 0, at most 86400)' -r
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -d 'Colour in text output and in logs on a terminal (auto: only on a terminal, and not when NO_COLOR is set to a non-empty value)' -r -f -a "auto\t''

@@ -163,6 +163,7 @@ async fn run_jobs(
         service_account: cfg.service_account.clone(),
         timeout: cfg.job_timeout,
         logs: cfg.logs,
+        barrier: false,
     };
     let total = names.len();
     let mut done = 0;

@@ -95,7 +95,22 @@ pub struct NodeJob {
     /// hostPath (build/yamls/antrea.yml, `host-var-log-antrea`), so it exists on every node that
     /// runs the agent; `Directory` here never creates anything on the node.
     pub logs: bool,
+    /// A barrier Job (`push-key --barrier`): its pod gets an emptyDir for the readiness file, a
+    /// readinessProbe testing it, and its service account's token (to watch the rotation Lease
+    /// for the write instant; `psk-guard-node` may only read that Lease).
+    pub barrier: bool,
 }
+
+/// Where a barrier Job's pod says it is ready: a file in an emptyDir (the root file system is
+/// read-only), tested by its readinessProbe.
+pub const READY_DIR: &str = "/run/psk-guard";
+pub const READY_FILE: &str = "/run/psk-guard/ready";
+/// The binary in the psk-guard image (scripts/release; the image has nothing else, so the
+/// readinessProbe execs it).
+pub const IMAGE_BINARY: &str = "/usr/local/bin/psk-guard";
+/// The barrier Job's emptyDir volume (the admission policy admits a writable mount of this name
+/// only on an emptyDir).
+pub const READY_VOLUME: &str = "psk-guard-ready";
 
 /// The host's log directory, mounted by [`NodeJob::logs`] Jobs.
 pub const LOG_DIR: &str = "/var/log/antrea";
@@ -167,6 +182,10 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
         container["env"] =
             json!([{"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}]);
     }
+    let mut volumes = volumes;
+    if j.barrier {
+        add_readiness(&mut container, &mut volumes);
+    }
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {
@@ -180,12 +199,14 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
             "activeDeadlineSeconds": j.timeout.as_secs().max(1),
             "ttlSecondsAfterFinished": 600,
             "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "psk-guard", "psk-guard.io/run": j.run_id}},
+                "metadata": {"labels": {"app.kubernetes.io/name": "psk-guard", "psk-guard.io/run": j.run_id, "psk-guard.io/purpose": j.purpose}},
                 "spec": {
                     "restartPolicy": "Never",
                     "nodeSelector": {"kubernetes.io/os": "linux"},
                     "serviceAccountName": j.service_account,
-                    "automountServiceAccountToken": false,
+                    // No API token, except for a barrier Job: it watches the rotation Lease for
+                    // the write instant (psk-guard-node may read only that Lease).
+                    "automountServiceAccountToken": j.barrier,
                     "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
                     "tolerations": [{"operator": "Exists"}],
@@ -197,6 +218,38 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
     })
 }
 
+/// A barrier Job's readiness: the emptyDir for the file and the exec probe testing it. The
+/// kubelet runs the probe every `periodSeconds` from the container's start and marks the pod
+/// Ready only after it succeeded (pkg/kubelet/prober/worker.go: readiness starts as Failure).
+fn add_readiness(container: &mut serde_json::Value, volumes: &mut serde_json::Value) {
+    if let Some(m) = container["volumeMounts"].as_array_mut() {
+        m.push(json!({"name": READY_VOLUME, "mountPath": READY_DIR}));
+    }
+    if let Some(v) = volumes.as_array_mut() {
+        v.push(json!({"name": READY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}));
+    }
+    container["readinessProbe"] = json!({
+        "exec": {"command": [IMAGE_BINARY, "push-key", "--probe-ready", READY_FILE]},
+        "periodSeconds": 1, "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": 3,
+    });
+}
+
+/// The Jobs [`create_on_nodes`] created: (node, Job name, Job uid), and the nodes whose Job could
+/// not be created.
+pub struct Created {
+    pending: Vec<(String, String, String)>,
+    failed: Vec<(String, Outcome)>,
+}
+
+impl Created {
+    /// The nodes whose Job could not be created, and why.
+    pub fn not_created(&self) -> impl Iterator<Item = (&str, String)> {
+        self.failed
+            .iter()
+            .map(|(n, o)| (n.as_str(), o.result().err().unwrap_or_default()))
+    }
+}
+
 /// Runs `job` on every node in `nodes`, all created first (so they start together), then waits
 /// for them through one watch of the run's Jobs, reads each one's log and deletes it. Never fails as a whole: each node gets an outcome.
 pub async fn run_on_nodes(
@@ -204,8 +257,13 @@ pub async fn run_on_nodes(
     job: &NodeJob,
     nodes: &[String],
 ) -> Vec<(String, Outcome)> {
+    let created = create_on_nodes(client, job, nodes).await;
+    wait_on_nodes(client, job, created).await
+}
+
+/// Creates `job` on every node in `nodes`.
+pub async fn create_on_nodes(client: &Client, job: &NodeJob, nodes: &[String]) -> Created {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
     let mut created = vec![];
     let mut out = vec![];
     let nonce = hex::encode(rand::random::<[u8; 3]>());
@@ -224,20 +282,30 @@ pub async fn run_on_nodes(
             Err(e) => out.push((node.clone(), Outcome::NotCreated(e))),
         }
     }
+    Created {
+        pending: created,
+        failed: out,
+    }
+}
+
+/// Waits for the Jobs of [`create_on_nodes`] to finish (each node gets an outcome), reads each
+/// one's result and deletes it.
+pub async fn wait_on_nodes(
+    client: &Client,
+    job: &NodeJob,
+    created: Created,
+) -> Vec<(String, Outcome)> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
+    let Created {
+        pending: created,
+        failed: mut out,
+    } = created;
     let deadline = Instant::now() + job.timeout;
     // One watch of this run's Jobs for every node, not a poll per Job (see `super::watch`).
-    let selector = format!(
-        "psk-guard.io/run={},psk-guard.io/purpose={}",
-        job.run_id, job.purpose
-    );
-    let mut watched = Watched::new(
-        jobs.clone(),
-        kube::runtime::watcher::Config::default().labels(&selector),
-    );
+    let mut watched = run_watch(jobs.clone(), job);
     // A pod that cannot start shows only in Events: watched too, by reason.
-    let events: Api<Event> = Api::namespaced(client.clone(), &job.namespace);
-    let mut refused = Watched::new(events.clone(), events_config("FailedCreate"));
-    let mut unmounted = Watched::new(events, events_config("FailedMount"));
+    let (mut refused, mut unmounted) = event_watches(client, job);
     let mut pending = created;
     while !pending.is_empty() {
         let mut still = vec![];
@@ -283,6 +351,137 @@ pub async fn run_on_nodes(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Where one barrier Job's pod stands.
+enum Readiness {
+    Ready,
+    /// The pod finished (phase Succeeded or Failed) without having been Ready.
+    Ended(String),
+    /// Not (yet) Ready: the pod's phase, or that there is no pod yet.
+    Waiting(String),
+}
+
+/// The readiness of the pod of the Job with uid `job_uid` (its controller ownerReference).
+fn readiness(pods: &Watched<Pod>, job_uid: &str) -> Readiness {
+    let pod = pods.objects().find(|p| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == job_uid && o.controller == Some(true))
+    });
+    let Some(pod) = pod else {
+        return Readiness::Waiting("no pod yet".into());
+    };
+    let st = pod.status.clone().unwrap_or_default();
+    let phase = st.phase.unwrap_or_else(|| "Pending".into());
+    let ready = st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    match phase.as_str() {
+        "Succeeded" | "Failed" => Readiness::Ended(phase),
+        _ if ready => Readiness::Ready,
+        _ => Readiness::Waiting(format!("{phase}, not Ready")),
+    }
+}
+
+/// The barrier: waits until the pod of every Job of `created` is Ready (its readinessProbe
+/// passed), through one watch of the run's pods. `Err` names every node that is not, with why:
+/// its Job could not be created, its pod cannot start (the Events say), its pod ended before it
+/// was Ready (with the reason from its log), or it was not Ready by `deadline`. Reads only.
+pub async fn wait_ready(
+    client: &Client,
+    job: &NodeJob,
+    created: &Created,
+    deadline: Instant,
+) -> Result<(), Vec<(String, String)>> {
+    let not_created: Vec<(String, String)> = created
+        .not_created()
+        .map(|(n, why)| (n.to_owned(), why))
+        .collect();
+    if !not_created.is_empty() {
+        return Err(not_created);
+    }
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
+    // The run's pods carry its labels too (the Job's pod template).
+    let mut pods = run_watch(pods_api.clone(), job);
+    let (mut refused, mut unmounted) = event_watches(client, job);
+    loop {
+        let mut bad = vec![];
+        let mut waiting = vec![];
+        for (node, name, uid) in &created.pending {
+            let why = match readiness(&pods, uid) {
+                Readiness::Ready if pods.synced() => continue,
+                Readiness::Ended(phase) => {
+                    let log = result_of(&pods_api, uid).await;
+                    bad.push((
+                        node.clone(),
+                        format!("its pod ended ({phase}) before it was ready: {log}"),
+                    ));
+                    continue;
+                }
+                Readiness::Ready => "not listed yet".to_owned(),
+                Readiness::Waiting(why) => why,
+            };
+            match not_started(&refused, &unmounted, job, name, uid) {
+                Some(ns) => bad.push((node.clone(), format!("its pod cannot start: {ns}"))),
+                None => waiting.push((node.clone(), why)),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let changed = tokio::select! {
+            c = pods.changed(deadline) => c,
+            c = refused.changed(deadline) => c,
+            c = unmounted.changed(deadline) => c,
+        };
+        if !changed {
+            return Err(waiting
+                .into_iter()
+                .map(|(n, why)| (n, format!("its pod was not ready in time ({why})")))
+                .collect());
+        }
+    }
+}
+
+/// Deletes every Job of `created` (a barrier given up): their pods go with them.
+pub async fn abandon(client: &Client, job: &NodeJob, created: Created) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
+    for (_, name, _) in &created.pending {
+        delete_job(&jobs, name).await;
+    }
+}
+
+/// One watch of the objects (Jobs, or their pods) labelled with `job`'s run and purpose.
+fn run_watch<K>(api: Api<K>, job: &NodeJob) -> Watched<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let selector = format!(
+        "psk-guard.io/run={},psk-guard.io/purpose={}",
+        job.run_id, job.purpose
+    );
+    Watched::new(
+        api,
+        kube::runtime::watcher::Config::default().labels(&selector),
+    )
+}
+
+/// The watches of the Job namespace's `FailedCreate` and `FailedMount` Events (see
+/// [`not_started`]).
+fn event_watches(client: &Client, job: &NodeJob) -> (Watched<Event>, Watched<Event>) {
+    let events: Api<Event> = Api::namespaced(client.clone(), &job.namespace);
+    (
+        Watched::new(events.clone(), events_config("FailedCreate")),
+        Watched::new(events, events_config("FailedMount")),
+    )
 }
 
 /// Deletes a finished (or abandoned) Job and, in the background, its pod.

@@ -271,6 +271,13 @@ async fn renew(
             match tokio::time::timeout(left, renew_once(&api, &name, &holder, &lease)).await {
                 Ok(Ok(l)) => break Ok(l),
                 Ok(Err(Lost(why))) => break Err(why),
+                Ok(Err(Stale)) => {
+                    // Our own annotation (the push instant) changed it: renew the fresh copy.
+                    if let Ok(Some(l)) = api.get_opt(&name).await {
+                        lease = l;
+                        continue;
+                    }
+                }
                 Ok(Err(Retry(e))) => {
                     tracing::warn!(error = %e, "renewing the rotation lease failed; retrying");
                     if let Ok(Some(l)) = api.get_opt(&name).await {
@@ -298,10 +305,12 @@ async fn renew(
 enum RenewError {
     /// Someone else holds the Lease now.
     Lost(String),
-    /// A failure worth retrying (5xx, transport, 409 on a stale copy).
+    /// A failure worth retrying (5xx, transport).
     Retry(String),
+    /// 409: our copy is stale (the rotation annotated the Lease since); re-read and renew.
+    Stale,
 }
-use RenewError::{Lost, Retry};
+use RenewError::{Lost, Retry, Stale};
 
 async fn renew_once(
     api: &Api<Lease>,
@@ -328,8 +337,47 @@ async fn renew_once(
         Err(kube::Error::Api(s)) if s.is_not_found() => {
             Err(Lost("the rotation lease was deleted".into()))
         }
+        Err(kube::Error::Api(s)) if s.is_conflict() => Err(Stale),
         Err(e) => Err(Retry(e.to_string())),
     }
+}
+
+/// Sets annotation `key` to `value` on the Lease `namespace/name`, which `holder` must hold (the
+/// push instant, read by the push pods): a read and an update, the permissions the rotation
+/// already has on its Lease; a conflict with the renewer is retried on a fresh read.
+pub async fn annotate(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    holder: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), ClusterError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let what = format!("lease {namespace}/{name}");
+    for _attempt in 0..5 {
+        let mut l = super::retry("reading the rotation lease", || api.get(name))
+            .await
+            .map_err(|e| ClusterError::api("get", &what, e))?;
+        if holder_of(&l) != holder {
+            return Err(ClusterError::LeaseLost(format!(
+                "the rotation lease was taken over by {:?}",
+                holder_of(&l)
+            )));
+        }
+        l.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value.to_owned());
+        match api.replace(name, &PostParams::default(), &l).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+            Err(e) => return Err(ClusterError::api("update", &what, e)),
+        }
+    }
+    Err(ClusterError::Precondition(format!(
+        "{what} kept changing (5 conflicts in a row) while announcing the push instant: try again"
+    )))
 }
 
 impl LeaseGuard {

@@ -68,7 +68,8 @@ pub struct RotateConfig {
     /// `progressDeadlineSeconds`).
     pub progress_deadline: Duration,
     pub job_timeout: Duration,
-    /// For `push`: how far ahead the shared write instant is set, so every Job is ready.
+    /// For `push`: how far ahead of the moment every push pod is ready the shared write instant
+    /// is set (time for the announcement to reach every pod).
     pub push_lead: Duration,
     pub compact: bool,
     /// Nodes the user chose to leave out (`--exclude-node`): not required healthy, no Jobs.
@@ -214,6 +215,8 @@ struct Ctx<'a> {
     interactive: bool,
     /// Whether the run still holds the Lease: checked before every write.
     held: lease::Held,
+    /// Our identity as the Lease's holder (empty until it is taken).
+    holder: String,
     /// The nodes to act on (the health preflight's result).
     targets: cluster::health::Targets,
 }
@@ -527,6 +530,7 @@ fn node_job(
         service_account: ctx.cfg.service_account.clone(),
         timeout: ctx.cfg.job_timeout,
         logs: false,
+        barrier: false,
     }
 }
 
@@ -548,6 +552,7 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         uid: None,
         interactive: std::io::stderr().is_terminal(),
         held: lease::Held::always(),
+        holder: String::new(),
         targets: Default::default(),
     };
     // 1. Preflight: nothing is written before it passes.
@@ -578,6 +583,7 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
     .await?;
     let ctx = Ctx {
         held: guard.held(),
+        holder,
         ..ctx
     };
     // A lost Lease stops the rotation wherever it is (the future is dropped at its next await;

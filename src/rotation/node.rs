@@ -30,6 +30,24 @@ pub enum PushError {
     InstantPast { at: u128, late: u128 },
     #[error("--at-unix-ms {at} is {ahead} ms ahead, more than {MAX_AHEAD_MS} ms: not a shared instant of a running rotation (is it in seconds, or is this node's clock wrong?); nothing was written")]
     InstantTooFar { at: u128, ahead: u128 },
+    #[error("nothing was written: this node reached the instant {at} {late} ms too late (more than the {tolerance} ms tolerated; the process was stalled, or this node's clock is ahead), and writing now would leave its key changing apart from the others")]
+    Late {
+        at: u128,
+        late: u128,
+        tolerance: u128,
+    },
+    #[error("the rotation gave this push up before announcing an instant (another node's push pod never became ready); nothing was written")]
+    Aborted,
+    #[error("no write instant was announced on lease {lease} within {secs} s{}; nothing was written", if why.is_empty() { String::new() } else { format!(" (watching it failed: {why})") })]
+    NoInstant {
+        lease: String,
+        secs: u64,
+        why: String,
+    },
+    #[error("cannot reach the API server to watch the rotation lease: {0}; nothing was written")]
+    Lease(String),
+    #[error("cannot create the readiness file {0}: {1}; nothing was written")]
+    Ready(String, String),
     #[error("{0}")]
     Ovsdb(#[from] crate::ovsdb::Error),
 }
@@ -73,16 +91,63 @@ pub fn check_instant(at: u128, now: u128) -> Result<(), PushError> {
     Ok(())
 }
 
-/// Writes `psk` into every IPsec tunnel at `at_ms` (Unix ms), refusing an instant outside
-/// [`check_instant`]'s bounds, before connecting and again before writing. Returns the JSON summary.
+/// When to write: at a fixed instant (`--at-unix-ms`, by hand), as soon as possible (neither), or
+/// at the instant the rotator announces on its Lease once every node is ready (`--barrier`).
+pub enum When {
+    Now,
+    At(u128),
+    Barrier(Barrier),
+}
+
+/// Barrier mode (`rotate --strategy push`): the node prepares everything, says it is ready, and
+/// waits for the rotator to announce the instant on its Lease.
+pub struct Barrier {
+    /// The push this node takes part in: only an announcement naming it counts.
+    pub id: String,
+    /// The rotation Lease (namespace, name) that carries the announcement.
+    pub lease: (String, String),
+    /// Created (in the pod's emptyDir) once the transaction is prepared: the readinessProbe
+    /// tests it (`push-key --probe-ready`).
+    pub ready_file: std::path::PathBuf,
+    /// How long to wait for the announcement before giving up (nothing written).
+    pub wait: Duration,
+}
+
+/// The Lease annotation announcing the instant: `<barrier id> <unix ms>`, or `<barrier id> abort`
+/// when the rotator gave the push up (a node never became ready): then no node writes.
+pub const INSTANT_ANNOTATION: &str = "psk-guard.io/push-at";
+
+/// In barrier mode, how late a node may write after the announced instant. The instant is set
+/// only once every node is prepared and waiting, so only a stalled node (CPU starvation, a
+/// frozen cgroup, a clock far ahead) is late: it refuses rather than widen the window.
+pub const BARRIER_LATE_TOLERANCE_MS: u128 = 1_000;
+
+/// The permissions of the push pods' service account (`psk-guard-node`): watching the rotation
+/// Lease, by name, for the announced instant (a Role in docs/deploy/rbac.yaml).
+pub const PERMISSIONS: &[crate::cluster::Permission] = &[
+    crate::cluster::Permission::named("list", "coordination.k8s.io", "leases"),
+    crate::cluster::Permission::named("watch", "coordination.k8s.io", "leases"),
+];
+
+/// `push-key --probe-ready FILE`, the push pod's readinessProbe (an exec probe runs the image's
+/// only binary): whether `file` exists as a regular file (a symlink does not count). Prints
+/// nothing.
+pub fn probe_ready(file: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Writes `psk` into every IPsec tunnel of this node in one transaction, when `when` says. The
+/// tunnels are read and the transaction built first; a fixed instant is checked
+/// ([`check_instant`]) before connecting and again right before the write. Returns the JSON
+/// summary.
 pub async fn push(
     sock: &std::path::Path,
     psk: &Psk,
-    at_ms: Option<u128>,
+    when: When,
     timeout: Duration,
     fp_key: &FingerprintKey,
 ) -> Result<serde_json::Value, PushError> {
-    if let Some(at) = at_ms {
+    if let When::At(at) = when {
         check_instant(at, now_ms())?;
     }
     let client = Client::connect(
@@ -99,6 +164,35 @@ pub async fn push(
         .iter()
         .filter(|t| t.key.is_some() || !t.remote_name)
         .collect();
+    let ops = write_ops(&targets, psk);
+    let at = match when {
+        When::Now => None,
+        When::At(at) => Some((at, LATE_TOLERANCE_MS)),
+        When::Barrier(b) => Some((
+            barrier_instant(&b, timeout).await?,
+            BARRIER_LATE_TOLERANCE_MS,
+        )),
+    };
+    if let Some((at, tolerance)) = at {
+        sleep_until_instant(at, tolerance).await?;
+    }
+    let written_at = now_ms();
+    client.transact_ok(VSWITCH_DB, &ops).await?;
+    // The operations held copies of the key.
+    drop(ops);
+    let mut summary = json!({
+        "tunnels_changed": targets.len(),
+        "fingerprint": fp_key.fingerprint(psk).to_string(),
+        "written_at_unix_ms": written_at,
+    });
+    if let Some((at, _)) = at {
+        summary["instant_unix_ms"] = json!(at);
+    }
+    Ok(summary)
+}
+
+/// The one transaction: `options:psk` of every target tunnel replaced by `psk`.
+fn write_ops(targets: &[&tunnels::Tunnel], psk: &Psk) -> Vec<Operation> {
     let mut ops: Vec<Operation> = targets
         .iter()
         .map(|t| Operation::Mutate {
@@ -118,24 +212,105 @@ pub async fn push(
         })
         .collect();
     ops.push(Operation::Comment("psk-guard push-key".into()));
-    if let Some(at) = at_ms {
-        let now = now_ms();
-        if at > now {
-            // At most MAX_AHEAD_MS (checked above), so this fits.
-            tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
-        }
-        // Connecting and reading may have taken long: a late write would widen the window.
-        check_instant(at, now_ms())?;
+    ops
+}
+
+/// Sleeps until `at` (Unix ms), then refuses if the node is more than `tolerance` ms past it
+/// (connecting and reading took long, the process was stalled): a late write would widen the
+/// window in which nodes hold different keys.
+async fn sleep_until_instant(at: u128, tolerance: u128) -> Result<(), PushError> {
+    let now = now_ms();
+    if at > now {
+        // At most MAX_AHEAD_MS (checked), so this fits.
+        tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
     }
-    let written_at = now_ms();
-    client.transact_ok(VSWITCH_DB, &ops).await?;
-    // The operations held copies of the key.
-    drop(ops);
-    Ok(json!({
-        "tunnels_changed": targets.len(),
-        "fingerprint": fp_key.fingerprint(psk).to_string(),
-        "written_at_unix_ms": written_at,
-    }))
+    let now = now_ms();
+    if now > at.saturating_add(tolerance) {
+        return Err(PushError::Late {
+            at,
+            late: now - at,
+            tolerance,
+        });
+    }
+    Ok(())
+}
+
+/// Barrier mode: says this node is ready (the readiness file), then watches the rotation Lease
+/// for the instant announced for this push. Fails (nothing written) on an abort, an instant out
+/// of bounds, or no announcement within the wait.
+async fn barrier_instant(b: &Barrier, timeout: Duration) -> Result<u128, PushError> {
+    use crate::cluster::watch::Watched;
+    use k8s_openapi::api::coordination::v1::Lease;
+    let (ns, name) = &b.lease;
+    let client = crate::cluster::client(timeout)
+        .await
+        .map_err(|e| PushError::Lease(e.to_string()))?;
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, ns);
+    // A field selector on the name: RBAC authorizes the list and the watch against the Role's
+    // resourceNames (apiserver requestinfo.go).
+    let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut lease = Watched::new(api, config);
+    mark_ready(&b.ready_file)?;
+    let deadline = tokio::time::Instant::now() + b.wait;
+    loop {
+        let announced = lease.get(name).and_then(|l| {
+            l.metadata
+                .annotations
+                .as_ref()?
+                .get(INSTANT_ANNOTATION)
+                .cloned()
+        });
+        if let Some(a) = announced {
+            match parse_announcement(&a, &b.id) {
+                Some(Ok(at)) => {
+                    // Too far ahead is refused here; too late by sleep_until_instant.
+                    let now = now_ms();
+                    if at > now + MAX_AHEAD_MS {
+                        return Err(PushError::InstantTooFar {
+                            at,
+                            ahead: at - now,
+                        });
+                    }
+                    return Ok(at);
+                }
+                Some(Err(())) => return Err(PushError::Aborted),
+                None => {} // an earlier push's announcement
+            }
+        }
+        if !lease.changed(deadline).await {
+            return Err(PushError::NoInstant {
+                lease: format!("{ns}/{name}"),
+                secs: b.wait.as_secs(),
+                why: lease.last_error.clone().unwrap_or_default(),
+            });
+        }
+    }
+}
+
+/// `<id> <unix ms>` → `Some(Ok(ms))`, `<id> abort` → `Some(Err(()))`, anything else (another
+/// push's announcement, garbage) → `None`.
+fn parse_announcement(value: &str, id: &str) -> Option<Result<u128, ()>> {
+    let (who, what) = value.trim().split_once(' ')?;
+    if who != id {
+        return None;
+    }
+    match what {
+        "abort" => Some(Err(())),
+        ms => ms.parse().ok().map(Ok),
+    }
+}
+
+/// Creates the readiness file (new, not through a symlink).
+fn mark_ready(file: &std::path::Path) -> Result<(), PushError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(file)
+        .map(drop)
+        .map_err(|e| PushError::Ready(file.display().to_string(), e.kind().to_string()))
 }
 
 #[cfg(test)]

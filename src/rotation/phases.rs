@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
+use super::node;
 use super::record::{Phase, Record};
 use super::{
     advance, failure_words, finish, generate_key, node_job, pause_after, record_phase, rollout,
@@ -179,35 +180,144 @@ pub(super) async fn roll_out(run: &mut Run<'_>) -> Result<Step, ClusterError> {
         .await
 }
 
-/// `push`: every node's OVSDB gets the new key at one shared instant.
+/// `push`: every node's OVSDB gets the new key at one shared instant, behind a barrier. Each
+/// node's push pod reads its tunnels, prepares the transaction and only then turns Ready (its
+/// readinessProbe); once EVERY pod is Ready, the instant (now + `--push-lead-ms`) is announced
+/// on the rotation Lease, which the pods watch; each writes at the instant, or refuses when it
+/// would write more than [`node::BARRIER_LATE_TOLERANCE_MS`] late. However slowly pods start,
+/// the window is the lead's spread, not the pods' start times. A pod that never gets Ready calls
+/// the push off before any node wrote ([`call_off`]).
 async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
     let ctx = run.ctx;
-    let at = std::time::SystemTime::now() + ctx.cfg.push_lead;
-    let at_ms = at
+    let barrier = hex::encode(rand::random::<[u8; 4]>());
+    let job = push_job(ctx, &run.rec.id, &barrier);
+    ctx.progress(&format!(
+        "pushing the new key to {} node(s): waiting until every push pod is ready",
+        run.nodes.len()
+    ));
+    let t = Instant::now();
+    let created = jobs::create_on_nodes(&ctx.client, &job, &run.nodes).await;
+    let deadline = tokio::time::Instant::now() + ready_timeout(ctx);
+    if let Err(not_ready) = jobs::wait_ready(&ctx.client, &job, &created, deadline).await {
+        return Err(call_off(run, &job, created, &barrier, not_ready).await);
+    }
+    run.timings.insert(
+        "push_ready_ms".into(),
+        json!(t.elapsed().as_millis() as u64),
+    );
+    let at_ms = (std::time::SystemTime::now() + ctx.cfg.push_lead)
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    let announced = match ctx.held.check() {
+        Ok(()) => announce(ctx, &format!("{barrier} {at_ms}")).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = announced {
+        // No pod writes without the instant: call the push off, clean up, stop.
+        let _ = announce(ctx, &format!("{barrier} abort")).await;
+        jobs::abandon(&ctx.client, &job, created).await;
+        return Err(e);
+    }
+    ctx.progress(&format!(
+        "every push pod is ready: the nodes write at Unix ms {at_ms} (in {} ms)",
+        ctx.cfg.push_lead.as_millis()
+    ));
+    run.timings
+        .insert("push_instant_unix_ms".into(), json!(at_ms));
+    let results = jobs::wait_on_nodes(&ctx.client, &job, created).await;
+    record_push(run, &results, at_ms).await
+}
+
+/// How long the push pods have to get Ready: half the Job timeout, so that pods still have time
+/// to write before their Jobs' `activeDeadlineSeconds` (the whole Job timeout) ends them.
+fn ready_timeout(ctx: &super::Ctx<'_>) -> std::time::Duration {
+    ctx.cfg.job_timeout / 2
+}
+
+/// The push Job: `push-key` in barrier mode for push `barrier`, watching the rotation Lease.
+fn push_job(ctx: &super::Ctx<'_>, id: &str, barrier: &str) -> jobs::NodeJob {
+    let cfg = ctx.cfg;
     let mut args = vec![
         "push-key".to_owned(),
         "--from-env".into(),
         "ANTREA_IPSEC_PSK".into(),
-        "--at-unix-ms".into(),
-        at_ms.to_string(),
+        "--barrier".into(),
+        barrier.to_owned(),
+        "--lease".into(),
+        format!("{}/{}", cfg.namespace, cfg.lease),
+        "--ready-file".into(),
+        jobs::READY_FILE.into(),
+        "--barrier-wait".into(),
+        cfg.job_timeout.as_secs().max(1).to_string(),
     ];
     args.extend(NODE_ARGS.map(String::from));
-    ctx.progress(&format!(
-        "pushing the new key to {} node(s) at one instant",
-        run.nodes.len()
-    ));
-    let job = node_job(ctx, "push", &run.rec.id, args, true);
-    let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
+    jobs::NodeJob {
+        barrier: true,
+        ..node_job(ctx, "push", id, args, true)
+    }
+}
+
+/// Announces `value` (`<barrier> <unix ms>` or `<barrier> abort`) on the rotation Lease.
+async fn announce(ctx: &super::Ctx<'_>, value: &str) -> Result<(), ClusterError> {
+    crate::cluster::lease::annotate(
+        &ctx.client,
+        &ctx.cfg.namespace,
+        &ctx.cfg.lease,
+        &ctx.holder,
+        node::INSTANT_ANNOTATION,
+        value,
+    )
+    .await
+}
+
+/// Some push pod never got Ready: no instant was announced, so no node wrote. Tells the waiting
+/// pods the push is off (they exit without writing), deletes the Jobs, and stops the rotation at
+/// `secret-written` naming the nodes: every node keeps the old key, the Secret holds the new
+/// one, and a rerun resumes with a new push.
+async fn call_off(
+    run: &mut Run<'_>,
+    job: &jobs::NodeJob,
+    created: jobs::Created,
+    barrier: &str,
+    not_ready: Vec<(String, String)>,
+) -> ClusterError {
+    let ctx = run.ctx;
+    if let Err(e) = announce(ctx, &format!("{barrier} abort")).await {
+        tracing::warn!(error = %e, "could not call the push off on the lease; its pods give up at their own deadline");
+    }
+    jobs::abandon(&ctx.client, job, created).await;
+    let named: Vec<String> = not_ready
+        .iter()
+        .map(|(n, why)| format!("{n} ({why})"))
+        .collect();
+    let msg = format!(
+        "push called off before any node wrote: the push pod of {} was not ready. Every node keeps the old key; {} already holds the new one (rotation {}, phase secret-written). Fix those nodes or leave them out (--exclude-node), then rerun psk-guard rotate: it resumes and pushes again",
+        named.join(", "),
+        ctx.what(),
+        run.rec.id
+    );
+    ctx.event("PushNotReady", &msg, true).await;
+    ClusterError::Precondition(msg)
+}
+
+/// The push's results: per node whether it wrote and when, the measured window, and what the
+/// failures mean (none wrote: stop, resumable; some wrote: the agents' restart converges the rest).
+async fn record_push(
+    run: &mut Run<'_>,
+    results: &[(String, Outcome)],
+    at_ms: u64,
+) -> Result<(), ClusterError> {
+    let ctx = run.ctx;
     let mut failed = vec![];
     let mut written = vec![];
-    for (n, o) in &results {
+    for (n, o) in results {
         let ok = matches!(o, Outcome::Succeeded(_));
         run.row(n).insert("pushed".into(), json!(ok));
         if !ok {
-            failed.push(format!("{n} ({})", failure_words(o)));
+            let why = failure_words(o);
+            run.row(n).insert("detail".into(), json!(why));
+            failed.push(format!("{n} ({why})"));
         }
         if let Some(t) = o
             .result()
@@ -223,10 +333,8 @@ async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
     if let (Some(first), Some(last)) = (written.iter().min(), written.iter().max()) {
         run.timings
             .insert("push_window_ms".into(), json!(last - first));
-        run.timings.insert(
-            "push_late_ms".into(),
-            json!(last.saturating_sub(at_ms as u64)),
-        );
+        run.timings
+            .insert("push_late_ms".into(), json!(last.saturating_sub(at_ms)));
     }
     if failed.is_empty() {
         return Ok(());

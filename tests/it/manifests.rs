@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use psk_guard::cluster::Permission;
+use serde_json::json;
 
 pub(crate) fn docs(file: &str) -> Vec<serde_json::Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -150,6 +151,18 @@ fn rotation_rbac_is_exactly_what_the_code_uses() {
     );
     assert_eq!(crb.role_ref.name, "psk-guard-rotate-cluster");
     assert_eq!(crb.subjects.unwrap()[0].name, "psk-guard-rotate");
+    // The push pods (service account psk-guard-node) watch the rotation Lease, by name only.
+    let lease: Role = typed("rbac.yaml", "Role", "psk-guard-node-lease");
+    let rules = lease.rules.unwrap();
+    assert_eq!(
+        granted(&rules),
+        declared(psk_guard::rotation::node::PERMISSIONS),
+        "Role psk-guard-node-lease vs rotation::node::PERMISSIONS"
+    );
+    check_names(&rules, psk_guard::rotation::node::PERMISSIONS, names);
+    let lb: RoleBinding = typed("rbac.yaml", "RoleBinding", "psk-guard-node-lease");
+    assert_eq!(lb.role_ref.name, "psk-guard-node-lease");
+    assert_eq!(lb.subjects.unwrap()[0].name, "psk-guard-node");
 }
 
 /// Every ClusterRole in rbac.yaml: a name-scoped rule on a namespaced object in a ClusterRole
@@ -251,7 +264,11 @@ type Tamper = fn(&mut serde_json::Value);
 
 const POLICY: &[Rule] = &[
     ("psk-guard-node service account", "'psk-guard-node'", |p| {
-        p["serviceAccountName"] == "psk-guard-node" && p["automountServiceAccountToken"] == false
+        let push_key = p["containers"].as_array().unwrap().iter().all(|c| {
+            c["command"].is_null() && c["args"][0] == "push-key"
+        });
+        p["serviceAccountName"] == "psk-guard-node"
+            && (p["automountServiceAccountToken"] == false || push_key)
     }),
     ("exactly one container", "size() == 1", |p| {
         p["containers"].as_array().map(Vec::len) == Some(1)
@@ -266,14 +283,19 @@ const POLICY: &[Rule] = &[
         })
     }),
     (
-        "/var/run/antrea (audit's also /var/log/antrea) and no other volume",
+        "/var/run/antrea (audit's also /var/log/antrea, push-key's an emptyDir psk-guard-ready) and no other volume",
         "'/var/log/antrea'",
         |p| {
             p["volumes"].as_array().is_some_and(|v| {
-                v.len() <= 2
+                v.len() <= 3
+                    && v.iter().filter(|v| v["hostPath"].is_object()).count() <= 2
                     && v.iter().all(|v| {
-                        v["hostPath"]["path"] == "/var/run/antrea"
-                            || v["hostPath"]["path"] == "/var/log/antrea"
+                        if v["name"] == "psk-guard-ready" {
+                            v["emptyDir"].is_object() && v["hostPath"].is_null()
+                        } else {
+                            v["hostPath"]["path"] == "/var/run/antrea"
+                                || v["hostPath"]["path"] == "/var/log/antrea"
+                        }
                     })
                     && v.iter().any(|v| v["hostPath"]["path"] == "/var/run/antrea")
             })
@@ -281,9 +303,10 @@ const POLICY: &[Rule] = &[
     ),
     ("read-only", "m.readOnly", |p| {
         p["containers"].as_array().unwrap().iter().all(|c| {
-            c["volumeMounts"]
-                .as_array()
-                .is_none_or(|m| m.iter().all(|m| m["readOnly"] == true))
+            c["volumeMounts"].as_array().is_none_or(|m| {
+                m.iter()
+                    .all(|m| m["readOnly"] == true || m["name"] == "psk-guard-ready")
+            })
         })
     }),
     ("only the antrea-ipsec Secret", "'antrea-ipsec'", |p| {
@@ -377,11 +400,47 @@ fn admission_policy_pins_the_jobs_of_psk_guards_accounts() {
         service_account: "psk-guard-node".into(),
         timeout: std::time::Duration::from_secs(60),
         logs: false,
+        barrier: false,
     };
     let pod =
         psk_guard::cluster::jobs::manifest(&job, "node-a")["spec"]["template"]["spec"].clone();
     for (msg, _, check) in POLICY {
         assert!(check(&pod), "the code's Job breaks {msg:?}");
+    }
+    // rotate's push Jobs: push-key in barrier mode, with a token, an emptyDir and a probe.
+    let push_job = psk_guard::cluster::jobs::NodeJob {
+        barrier: true,
+        ..job.clone()
+    };
+    let push_pod =
+        psk_guard::cluster::jobs::manifest(&push_job, "node-a")["spec"]["template"]["spec"].clone();
+    assert_eq!(push_pod["automountServiceAccountToken"], true);
+    assert_eq!(push_pod["volumes"][1]["name"], "psk-guard-ready");
+    for (msg, _, check) in POLICY {
+        assert!(check(&push_pod), "the code's push Job breaks {msg:?}");
+    }
+    let push_hostile: [(&str, Tamper); 3] = [
+        ("a token for another command", |p| {
+            p["containers"][0]["args"][0] = "check".into()
+        }),
+        ("a token with another entrypoint", |p| {
+            p["containers"][0]["command"] = json!(["/bin/sh"])
+        }),
+        (
+            "a writable host path named like the readiness volume",
+            |p| {
+                p["volumes"][1] =
+                    json!({"name": "psk-guard-ready", "hostPath": {"path": "/var/run/antrea"}})
+            },
+        ),
+    ];
+    for (what, change) in push_hostile {
+        let mut p = push_pod.clone();
+        change(&mut p);
+        assert!(
+            POLICY.iter().any(|(_, _, check)| !check(&p)),
+            "{what} is admitted"
+        );
     }
     // audit's check Jobs also mount the log directory, read-only.
     let audit_job = psk_guard::cluster::jobs::NodeJob {
@@ -509,6 +568,7 @@ fn jobs_and_cronjob_are_hardened_and_follow_the_conventions() {
             service_account: "psk-guard-node".into(),
             timeout: std::time::Duration::from_secs(60),
             logs: false,
+            barrier: false,
         },
         "node-a",
     );

@@ -28,6 +28,12 @@
 //!   as the kubelet's volume type check does (`host_path_missing`); CI runs as root; its log
 //!   is stdout and stderr interleaved, as
 //!   kubelet's pkg/kubelet/kuberuntime/logs serves a container's log stream.
+//! - The kubelet's readiness probes (pkg/kubelet/prober/worker.go, prober.go; pod Ready from
+//!   pkg/kubelet/status/generate.go): an exec readinessProbe runs every `periodSeconds` after
+//!   `initialDelaySeconds` while the container runs; the pod is Ready only after a probe
+//!   succeeded, and never Ready on a node whose probes fail (`World::unready`). emptyDir volumes
+//!   are a fresh directory per pod. Pod starts can differ per node (`World::job_start_delays`),
+//!   and a container can be stalled once Ready (`World::stall_after_ready`, SIGSTOP/SIGCONT).
 //! - The garbage collector deletes dependents of a deleted owner later, not at once
 //!   (pkg/controller/garbagecollector).
 
@@ -86,6 +92,14 @@ pub struct World {
     pub pending: HashSet<String>,
     /// How long a Job's pod takes from creation to its container running.
     pub job_start_delay: Duration,
+    /// Per node, a start delay replacing `job_start_delay` there (pods starting unevenly).
+    pub job_start_delays: std::collections::HashMap<String, Duration>,
+    /// Nodes where the kubelet's readiness probes never succeed (exec into the container
+    /// fails): the Job's pod runs but never becomes Ready.
+    pub unready: HashSet<String>,
+    /// Per node: once its Job's pod is Ready, its container is stopped (SIGSTOP) for this long
+    /// and then continued (a node starved of CPU, a frozen cgroup).
+    pub stall_after_ready: std::collections::HashMap<String, Duration>,
 }
 
 /// Shape of the cluster, fixed at creation.
@@ -1093,7 +1107,13 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
             "message": why}));
         return;
     }
-    let delay = sim.world.lock().unwrap().job_start_delay;
+    let delay = {
+        let w = sim.world.lock().unwrap();
+        w.job_start_delays
+            .get(&node)
+            .copied()
+            .unwrap_or(w.job_start_delay)
+    };
     tokio::time::sleep(delay).await;
     while !sim.node_accepts_pods(&node) {
         if sim.stopped() {
@@ -1128,19 +1148,26 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         Some((inside, host.display().to_string(), m["readOnly"] == true))
     })
     .collect();
+    // Each emptyDir the container mounts: (path in the pod, a fresh directory of the pod).
+    let empty_dirs = empty_dirs(&sim, &spec, container, &pod);
+    let in_pod = |a: &str| {
+        let mut a = a.to_owned();
+        for (inside, host, _) in &mounts {
+            a = a.replace(inside, host);
+        }
+        for (inside, dir) in &empty_dirs {
+            a = a.replace(inside.as_str(), dir.to_str().unwrap());
+        }
+        // A host path the Job does not mount: the container sees nothing there.
+        a.replace("/var/log/antrea", "/nonexistent/var/log/antrea")
+    };
     let args: Vec<String> = container["args"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| {
-            let mut a = a.as_str().unwrap().to_owned();
-            for (inside, host, _) in &mounts {
-                a = a.replace(inside, host);
-            }
-            // A host path the Job does not mount: the container sees nothing there.
-            a.replace("/var/log/antrea", "/nonexistent/var/log/antrea")
-        })
+        .map(|a| in_pod(a.as_str().unwrap()))
         .collect();
+    let probe: Option<Probe> = Probe::of(container, &in_pod);
     // The container's view of the host paths: bind mounts in a private mount namespace,
     // read-only when the volumeMount says so; stdout and stderr go to one log stream.
     let mut cmd = tokio::process::Command::new("unshare");
@@ -1173,7 +1200,23 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
             }
         }
     }
-    let out = cmd.output().await.unwrap();
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let exited = Arc::new(AtomicBool::new(false));
+    if let Some(probe) = probe {
+        tokio::spawn(prober(
+            sim.clone(),
+            ns.clone(),
+            pod.clone(),
+            node.clone(),
+            probe,
+            child.id(),
+            exited.clone(),
+        ));
+    }
+    let out = child.wait_with_output().await.unwrap();
+    exited.store(true, Ordering::Relaxed);
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
     if args.first().map(String::as_str) == Some("push-key") && out.status.success() {
         if let Some(v) = log.lines().find_map(push_result) {
@@ -1196,8 +1239,172 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         .logs
         .insert((ns.clone(), pod.clone()), log);
     let ok = out.status.success();
+    // A terminated container is not ready (pkg/kubelet/status: containers that exited).
+    set_pod_ready(&sim, &ns, &pod, false);
     set_pod_phase(&sim, &ns, &pod, if ok { "Succeeded" } else { "Failed" });
     job_status(&sim, &key, out.status.code());
+}
+
+/// The emptyDir volumes `container` mounts: (mount path, a new directory for this pod), as the
+/// kubelet creates one empty directory per pod and volume (pkg/volume/emptydir).
+fn empty_dirs(sim: &Sim, spec: &Json, container: &Json, pod: &str) -> Vec<(String, PathBuf)> {
+    let base = sim.kubeconfig.parent().unwrap().join("pods").join(pod);
+    container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let vol = spec["volumes"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == m["name"])?;
+            vol["emptyDir"].is_object().then_some(())?;
+            let dir = base.join(m["name"].as_str()?);
+            std::fs::create_dir_all(&dir).unwrap();
+            Some((m["mountPath"].as_str()?.to_owned(), dir))
+        })
+        .collect()
+}
+
+/// A container's readinessProbe (exec only; the psk-guard image has nothing else to run), with
+/// the kubelet's defaults (k8s.io/api core/v1 Probe: periodSeconds 10, timeoutSeconds 1,
+/// successThreshold 1, failureThreshold 3, initialDelaySeconds 0).
+struct Probe {
+    command: Vec<String>,
+    initial_delay: Duration,
+    period: Duration,
+    timeout: Duration,
+    success_threshold: u64,
+    failure_threshold: u64,
+}
+
+impl Probe {
+    fn of(container: &Json, in_pod: &dyn Fn(&str) -> String) -> Option<Probe> {
+        let p = container["readinessProbe"].as_object()?;
+        let secs =
+            |k: &str, d: u64| Duration::from_secs(p.get(k).and_then(Json::as_u64).unwrap_or(d));
+        let command = p["exec"]["command"]
+            .as_array()?
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let a = a.as_str().unwrap();
+                // The image's binary is the psk-guard under test.
+                if i == 0 && a == psk_guard::cluster::jobs::IMAGE_BINARY {
+                    env!("CARGO_BIN_EXE_psk-guard").to_owned()
+                } else {
+                    in_pod(a)
+                }
+            })
+            .collect();
+        Some(Probe {
+            command,
+            initial_delay: secs("initialDelaySeconds", 0),
+            period: secs("periodSeconds", 10),
+            timeout: secs("timeoutSeconds", 1),
+            success_threshold: p
+                .get("successThreshold")
+                .and_then(Json::as_u64)
+                .unwrap_or(1),
+            failure_threshold: p
+                .get("failureThreshold")
+                .and_then(Json::as_u64)
+                .unwrap_or(3),
+        })
+    }
+
+    /// One exec of the probe: success when it exits 0 within the timeout (pkg/kubelet/prober/
+    /// prober.go runProbe: exec through the runtime, a timeout is a failure).
+    async fn run(&self) -> bool {
+        let mut c = tokio::process::Command::new(&self.command[0]);
+        c.args(&self.command[1..])
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let Ok(mut child) = c.spawn() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(self.timeout, child.wait()).await,
+            Ok(Ok(st)) if st.success()
+        )
+    }
+}
+
+/// The kubelet's readiness worker for one container (pkg/kubelet/prober/worker.go): after
+/// `initialDelaySeconds`, the probe runs every `periodSeconds` until the container exits; the
+/// readiness result starts as Failure (`initialValue` for readiness probes) and flips after
+/// `successThreshold` successes in a row (back after `failureThreshold` failures). The pod's
+/// Ready condition is the containers' readiness (pkg/kubelet/status/generate.go
+/// GeneratePodReadyCondition), so a pod is never Ready before a probe succeeded. A node in
+/// `World::unready` never passes a probe; one in `World::stall_after_ready` has its container
+/// stopped once Ready.
+async fn prober(
+    sim: Sim,
+    ns: String,
+    pod: String,
+    node: String,
+    probe: Probe,
+    pid: Option<u32>,
+    exited: Arc<AtomicBool>,
+) {
+    set_pod_ready(&sim, &ns, &pod, false);
+    tokio::time::sleep(probe.initial_delay).await;
+    let (mut ready, mut run_ok, mut run_bad) = (false, 0, 0);
+    while !exited.load(Ordering::Relaxed) && !sim.stopped() {
+        let unready = sim.world.lock().unwrap().unready.contains(&node);
+        let ok = !unready && probe.run().await;
+        if exited.load(Ordering::Relaxed) {
+            return;
+        }
+        (run_ok, run_bad) = if ok {
+            (run_ok + 1, 0)
+        } else {
+            (0, run_bad + 1)
+        };
+        if !ready && run_ok >= probe.success_threshold {
+            ready = true;
+            set_pod_ready(&sim, &ns, &pod, true);
+            let stall = sim
+                .world
+                .lock()
+                .unwrap()
+                .stall_after_ready
+                .get(&node)
+                .copied();
+            if let (Some(d), Some(pid)) = (stall, pid) {
+                signal(pid, "STOP");
+                tokio::time::sleep(d).await;
+                signal(pid, "CONT");
+            }
+        } else if ready && run_bad >= probe.failure_threshold {
+            ready = false;
+            set_pod_ready(&sim, &ns, &pod, false);
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status();
+}
+
+/// The pod's Ready condition (and ContainersReady), as the kubelet's status manager posts it.
+fn set_pod_ready(sim: &Sim, ns: &str, pod: &str, ready: bool) {
+    let mut st = sim.state.lock().unwrap();
+    if let Some(mut p) = st.get("pods", ns, pod).cloned() {
+        if p["status"]["phase"] != "Running" {
+            return;
+        }
+        let s = if ready { "True" } else { "False" };
+        p["status"]["conditions"] =
+            json!([{"type": "ContainersReady", "status": s}, {"type": "Ready", "status": s}]);
+        st.put("pods", ns, p);
+    }
 }
 
 /// push-key's summary from one log line: a bare JSON object, or psk-guard's framed result
