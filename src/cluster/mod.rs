@@ -163,6 +163,22 @@ async fn config() -> Result<kube::Config, ClusterError> {
 /// A client from `--kubeconfig`/`--context`, or the kubeconfig (`KUBECONFIG`, `~/.kube/config`)
 /// or the in-cluster service account, with every request bounded by `timeout`.
 pub async fn client(timeout: Duration) -> Result<Client, ClusterError> {
+    client_with(timeout, Some(timeout)).await
+}
+
+/// As [`client`], but a read may wait without bound: for a process that only watches one object
+/// that may stay unchanged longer than `timeout` (push-key's watch of the rotation Lease, renewed
+/// every `--lease-duration / 6`; a read timeout there would end the watch again and again, and
+/// the watcher's growing backoff could make the node see the instant late). That wait has its
+/// own deadline.
+pub async fn watching_client(timeout: Duration) -> Result<Client, ClusterError> {
+    client_with(timeout, None).await
+}
+
+async fn client_with(
+    timeout: Duration,
+    read_timeout: Option<Duration>,
+) -> Result<Client, ClusterError> {
     let mut config = config().await?;
     let _ = SERVER.set(
         config
@@ -172,7 +188,7 @@ pub async fn client(timeout: Duration) -> Result<Client, ClusterError> {
             .to_owned(),
     );
     config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
+    config.read_timeout = read_timeout;
     config.write_timeout = Some(timeout);
     Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))
 }

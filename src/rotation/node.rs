@@ -242,7 +242,7 @@ async fn barrier_instant(b: &Barrier, timeout: Duration) -> Result<u128, PushErr
     use crate::cluster::watch::Watched;
     use k8s_openapi::api::coordination::v1::Lease;
     let (ns, name) = &b.lease;
-    let client = crate::cluster::client(timeout)
+    let client = crate::cluster::watching_client(timeout)
         .await
         .map_err(|e| PushError::Lease(e.to_string()))?;
     let api: kube::Api<Lease> = kube::Api::namespaced(client, ns);
