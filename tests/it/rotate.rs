@@ -520,6 +520,8 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
         restart_delay: Duration::from_millis(delay),
     });
     c.world.lock().unwrap().job_start_delay = Duration::from_millis(pod_start_ms);
+    // The push instant's lead after every pod is Ready (default 2000 ms, rotate's default).
+    let lead = std::env::var("BENCH_PUSH_LEAD_MS").unwrap_or_else(|_| "2000".into());
     let before = c.state.lock().unwrap().requests.len();
     let t = std::time::Instant::now();
     let out = c.psk_guard(
@@ -532,7 +534,7 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
             "--lease-duration",
             "30",
             "--push-lead-ms",
-            "2000",
+            &lead,
             "--progress-deadline",
             "600",
             "--job-timeout",
@@ -555,7 +557,7 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
         "{}",
         json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay, "pod_start_ms": pod_start_ms,
                "mixed_key_window_ms": c.window_ms(), "reported_push_window_ms": r["data"]["timings"]["push_window_ms"], "key_changes": c.changes.lock().unwrap().len(),
-               "push_ready_ms": r["data"]["timings"]["push_ready_ms"], "push_late_ms": r["data"]["timings"]["push_late_ms"], "push_failed_nodes": r["data"]["timings"]["push_failed_nodes"],
+               "push_lead_ms": lead, "push_ready_ms": r["data"]["timings"]["push_ready_ms"], "push_late_ms": r["data"]["timings"]["push_late_ms"], "push_failed_nodes": r["data"]["timings"]["push_failed_nodes"],
                "load_avg_1m": std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next().map(str::to_owned)),
                "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"],
                "api_requests": requests, "api_requests_per_node": requests as f64 / n as f64})
