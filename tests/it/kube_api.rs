@@ -79,6 +79,47 @@ pub struct State {
     pub changed: Arc<tokio::sync::Notify>,
     /// How often a watch that asked for bookmarks gets one (zero: every second).
     pub bookmark_interval: std::time::Duration,
+    /// The Pod Security admission configuration's `defaults` (AdmissionConfiguration, not
+    /// visible through the API): see [`PodSecurityDefaults`].
+    pub pod_security_defaults: PodSecurityDefaults,
+    /// A ValidatingAdmissionPolicy (or webhook) that denies every Job create: see [`JobDeny`].
+    pub deny_jobs: Option<JobDeny>,
+}
+
+/// The `defaults` of kube-apiserver's PodSecurity AdmissionConfiguration: the levels for a
+/// namespace without the label. An empty level is `privileged`, each on its own
+/// (pod-security-admission admission/api/v1/defaults.go `SetDefaults_PodSecurityDefaults`: warn
+/// and audit are NOT defaulted from enforce). Versions are always `latest` here.
+#[derive(Clone, Debug, Default)]
+pub struct PodSecurityDefaults {
+    pub enforce: String,
+    pub warn: String,
+    pub audit: String,
+}
+
+impl PodSecurityDefaults {
+    /// Every default at `level` (the shape of the Kubernetes docs' example configuration).
+    pub fn all(level: &str) -> Self {
+        PodSecurityDefaults {
+            enforce: level.into(),
+            warn: level.into(),
+            audit: level.into(),
+        }
+    }
+}
+
+/// A validating admission policy denying Job creates, as kube-apiserver answers it
+/// (k8s.io/apiserver pkg/admission/plugin/policy/validating/dispatcher.go: `admission.NewForbidden`
+/// with the message `ValidatingAdmissionPolicy '<policy>' with binding '<binding>' denied request:
+/// <message>`, the status reason the validation's `reason` or `Invalid` when unset (code by
+/// `reasonToCode`: Invalid 422, Forbidden 403), and the message as a cause).
+#[derive(Clone, Debug, Default)]
+pub struct JobDeny {
+    pub policy: String,
+    pub binding: String,
+    pub message: String,
+    /// `Forbidden` (403) or, when empty, `Invalid` (422).
+    pub reason: String,
 }
 
 impl State {
@@ -158,7 +199,9 @@ impl State {
     pub fn writes(&self) -> Vec<(String, String)> {
         self.requests
             .iter()
-            .filter(|(m, _, _, r)| m != "GET" && r != "selfsubjectaccessreviews")
+            .filter(|(m, p, _, r)| {
+                m != "GET" && r != "selfsubjectaccessreviews" && !p.ends_with(DRY_RUN_MARK)
+            })
             .map(|(m, p, _, _)| (m.clone(), p.clone()))
             .collect()
     }
@@ -624,8 +667,12 @@ fn admit(
         Some(s) => format!("{}/{}", r.resource, s),
         None => r.resource.clone(),
     };
+    let recorded = match dry_run_param(query) {
+        Ok(true) => format!("{path}{DRY_RUN_MARK}"),
+        _ => path.to_owned(),
+    };
     st.requests
-        .push((method.into(), path.into(), verb.into(), r.resource.clone()));
+        .push((method.into(), recorded, verb.into(), r.resource.clone()));
     st.used.insert((verb.to_owned(), res_full.clone()));
     if r.resource == "selfsubjectaccessreviews" {
         let mut review: Value = serde_json::from_slice(body).unwrap_or(json!({}));
@@ -739,11 +786,23 @@ fn handle_inner(
                     return (c, v, None);
                 }
             };
+            let dry_run = match dry_run_param(query) {
+                Ok(d) => d,
+                Err((c, v)) => return (c, v, None),
+            };
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            // The registry's order (k8s.io/apiserver pkg/registry/generic/registry/store.go
+            // `Create`): the strategy's validation (422), then validating admission, then storage
+            // (409 AlreadyExists). A dry run goes through all of them and stores nothing.
             let causes = validation_causes(&r.resource, &obj, true);
             if !causes.is_empty() {
                 let (c, v) = invalid(&r.resource, &r.group_version, &name, &causes);
                 return (c, v, None);
+            }
+            if r.resource == "jobs" {
+                if let Some((c, v)) = admit_job(&st, &name) {
+                    return (c, v, None);
+                }
             }
             let key = (r.resource.clone(), ns.clone(), name.clone());
             if st.objects.contains_key(&key) {
@@ -772,7 +831,20 @@ fn handle_inner(
                 labels["controller-uid"] = uid.clone();
                 obj["spec"]["selector"] =
                     json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-                st.new_jobs.push(key.clone());
+                if !dry_run {
+                    st.new_jobs.push(key.clone());
+                }
+            }
+            if dry_run {
+                // The object as it would be stored: no resourceVersion, nothing kept, no change
+                // seen by a watch (the dry-run storage, k8s.io/apiserver pkg/registry/generic/
+                // registry/dryrun.go, returns the object without writing to etcd).
+                obj["metadata"]["namespace"] = json!(ns);
+                if obj["metadata"]["uid"].is_null() {
+                    st.uid += 1;
+                    obj["metadata"]["uid"] = json!(format!("uid-{}", st.uid));
+                }
+                return (201, obj, None);
             }
             st.put(&r.resource, &ns, obj);
             (201, st.objects[&key].clone(), None)
@@ -1104,6 +1176,13 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, 
         follow_log(&state, &path, &query).await;
         handle(&state, &method, &path, &query, &ctype, &accept, &body)
     };
+    // Admission warnings go only with an admitted request (admission.go: "avoid adding warnings
+    // to a request we're already going to reject").
+    let warnings = if (200..300).contains(&code) {
+        warnings_of(&state, &method, &path, &body)
+    } else {
+        vec![]
+    };
     let (ct, bytes) = match text {
         Some(t) => ("text/plain", Bytes::from(t)),
         None => (
@@ -1111,11 +1190,13 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, 
             Bytes::from(serde_json::to_vec(&value).unwrap()),
         ),
     };
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
-        .header("content-type", ct)
-        .body(Full::new(bytes).boxed())
-        .unwrap())
+        .header("content-type", ct);
+    for w in warnings {
+        response = response.header("warning", w);
+    }
+    Ok(response.body(Full::new(bytes).boxed()).unwrap())
 }
 
 /// Starts the server on 127.0.0.1 (an ephemeral port) on the current runtime.
@@ -1151,4 +1232,148 @@ pub fn kubeconfig(dir: &std::path::Path, addr: SocketAddr) -> std::path::PathBuf
     )
     .unwrap();
     p
+}
+
+/// What a request path is recorded as when it was a dry run (`dryRun=All`): it stored nothing,
+/// so [`State::writes`] leaves it out.
+pub const DRY_RUN_MARK: &str = "?dryRun=All";
+
+/// The `dryRun` query parameter of a write: Ok(true) for `All`, Ok(false) when absent, and the
+/// answer kube-apiserver gives any other value (k8s.io/apiserver pkg/endpoints/handlers/create.go
+/// `ValidateCreateOptions` → `ValidateDryRun`: only "All" is supported, a 422 Invalid on
+/// `CreateOptions.meta.k8s.io`). Other query parameters the server does not know are ignored, as
+/// the real server's query parameter decoding into CreateOptions ignores unknown keys.
+fn dry_run_param(query: &str) -> Result<bool, (u16, Value)> {
+    let values: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "dryRun")
+        .map(|(_, v)| percent_decode(v))
+        .collect();
+    match values.as_slice() {
+        [] => Ok(false),
+        [v] if v == "All" => Ok(true),
+        other => Err((
+            422,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": format!("CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {other:?}: supported values: \"All\""),
+                   "reason": "Invalid", "code": 422,
+                   "details": {"group": "meta.k8s.io", "kind": "CreateOptions",
+                               "causes": [{"reason": "FieldValueNotSupported", "message": format!("Unsupported value: {other:?}: supported values: \"All\""), "field": "dryRun"}]}}),
+        )),
+    }
+}
+
+/// Pod Security admission's policy for namespace `ns`: (enforce, warn, audit) levels, each from
+/// the namespace's `pod-security.kubernetes.io/<mode>` label, else from the configured defaults
+/// (pod-security-admission api/helpers.go `PolicyToEvaluate`). A label that is not a level makes
+/// enforce `restricted` and warn/audit `privileged` ("fail open for warn/audit").
+pub fn pod_security_policy(st: &State, ns: &str) -> [String; 3] {
+    let labels = st
+        .get("namespaces", "", ns)
+        .map(|n| n["metadata"]["labels"].clone())
+        .unwrap_or(Value::Null);
+    let d = &st.pod_security_defaults;
+    let level = |mode: &str, default: &str, invalid: &str| {
+        let default = if default.is_empty() {
+            "privileged"
+        } else {
+            default
+        };
+        match labels[format!("pod-security.kubernetes.io/{mode}")].as_str() {
+            None => default.to_owned(),
+            Some(l @ ("privileged" | "baseline" | "restricted")) => l.to_owned(),
+            Some(_) => invalid.to_owned(),
+        }
+    };
+    [
+        level("enforce", &d.enforce, "restricted"),
+        level("warn", &d.warn, "privileged"),
+        level("audit", &d.audit, "privileged"),
+    ]
+}
+
+/// What a pod spec breaks below `privileged`, in pod-security-admission's words: its hostPath
+/// volumes (policy/check_hostPathVolumes.go, a baseline check: "hostPath volumes" with the detail
+/// `volume "a"` / `volumes "a", "b"`, joined by the aggregate as `reason (detail)`). The other
+/// checks are not modelled: psk-guard's Jobs always mount a host path.
+fn pod_security_detail(level: &str, pod_spec: &Value) -> Option<String> {
+    if level == "privileged" {
+        return None;
+    }
+    let vols: Vec<String> = pod_spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["hostPath"].is_object())
+        .map(|v| format!("{:?}", v["name"].as_str().unwrap_or("")))
+        .collect();
+    let noun = if vols.len() == 1 { "volume" } else { "volumes" };
+    (!vols.is_empty()).then(|| format!("hostPath volumes ({noun} {})", vols.join(", ")))
+}
+
+/// Pod Security admission of a pod create (`ValidatePod`, enforce): the refusal, if any.
+pub fn pod_security_refusal(st: &State, ns: &str, pod_spec: &Value) -> Option<String> {
+    let [enforce, _, _] = pod_security_policy(st, ns);
+    let detail = pod_security_detail(&enforce, pod_spec)?;
+    Some(format!(
+        "violates PodSecurity \"{enforce}:latest\": {detail}"
+    ))
+}
+
+/// Pod Security admission of a pod controller's create (a Job): `ValidatePodController`
+/// (pod-security-admission admission/admission.go) evaluates the pod template with
+/// `enforce=false`: it never refuses a Job; it short-circuits when the warn AND audit levels are
+/// privileged; otherwise, when the WARN level forbids the template, the answer carries the
+/// warning `would violate PodSecurity "<warn>:<version>": <detail>` (the audit level only adds an
+/// audit annotation). So an enforce level alone (label or default) gives a Job no warning.
+pub fn pod_security_warnings(st: &State, ns: &str, pod_spec: &Value) -> Vec<String> {
+    let [_, warn, audit] = pod_security_policy(st, ns);
+    if warn == "privileged" && audit == "privileged" {
+        return vec![];
+    }
+    pod_security_detail(&warn, pod_spec)
+        .map(|d| format!("would violate PodSecurity \"{warn}:latest\": {d}"))
+        .into_iter()
+        .collect()
+}
+
+/// The validating admission of a Job create: the configured policy's denial ([`JobDeny`]).
+fn admit_job(st: &State, name: &str) -> Option<(u16, Value)> {
+    let deny = st.deny_jobs.as_ref()?;
+    let cause = format!(
+        "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {}",
+        deny.policy, deny.binding, deny.message
+    );
+    let (reason, code) = match deny.reason.as_str() {
+        "Forbidden" => ("Forbidden", 403),
+        _ => ("Invalid", 422),
+    };
+    Some((
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("jobs.batch {name:?} is forbidden: {cause}"),
+               "reason": reason, "code": code,
+               "details": {"name": name, "group": "batch", "kind": "jobs", "causes": [{"message": cause}]}}),
+    ))
+}
+
+/// The `Warning` headers of a successful write (k8s.io/apiserver pkg/endpoints/filters/warning.go
+/// adds each admission warning as its own header, formatted by k8s.io/apimachinery
+/// pkg/util/net/http.go `NewWarningHeader`: `299 - "<text>"`, `"` and `\` escaped with `\`).
+fn warnings_of(state: &Shared, method: &str, path: &str, body: &[u8]) -> Vec<String> {
+    let Some(r) = route(path) else { return vec![] };
+    if method != "POST" || r.resource != "jobs" || r.name.is_some() {
+        return vec![];
+    }
+    let obj: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let st = state.lock().unwrap();
+    pod_security_warnings(
+        &st,
+        r.ns.as_deref().unwrap_or(""),
+        &obj["spec"]["template"]["spec"],
+    )
+    .iter()
+    .map(|w| format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\"")))
+    .collect()
 }

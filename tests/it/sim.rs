@@ -917,31 +917,10 @@ async fn garbage_collector(sim: Sim) {
     }
 }
 
-/// Pod Security admission (staging/src/k8s.io/pod-security-admission): the namespace's
-/// `pod-security.kubernetes.io/enforce` level; unset means the cluster default, privileged here.
-/// A hostPath volume is allowed only at `privileged` (policy/check_hostPathVolumes.go, baseline).
+/// Pod Security admission of the Job's pod (staging/src/k8s.io/pod-security-admission): the
+/// namespace's enforce level, or the configured default; see `kube_api::pod_security_refusal`.
 fn pod_security_violation(st: &State, ns: &str, pod_spec: &Json) -> Option<String> {
-    let level = st
-        .get("namespaces", "", ns)
-        .and_then(|n| n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].as_str())
-        .unwrap_or("privileged")
-        .to_owned();
-    if level == "privileged" {
-        return None;
-    }
-    let vols: Vec<String> = pod_spec["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["hostPath"].is_object())
-        .map(|v| format!("{:?}", v["name"].as_str().unwrap_or("")))
-        .collect();
-    (!vols.is_empty()).then(|| {
-        format!(
-            "violates PodSecurity \"{level}:latest\": hostPath volumes (volume {})",
-            vols.join(", ")
-        )
-    })
+    kube_api::pod_security_refusal(st, ns, pod_spec)
 }
 
 /// The kubelet's check of a hostPath volume's `type` (pkg/volume/hostpath/host_path.go

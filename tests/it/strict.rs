@@ -414,15 +414,7 @@ fn the_test_server_is_as_strict_as_kube_apiserver() {
         namespaces: Some(vec![NS.into()]),
         names: Some(vec!["other".into()]),
     });
-    let server = std::fs::read_to_string(&c.kubeconfig).unwrap();
-    let addr = server
-        .split("server: http://")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = api_addr(&c.kubeconfig);
     let long = "psk-guard-verify-".to_owned() + &"a".repeat(50);
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": long},
         "spec": {"template": {"spec": {"containers": [], "restartPolicy": "Never"}}}});
@@ -477,8 +469,27 @@ fn the_test_server_is_as_strict_as_kube_apiserver() {
     );
 }
 
+/// The test server's `host:port`, from the kubeconfig pointing at it.
+pub fn api_addr(kubeconfig: &std::path::Path) -> String {
+    let server = std::fs::read_to_string(kubeconfig).unwrap();
+    server
+        .split("server: http://")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// One HTTP/1.1 request to the test server: (status code, JSON body).
 fn http(addr: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (code, _, json) = http_full(addr, method, path, body);
+    (code, json)
+}
+
+/// One HTTP/1.1 request to the test server: (status code, the header lines, JSON body).
+pub fn http_full(addr: &str, method: &str, path: &str, body: &Value) -> (u16, String, Value) {
     use std::io::{Read, Write};
     let body = if body.is_null() {
         vec![]
@@ -496,6 +507,7 @@ fn http(addr: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let code = resp[9..12].parse().unwrap();
-    let json = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-    (code, serde_json::from_str(json).unwrap_or(Value::Null))
+    let (head, json) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let json = serde_json::from_str(json).unwrap_or(Value::Null);
+    (code, head.to_owned(), json)
 }
