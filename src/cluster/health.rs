@@ -1,6 +1,7 @@
 //! What must hold before a rotation writes anything, read from the cluster: which pods are the
 //! agent DaemonSet's own, whether it and every target node are healthy, and whether the Job
-//! namespace admits the node Jobs' hostPath.
+//! namespace admits the node Jobs' hostPath and the API server admits the Jobs themselves
+//! ([`node_jobs_admitted`], a server-side dry run of each).
 //!
 //! Agent pods are matched as the DaemonSet controller matches them: the DaemonSet's full
 //! selector (matchLabels AND matchExpressions; an empty selector matches nothing, as
@@ -14,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
-use super::ClusterError;
+use super::{jobs, ClusterError};
 
 /// Page size of list calls.
 const PAGE: u32 = 500;
@@ -283,18 +284,99 @@ pub fn pod_security_fix(namespace: &str) -> String {
 
 /// Pod Security admission rejects the node Jobs' pods (hostPath) unless the namespace's enforce
 /// level is `privileged` (or unset, under the default privileged cluster policy). Refuses early,
-/// naming the label and the fix.
-pub async fn pod_security(client: &Client, namespace: &str) -> Result<(), ClusterError> {
+/// naming the label and the fix. Returns the namespace (for [`node_jobs_admitted`]).
+pub async fn pod_security(client: &Client, namespace: &str) -> Result<Namespace, ClusterError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = super::retry("reading the Job namespace", || api.get(namespace))
         .await
         .map_err(|e| ClusterError::api("get", format!("namespace {namespace}"), e))?;
     match rejecting_level(&ns) {
-        None => Ok(()),
+        None => Ok(ns),
         Some(level) => Err(ClusterError::Precondition(format!(
             "{}, so nothing was changed: {}",
             pod_security_problem(namespace, &level),
             pod_security_fix(namespace)
         ))),
     }
+}
+
+/// Whether the API server admits each of `jobs` (a Job and the node it is for), asked by creating
+/// it with `dryRun=All` ([`jobs::dry_run_create`]); refuses, naming the Job and the reason, when
+/// one is refused (an admission policy or webhook, validation, a quota), or when Pod Security
+/// warns that its pods would break the namespace's level and the namespace `ns` has no explicit
+/// `enforce=privileged` label.
+///
+/// What the dry run cannot show (pod-security-admission admission/admission.go, read for this):
+/// Pod Security never refuses a Job, only its pods, which the Job controller creates later
+/// (`ValidatePodController` evaluates the template with `enforce=false`). It WARNS about the
+/// template when the namespace's *warn* level forbids it: the `warn` label, else the
+/// AdmissionConfiguration's `defaults.warn`. Those defaults are each `privileged` unless set
+/// (admission/api/v1/defaults.go: warn is not defaulted from enforce), and when warn and audit are
+/// both privileged the check stops before evaluating anything. So a cluster-wide default
+/// `enforce: baseline` with `warn` left unset, an `enforce` label with a lower `warn` label, or an
+/// exemption of psk-guard's user that the Job controller's pods do not share, all pass here; the
+/// refused pod is then named from the Job's `FailedCreate` Event (see [`jobs::run_on_nodes`]).
+pub async fn node_jobs_admitted(
+    client: &Client,
+    ns: &Namespace,
+    jobs: &[(jobs::NodeJob, String)],
+) -> Result<(), ClusterError> {
+    let namespace = ns.metadata.name.clone().unwrap_or_default();
+    let nonce = jobs::nonce();
+    for (job, node) in jobs {
+        let name = jobs::job_name(job.purpose, &nonce, node);
+        let manifest = jobs::manifest_named(job, node, &name);
+        // A dry run stores nothing, so it is retried like a read.
+        let admission = super::retry("a dry run of a node Job", || {
+            jobs::dry_run_create(client, &namespace, &manifest)
+        })
+        .await
+        .map_err(|e| ClusterError::api("create (dry run)", format!("job {namespace}/{name}"), e))?;
+        match admission {
+            jobs::Admission::Refused { code, message } => {
+                return Err(ClusterError::Precondition(job_refused(
+                    job, &name, code, &message,
+                )))
+            }
+            jobs::Admission::Admitted { warnings } => {
+                for w in warnings.iter().filter(|w| jobs::is_pod_security_warning(w)) {
+                    if enforces_privileged(ns) {
+                        // The namespace's own enforce label decides; the warn level is advice.
+                        tracing::info!(warning = %w, "Pod Security warns about the node Job; the namespace enforces privileged");
+                        continue;
+                    }
+                    return Err(ClusterError::Precondition(format!(
+                        "Pod Security would refuse the pods of the node Job {} in namespace {namespace}: {w}. The namespace has no {PSA_ENFORCE} label, so the cluster's default level (the PodSecurity admission configuration) applies; nothing was changed: {}",
+                        job.purpose,
+                        pod_security_fix(&namespace)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn enforces_privileged(ns: &Namespace) -> bool {
+    ns.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PSA_ENFORCE))
+        .is_some_and(|l| l == "privileged")
+}
+
+/// What to say when the dry run of `job` (named `name`) was refused with `code` and `message`.
+fn job_refused(job: &jobs::NodeJob, name: &str, code: u16, message: &str) -> String {
+    let fix = if message.contains("does not support dry run") {
+        "an admission webhook cannot be asked without side effects, so the node Jobs cannot be checked before the key is written: declare sideEffects: None (or NoneOnDryRun) on that webhook"
+    } else if message.contains("ValidatingAdmissionPolicy") || message.contains("admission webhook")
+    {
+        "let that policy admit psk-guard's node Jobs (docs/deploy/admission-policy.yaml admits exactly them)"
+    } else {
+        "fix what the API server names (a ResourceQuota on Jobs, a LimitRange, the --image or --service-account given)"
+    };
+    format!(
+        "the API server refuses the node Job {} ({name}, checked with a server-side dry run, HTTP {code}): {message}; nothing was changed: {fix}, then rerun",
+        job.purpose
+    )
 }

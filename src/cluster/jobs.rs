@@ -148,6 +148,11 @@ pub fn job_name(purpose: &str, nonce: &str, node: &str) -> String {
     format!("psk-guard-{purpose}-{nonce}-{}", node_hash(node))
 }
 
+/// A new nonce for [`job_name`]: 6 hex digits.
+pub fn nonce() -> String {
+    hex::encode(rand::random::<[u8; 3]>())
+}
+
 /// The Job manifest for `node`, named after `j.run_id`.
 pub fn manifest(j: &NodeJob, node: &str) -> serde_json::Value {
     manifest_named(j, node, &job_name(j.purpose, &j.run_id, node))
@@ -266,7 +271,7 @@ pub async fn create_on_nodes(client: &Client, job: &NodeJob, nodes: &[String]) -
     let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
     let mut created = vec![];
     let mut out = vec![];
-    let nonce = hex::encode(rand::random::<[u8; 3]>());
+    let nonce = nonce();
     for node in nodes {
         let name = job_name(job.purpose, &nonce, node);
         let manifest: Result<Job, _> = serde_json::from_value(manifest_named(job, node, &name));
@@ -601,5 +606,133 @@ impl Outcome {
             Outcome::NotCreated(e) => Err(format!("the Job could not be created: {e}")),
             Outcome::NotStarted(why) => Err(format!("the Job never started: {why}")),
         }
+    }
+}
+
+/// What a server-side dry run of creating a node Job tells: the Job was admitted (with the
+/// admission warnings the answer carried), or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted {
+        warnings: Vec<String>,
+    },
+    /// Refused with HTTP `code`: admission (a ValidatingAdmissionPolicy or a webhook: 403 or 422,
+    /// its message naming the policy), validation (422), a ResourceQuota on Jobs (403), or a
+    /// webhook that cannot be asked without side effects (400 "does not support dry run").
+    Refused {
+        code: u16,
+        message: String,
+    },
+}
+
+/// Longest admission message or warning kept (the rest is cut).
+const MAX_ADMISSION_MESSAGE: usize = 512;
+
+/// Asks the API server to create Job `manifest` in `namespace` with `dryRun=All`: validation and
+/// every admission step run, nothing is stored (k8s.io/apiserver pkg/endpoints/handlers/create.go).
+/// A dry run is authorized as the same verb, `create jobs` (k8s.io/apiserver pkg/endpoints/request/
+/// requestinfo.go derives the verb from the HTTP method; `dryRun` is a CreateOptions field, not
+/// part of the authorization attributes). kube's `Api::create` drops the response headers, and
+/// admission warnings come only in `Warning` headers: so the request is sent raw.
+pub async fn dry_run_create(
+    client: &Client,
+    namespace: &str,
+    manifest: &serde_json::Value,
+) -> Result<Admission, kube::Error> {
+    let url = <Job as kube::Resource>::url_path(&(), Some(namespace));
+    let pp = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let body = serde_json::to_vec(manifest).map_err(kube::Error::SerdeError)?;
+    let req = kube::core::Request::new(url)
+        .create(&pp, body)
+        .map_err(kube::Error::BuildRequest)?;
+    let res = client.send(req.map(kube::client::Body::from)).await?;
+    let code = res.status().as_u16();
+    let warnings: Vec<String> = res
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(warning_texts)
+        .map(|w| crate::report::sanitize::bounded(&w, MAX_ADMISSION_MESSAGE).into_owned())
+        .collect();
+    let bytes = res.into_body().collect_bytes().await?;
+    if (200..300).contains(&code) {
+        return Ok(Admission::Admitted { warnings });
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.trim().to_owned());
+    Ok(Admission::Refused {
+        code,
+        message: crate::report::sanitize::bounded(&message, MAX_ADMISSION_MESSAGE).into_owned(),
+    })
+}
+
+/// The texts of one `Warning` header value: `<code> <agent> "<text>"`, several separated by
+/// commas, `\` escaping the next character in the quoted text (RFC 7234 section 5.5, as
+/// k8s.io/apimachinery pkg/util/net/http.go `ParseWarningHeaders` reads them). A value that does
+/// not parse is kept whole.
+pub fn warning_texts(header: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = header.trim();
+    while !rest.is_empty() {
+        let Some(quote) = rest.find('"') else {
+            out.push(rest.to_owned());
+            break;
+        };
+        let mut text = String::new();
+        let mut chars = rest[quote + 1..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => text.extend(chars.next().map(|(_, c)| c)),
+                '"' => {
+                    end = Some(quote + 1 + i + 1);
+                    break;
+                }
+                c => text.push(c),
+            }
+        }
+        let Some(end) = end else {
+            out.push(rest.to_owned());
+            break;
+        };
+        out.push(text);
+        rest = rest[end..].trim_start_matches([' ', ',']);
+    }
+    out
+}
+
+/// Whether an admission warning is Pod Security's about a pod template (pod-security-admission
+/// admission/admission.go `EvaluatePod`: `would violate PodSecurity "<level>:<version>": …`).
+pub fn is_pod_security_warning(w: &str) -> bool {
+    w.contains("would violate PodSecurity")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warning_texts;
+
+    #[test]
+    fn warning_headers() {
+        assert_eq!(
+            warning_texts(
+                r#"299 - "would violate PodSecurity \"baseline:latest\": hostPath volumes (volume \"antrea-run\")""#
+            ),
+            vec![
+                r#"would violate PodSecurity "baseline:latest": hostPath volumes (volume "antrea-run")"#
+            ]
+        );
+        assert_eq!(
+            warning_texts(r#"299 - "a, b", 299 - "c\\d""#),
+            vec!["a, b", r"c\d"]
+        );
+        assert_eq!(warning_texts("299 - \"open"), vec!["299 - \"open"]);
+        assert_eq!(warning_texts("garbage"), vec!["garbage"]);
     }
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -256,8 +256,17 @@ fn pause_after(phase: Phase) {
     }
 }
 
-/// Runs the preflight only (no writes). Returns the Secret's current key and the DaemonSet.
-async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterError> {
+/// What the preflight read: the Secret (its key moved out), the key, the agent DaemonSet and the
+/// Job namespace.
+struct Preflight {
+    secret: Secret,
+    current: Psk,
+    ds: DaemonSet,
+    job_namespace: Namespace,
+}
+
+/// Runs the preflight only (no writes).
+async fn preflight(ctx: &Ctx<'_>) -> Result<Preflight, ClusterError> {
     let cfg = ctx.cfg;
     let names = |resource: &str| -> Option<String> {
         match resource {
@@ -325,8 +334,47 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(Secret, Psk, DaemonSet), ClusterErr
             ))
         }
     }
-    cluster::health::pod_security(&ctx.client, &cfg.namespace).await?;
-    Ok((secret, current, ds))
+    let job_namespace = cluster::health::pod_security(&ctx.client, &cfg.namespace).await?;
+    Ok(Preflight {
+        secret,
+        current,
+        ds,
+        job_namespace,
+    })
+}
+
+/// The node Jobs the rest of the rotation will create, one of each kind, for its first target
+/// node, as the phases build them: push (strategy push, until the key is rolled out), verify
+/// (until verified), compact (with `--compact`, until compacted). A new rotation's record does not
+/// exist yet: a stand-in of the same shape gives the Jobs their arguments.
+fn planned_jobs(ctx: &Ctx<'_>, secret: &Secret, current: &Psk) -> Vec<(NodeJob, String)> {
+    let Some(node) = ctx.targets.nodes.first() else {
+        return vec![];
+    };
+    let rec = Record::read(secret.metadata.annotations.as_ref())
+        .filter(|r| r.phase != Phase::Done)
+        .unwrap_or_else(|| Record::new(ctx.cfg.strategy, current, current));
+    let strategy = rec.strategy_enum().unwrap_or(ctx.cfg.strategy);
+    let before = |phases: &[Phase]| phases.contains(&rec.phase);
+    let mut jobs = vec![];
+    if strategy == Strategy::Push && before(&[Phase::SecretWritten]) {
+        // A stand-in barrier id of the real one's shape (8 hex digits).
+        jobs.push(phases::push_job(ctx, &rec.id, "00000000"));
+    }
+    if before(&[Phase::SecretWritten, Phase::RolledOut]) {
+        let args = phases::verify_args(&rec);
+        jobs.push(node_job(ctx, "verify", &rec.id, args, false));
+    }
+    if ctx.cfg.compact && before(&[Phase::SecretWritten, Phase::RolledOut, Phase::Verified]) {
+        jobs.push(node_job(
+            ctx,
+            "compact",
+            &rec.id,
+            phases::compact_args(),
+            false,
+        ));
+    }
+    jobs.into_iter().map(|j| (j, node.clone())).collect()
 }
 
 /// Re-reads the Secret and moves its key out; fails if the key no longer has fingerprint
@@ -556,7 +604,12 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         targets: Default::default(),
     };
     // 1. Preflight: nothing is written before it passes.
-    let (secret, current, ds) = preflight(&ctx).await?;
+    let Preflight {
+        secret,
+        current,
+        ds,
+        job_namespace,
+    } = preflight(&ctx).await?;
     let targets =
         cluster::health::preflight(&ctx.client, &cfg.namespace, &ds, &cfg.exclude_nodes).await?;
     let ctx = Ctx {
@@ -564,12 +617,16 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         targets,
         ..ctx
     };
+    // The node Jobs themselves, as the API server would admit them (a server-side dry run).
+    let planned = planned_jobs(&ctx, &secret, &current);
+    cluster::health::node_jobs_admitted(&ctx.client, &job_namespace, &planned).await?;
     let new_key = match &cfg.psk_file {
         Some(p) => Some(key_from_file(p)?),
         None => None,
     };
     if cfg.dry_run {
-        return Ok(dry_run(&ctx, &secret));
+        let checked: Vec<&str> = planned.iter().map(|(j, _)| j.purpose).collect();
+        return Ok(dry_run(&ctx, &secret, &checked));
     }
     // 2. Exclusive.
     let holder = format!("{}-{:08x}", cluster::hostname(), rand::random::<u32>());
@@ -615,8 +672,9 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
     })
 }
 
-/// `--dry-run`: the preflight passed; say what a run would do, write nothing.
-fn dry_run(ctx: &Ctx<'_>, secret: &Secret) -> Rotated {
+/// `--dry-run`: the preflight passed (the node Jobs `checked` admitted by a server-side dry run);
+/// say what a run would do, write nothing.
+fn dry_run(ctx: &Ctx<'_>, secret: &Secret, checked: &[&str]) -> Rotated {
     let cfg = ctx.cfg;
     let rec = Record::read(secret.metadata.annotations.as_ref()).filter(|r| r.phase != Phase::Done);
     let mut plan = vec![];
@@ -655,7 +713,10 @@ fn dry_run(ctx: &Ctx<'_>, secret: &Secret) -> Rotated {
             ctx.targets.excluded.join(", ")
         ));
     }
-    ctx.progress("dry run: the preflight passed; nothing was written. The plan:");
+    ctx.progress(&format!(
+        "dry run: the preflight passed (the API server admits the node Jobs {}); nothing was written. The plan:",
+        checked.join(", ")
+    ));
     for (i, p) in plan.iter().enumerate() {
         ctx.progress(&format!("  {}. {p}", i + 1));
     }
@@ -668,6 +729,7 @@ fn dry_run(ctx: &Ctx<'_>, secret: &Secret) -> Rotated {
         "plan": plan,
         "nodes": ctx.targets.nodes,
         "excluded_nodes": ctx.targets.excluded,
+        "jobs_admitted": checked,
     }));
     Rotated {
         report,

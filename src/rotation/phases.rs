@@ -236,7 +236,7 @@ fn ready_timeout(ctx: &super::Ctx<'_>) -> std::time::Duration {
 }
 
 /// The push Job: `push-key` in barrier mode for push `barrier`, watching the rotation Lease.
-fn push_job(ctx: &super::Ctx<'_>, id: &str, barrier: &str) -> jobs::NodeJob {
+pub(super) fn push_job(ctx: &super::Ctx<'_>, id: &str, barrier: &str) -> jobs::NodeJob {
     let cfg = ctx.cfg;
     let mut args = vec![
         "push-key".to_owned(),
@@ -385,10 +385,8 @@ async fn restart_agents(run: &mut Run<'_>) -> Result<(), ClusterError> {
     .await
 }
 
-/// `rolled-out` → `verified`: a check Job on every node confirms each tunnel carries the new
-/// key. Nodes that do not are recorded as unconverged and the run stops with findings.
-pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
-    let ctx = run.ctx;
+/// The arguments of a verify Job of rotation `rec`.
+pub(super) fn verify_args(rec: &Record) -> Vec<String> {
     let mut args = vec![
         "check".to_owned(),
         "-o".into(),
@@ -400,12 +398,19 @@ pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
         "--fail-on".into(),
         "never".into(),
         "--fingerprint-salt".into(),
-        run.rec.salt.clone(),
+        rec.salt.clone(),
         "--expect-fingerprint".into(),
-        run.rec.new_fingerprint.to_string(),
+        rec.new_fingerprint.to_string(),
     ];
     args.extend(NODE_ARGS.map(String::from));
-    let job = node_job(ctx, "verify", &run.rec.id, args, false);
+    args
+}
+
+/// `rolled-out` → `verified`: a check Job on every node confirms each tunnel carries the new
+/// key. Nodes that do not are recorded as unconverged and the run stops with findings.
+pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
+    let ctx = run.ctx;
+    let job = node_job(ctx, "verify", &run.rec.id, verify_args(&run.rec), false);
     let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
     let mut unconverged = vec![];
     for (node, o) in &results {
@@ -443,13 +448,8 @@ pub(super) async fn verify(run: &mut Run<'_>) -> Result<Step, ClusterError> {
     run.advance(Phase::Verified, Some(("Verified", msg))).await
 }
 
-/// `verified` → `compacted`: with `--compact`, a Job on every node purges the old keys from
-/// conf.db's history. A node where that fails is a finding, and the run stops.
-pub(super) async fn compact(run: &mut Run<'_>) -> Result<Step, ClusterError> {
-    let ctx = run.ctx;
-    if !ctx.cfg.compact {
-        return run.advance(Phase::Compacted, None).await;
-    }
+/// The arguments of a compact Job.
+pub(super) fn compact_args() -> Vec<String> {
     let mut args = vec![
         "fix".to_owned(),
         "--only-compact".into(),
@@ -457,7 +457,17 @@ pub(super) async fn compact(run: &mut Run<'_>) -> Result<Step, ClusterError> {
         "json".into(),
     ];
     args.extend(NODE_ARGS.map(String::from));
-    let job = node_job(ctx, "compact", &run.rec.id, args, false);
+    args
+}
+
+/// `verified` → `compacted`: with `--compact`, a Job on every node purges the old keys from
+/// conf.db's history. A node where that fails is a finding, and the run stops.
+pub(super) async fn compact(run: &mut Run<'_>) -> Result<Step, ClusterError> {
+    let ctx = run.ctx;
+    if !ctx.cfg.compact {
+        return run.advance(Phase::Compacted, None).await;
+    }
+    let job = node_job(ctx, "compact", &run.rec.id, compact_args(), false);
     let results = jobs::run_on_nodes(&ctx.client, &job, &run.nodes).await;
     let mut failed = vec![];
     for (n, o) in &results {

@@ -1187,3 +1187,283 @@ fn a_push_no_node_wrote_stops_unsplit_and_the_rerun_resumes() {
     let out = rotate(&c, &["--strategy", "push"]);
     assert_rotated(&c, &out, OLD);
 }
+
+/// The Secret's data and resourceVersion, to prove a refused run changed nothing.
+fn secret_state(c: &Cluster) -> (serde_json::Value, serde_json::Value) {
+    let s = c.secret();
+    (s["data"].clone(), s["metadata"]["resourceVersion"].clone())
+}
+
+/// A refused run: exit 2, the Secret unchanged, nothing written, no Job stored, and the node Jobs
+/// were asked about with a server-side dry run. Returns stderr.
+fn assert_refused_before_writing(
+    c: &Cluster,
+    before: &(serde_json::Value, serde_json::Value),
+    out: &std::process::Output,
+) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(&secret_state(c), before, "the Secret is unchanged");
+    let st = c.state.lock().unwrap();
+    assert!(st.writes().is_empty(), "nothing written: {:?}", st.writes());
+    assert!(st.list("jobs", NS).is_empty(), "no Job stored");
+    assert!(
+        st.requests.iter().any(|(m, p, _, r)| m == "POST"
+            && r == "jobs"
+            && p.ends_with(crate::kube_api::DRY_RUN_MARK)),
+        "the node Jobs were dry-run: {:?}",
+        st.requests
+    );
+    assert_no_key("stderr", &out.stderr, &[OLD]);
+    err
+}
+
+/// Sets every Pod Security default level (the AdmissionConfiguration) to `level`; returns the
+/// Secret's state before the run.
+fn default_pod_security_level(c: &Cluster, level: &str) -> (serde_json::Value, serde_json::Value) {
+    let mut st = c.state.lock().unwrap();
+    st.pod_security_defaults = crate::kube_api::PodSecurityDefaults::all(level);
+    st.requests.clear();
+    drop(st);
+    secret_state(c)
+}
+
+/// Issue 10 item 9: a cluster-wide default Pod Security level (the AdmissionConfiguration, not
+/// visible through the API) with the Job namespace unlabelled. The server-side dry run of the
+/// node Jobs carries Pod Security's warning: refused before the Secret is written, naming Pod
+/// Security and the fix. With the fix applied (an explicit enforce=privileged label), the same
+/// warning is advice only and the rotation completes.
+#[test]
+fn a_cluster_default_pod_security_level_refuses_before_the_secret_write() {
+    let c = cluster(2, false);
+    let before = default_pod_security_level(&c, "baseline");
+    let out = rotate(&c, &["--strategy", "push"]);
+    let err = assert_refused_before_writing(&c, &before, &out);
+    assert!(
+        err.contains("Pod Security would refuse the pods of the node Job push")
+            && err.contains(r#"would violate PodSecurity "baseline:latest": hostPath volumes (volume "antrea-run")"#)
+            && err.contains("cluster's default level")
+            && err.contains("kubectl label namespace kube-system pod-security.kubernetes.io/enforce=privileged --overwrite"),
+        "{err}"
+    );
+    // The remedy: the namespace's own enforce label decides.
+    {
+        let mut st = c.state.lock().unwrap();
+        let mut ns = st.get("namespaces", "", NS).cloned().unwrap();
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("privileged");
+        st.put("namespaces", "", ns);
+    }
+    let out = rotate(&c, &["--strategy", "push", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["data"]["jobs_admitted"],
+        json!(["push", "verify", "compact"])
+    );
+    let out = rotate(&c, &["--strategy", "push"]);
+    assert_rotated(&c, &out, OLD);
+}
+
+/// Issue 10 item 9: a ValidatingAdmissionPolicy that denies the node Jobs (422 Invalid by default,
+/// 403 with reason Forbidden): refused before the Secret write, the policy's message shown
+/// escaped; `rotate --dry-run` reports the same refusal.
+#[test]
+fn an_admission_policy_denying_the_node_jobs_refuses_before_the_secret_write() {
+    let c = cluster(1, false);
+    for (reason, code) in [("", "HTTP 422"), ("Forbidden", "HTTP 403")] {
+        for dry in [false, true] {
+            {
+                let mut st = c.state.lock().unwrap();
+                st.deny_jobs = Some(crate::kube_api::JobDeny {
+                    policy: "no-host-paths".into(),
+                    binding: "no-host-paths-binding".into(),
+                    message: "hostPath is not allowed\u{1b}[2J".into(),
+                    reason: reason.into(),
+                });
+                st.requests.clear();
+            }
+            let before = secret_state(&c);
+            let extra: &[&str] = if dry { &["--dry-run"] } else { &[] };
+            let out = rotate(&c, extra);
+            let err = assert_refused_before_writing(&c, &before, &out);
+            assert!(
+                err.contains("the API server refuses the node Job verify")
+                    && err.contains(code)
+                    && err.contains("ValidatingAdmissionPolicy 'no-host-paths' with binding 'no-host-paths-binding' denied request: hostPath is not allowed\\x1b[2J")
+                    && err.contains("docs/deploy/admission-policy.yaml"),
+                "{err}"
+            );
+            assert!(!err.contains('\u{1b}'), "escaped: {err}");
+        }
+    }
+}
+
+/// Issue 10 item 9: `rotate --dry-run` runs the same dry run of the node Jobs: a cluster default
+/// Pod Security level is reported as a refusal, and nothing is written.
+#[test]
+fn rotate_dry_run_reports_the_pod_security_refusal() {
+    let c = cluster(1, false);
+    let before = default_pod_security_level(&c, "restricted");
+    let out = rotate(&c, &["--dry-run"]);
+    let err = assert_refused_before_writing(&c, &before, &out);
+    assert!(
+        err.contains("Pod Security would refuse the pods of the node Job verify")
+            && err.contains(r#"would violate PodSecurity "restricted:latest""#),
+        "{err}"
+    );
+}
+
+/// Issue 10 item 9, the backstop: Pod Security changes after the preflight (here the cluster's
+/// default enforce level becomes baseline once the new key is stored; a default enforce level
+/// without a warn level is also what no dry run can see). The push Jobs' pods are refused: the run
+/// stops naming each node and Pod Security from the Jobs' FailedCreate Events, every node keeps
+/// the old key, the record stays at `secret-written`; once fixed, the rerun resumes and completes
+/// the same rotation.
+#[test]
+fn a_node_jobs_pod_refused_after_the_secret_write_is_named_and_the_rotation_resumes() {
+    let c = cluster(2, false);
+    let mut args = vec!["rotate", "-o", "json", "--strategy", "push"];
+    args.extend_from_slice(&FAST);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-guard"));
+    cmd.args(&args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("PSK_GUARD_TEST_PAUSE_AFTER", "secret-written");
+    let (child, _) = crate::harness::spawn_until(&mut cmd, "psk-guard: paused after");
+    let new = c.secret_key();
+    assert_ne!(new, OLD);
+    c.state.lock().unwrap().pod_security_defaults.enforce = "baseline".into();
+    let mut child = child;
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let events: Vec<String> = c
+        .state
+        .lock()
+        .unwrap()
+        .list("events", NS)
+        .iter()
+        .filter(|e| e["reason"] == "PushFailed" || e["reason"] == "RotationFailed")
+        .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let said = events.join("\n");
+    for node in ["worker-00", "worker-01"] {
+        assert!(said.contains(node), "{node} named: {said}");
+    }
+    assert!(
+        said.contains("Pod Security admission refused its pod")
+            && said.contains(r#"violates PodSecurity "baseline:latest""#)
+            && said.contains("rerun psk-guard rotate"),
+        "{said}"
+    );
+    assert_eq!(c.annotation("phase").as_deref(), Some("secret-written"));
+    let id = c.annotation("rotation-id").expect("the record stays");
+    for (node, keys) in c.node_keys() {
+        assert!(keys.iter().all(|k| k == OLD), "{node} keeps the old key");
+    }
+    assert_eq!(c.secret_key(), new);
+    c.state.lock().unwrap().pod_security_defaults.enforce = String::new();
+    let out = rotate(&c, &[]);
+    assert_rotated(&c, &out, OLD);
+    assert_eq!(c.annotation("rotation-id").as_deref(), Some(id.as_str()));
+    assert_eq!(c.secret_key(), new);
+}
+
+/// The test server as strict as kube-apiserver about dry runs and Pod Security on Jobs: a
+/// `dryRun=All` create is validated and admitted but stores nothing (no resourceVersion, no
+/// change a watch could see) and answers 201 with the object; any other `dryRun` value is a 422;
+/// unknown query parameters are ignored. Pod Security never refuses a Job and warns (a `Warning:
+/// 299 - "…"` header) only when the warn level forbids its pod template: an enforce level alone,
+/// labelled or default, gives no warning (pod-security-admission admission.go
+/// `ValidatePodController`). A ValidatingAdmissionPolicy's denial names the policy and binding.
+#[test]
+fn the_test_server_dry_runs_and_warns_as_kube_apiserver() {
+    let c = cluster(1, false);
+    let addr = crate::strict::api_addr(&c.kubeconfig);
+    let job = psk_guard::cluster::jobs::NodeJob {
+        namespace: NS.into(),
+        image: "psk-guard:test".into(),
+        purpose: "verify",
+        run_id: "0123456789abcdef".into(),
+        args: vec![],
+        env_from_secret: None,
+        service_account: "psk-guard-node".into(),
+        timeout: Duration::from_secs(60),
+        logs: false,
+        barrier: false,
+    };
+    let manifest = psk_guard::cluster::jobs::manifest(&job, "worker-00");
+    let path = format!("/apis/batch/v1/namespaces/{NS}/jobs");
+    let post =
+        |query: &str| crate::strict::http_full(&addr, "POST", &format!("{path}{query}"), &manifest);
+    let rv = |c: &Cluster| {
+        let st = c.state.lock().unwrap();
+        (st.rv, st.events.len())
+    };
+    let before = rv(&c);
+    let (code, head, obj) = post("?dryRun=All");
+    assert_eq!(code, 201);
+    assert_eq!(obj["metadata"]["name"], manifest["metadata"]["name"]);
+    assert!(obj["metadata"]["resourceVersion"].is_null());
+    assert!(!head.to_ascii_lowercase().contains("warning:"), "{head}");
+    assert_eq!(rv(&c), before, "nothing stored, no change");
+    assert!(c.state.lock().unwrap().list("jobs", NS).is_empty());
+    assert_eq!(post("?dryRun=Foo").0, 422);
+    assert_eq!(post("?dryRun=All&dryRun=All").0, 422);
+    let set_labels = |labels: serde_json::Value| {
+        let mut st = c.state.lock().unwrap();
+        let mut ns = st.get("namespaces", "", NS).cloned().unwrap();
+        ns["metadata"]["labels"] = labels;
+        st.put("namespaces", "", ns);
+    };
+    let warning = || {
+        let (code, head, _) = post("?dryRun=All");
+        assert_eq!(code, 201);
+        head.lines()
+            .filter_map(|l| l.strip_prefix("warning: "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // Enforce alone (label or default): the Job gets no warning; its pods would be refused.
+    set_labels(json!({"pod-security.kubernetes.io/enforce": "baseline"}));
+    assert!(warning().is_empty());
+    set_labels(json!({}));
+    c.state.lock().unwrap().pod_security_defaults.enforce = "baseline".into();
+    assert!(warning().is_empty());
+    // The warn level (label or default) decides the warning.
+    set_labels(json!({"pod-security.kubernetes.io/warn": "baseline"}));
+    assert_eq!(
+        warning(),
+        vec![
+            r#"299 - "would violate PodSecurity \"baseline:latest\": hostPath volumes (volume \"antrea-run\")""#
+        ]
+    );
+    set_labels(json!({}));
+    c.state.lock().unwrap().pod_security_defaults =
+        crate::kube_api::PodSecurityDefaults::all("restricted");
+    assert_eq!(warning().len(), 1);
+    // An explicit privileged warn label and audit default: no evaluation at all.
+    set_labels(
+        json!({"pod-security.kubernetes.io/warn": "privileged", "pod-security.kubernetes.io/audit": "privileged"}),
+    );
+    assert!(warning().is_empty());
+    // A policy's denial: no warning with it, nothing stored.
+    c.state.lock().unwrap().deny_jobs = Some(crate::kube_api::JobDeny {
+        policy: "p".into(),
+        binding: "b".into(),
+        message: "no".into(),
+        reason: "Forbidden".into(),
+    });
+    let (code, head, status) = post("?dryRun=All");
+    assert_eq!(code, 403);
+    assert!(!head.to_ascii_lowercase().contains("warning:"));
+    assert_eq!(
+        status["message"],
+        format!("jobs.batch {:?} is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no", manifest["metadata"]["name"].as_str().unwrap())
+    );
+    c.state.lock().unwrap().deny_jobs = None;
+    // An unknown query parameter is ignored: a real create, stored.
+    let (code, _, _) = post("?unknownParam=1");
+    assert_eq!(code, 201);
+    assert_eq!(c.state.lock().unwrap().list("jobs", NS).len(), 1);
+    assert_eq!(post("?dryRun=All").0, 409, "a dry run checks the name too");
+}
