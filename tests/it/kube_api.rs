@@ -98,7 +98,7 @@ pub struct PodSecurityDefaults {
 }
 
 impl PodSecurityDefaults {
-    /// Every default at `level` (the shape of the Kubernetes docs' example configuration).
+    /// Every default at `level` (warn and audit set as strict as enforce).
     pub fn all(level: &str) -> Self {
         PodSecurityDefaults {
             enforce: level.into(),
