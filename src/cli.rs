@@ -600,6 +600,7 @@ fn init_logging(g: &Global, framed: bool) {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::hardening::one_malloc_arena();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

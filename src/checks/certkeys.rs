@@ -131,9 +131,15 @@ fn judge(path: &Path, mode: u32, uid: u32, exposed: Option<String>, report: &mut
     }
 }
 
-/// Checks every `*.key` in `dirs` (duplicates skipped). `cert_mode`: the tunnels authenticate
-/// with certificates, so finding no key at all is something the report must say.
-pub async fn check(dirs: &[&Path], cert_mode: bool, report: &mut Report) {
+/// What [`look_async`] found in the key directories (`None`: the task looking failed).
+pub struct Looked {
+    dirs: Vec<PathBuf>,
+    seen: Option<Seen>,
+}
+
+/// Looks at every `*.key` in `dirs` (duplicates skipped) on a blocking thread; [`add`] judges
+/// what was found; `check` looks while OVSDB answers.
+pub async fn look_async(dirs: &[&Path]) -> Looked {
     let mut unique: Vec<PathBuf> = vec![];
     for d in dirs {
         if !unique.iter().any(|u| u == d) {
@@ -141,7 +147,15 @@ pub async fn check(dirs: &[&Path], cert_mode: bool, report: &mut Report) {
         }
     }
     let list = unique.clone();
-    let Ok(seen) = tokio::task::spawn_blocking(move || look(&list)).await else {
+    let seen = tokio::task::spawn_blocking(move || look(&list)).await.ok();
+    Looked { dirs: unique, seen }
+}
+
+/// Adds the findings for what [`look_async`] found. `cert_mode`: the tunnels authenticate with
+/// certificates, so finding no key at all is something the report must say.
+pub fn add(looked: Looked, cert_mode: bool, report: &mut Report) {
+    let Looked { dirs: unique, seen } = looked;
+    let Some(seen) = seen else {
         report.not_checked(WHAT, "the task looking at them failed");
         return;
     };

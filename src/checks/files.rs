@@ -370,16 +370,22 @@ pub fn exposure(obs: &[Observed], accounts: &Accounts) -> Vec<String> {
 /// `report` and returns who besides root can reach the key (see [`exposure`]).
 pub async fn check(paths: &Paths, report: &mut Report) -> Vec<String> {
     let (obs, accounts) = observe_async(paths).await;
-    for o in &obs {
+    add(&obs, &accounts, report)
+}
+
+/// Adds the findings for paths [`observe_async`] opened (see [`check`]); `check` of a node
+/// observes while OVSDB answers.
+pub fn add(obs: &[Observed], accounts: &Accounts, report: &mut Report) -> Vec<String> {
+    for o in obs {
         match o.judged() {
             Some(e) => judge(report, o, e),
             None => not_judged(report, o),
         }
     }
-    for (dir, (why, below)) in untrusted_dirs(&obs, &accounts) {
+    for (dir, (why, below)) in untrusted_dirs(obs, accounts) {
         push_chain(report, &dir, why, &below);
     }
-    exposure(&obs, &accounts)
+    exposure(obs, accounts)
 }
 
 /// Reports `path-chain-not-root-controlled` for `dir`, which a non-root user controls (`why`),

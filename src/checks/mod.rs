@@ -1,6 +1,6 @@
 //! `psk-guard check`: everything that can be judged on one node.
 //!
-//! The file checks run first and always; then OVSDB is queried for the tunnel keys. When the
+//! The file checks always run; OVSDB is queried for the tunnel keys at the same time. When the
 //! server cannot be reached the report says so (finding `ovsdb-unreachable` and an `incomplete`
 //! entry) and keeps what the file checks found.
 
@@ -36,6 +36,38 @@ pub struct CheckConfig {
     pub proc: bool,
 }
 
+/// The tunnels and Manager rows, asked for on one connection with every request sent before
+/// the first reply is awaited (the server answers them in order; `list_dbs` is still judged
+/// first).
+async fn query(
+    cfg: &CheckConfig,
+    fp_key: &FingerprintKey,
+) -> Result<(Vec<tunnels::Tunnel>, Vec<remotes::Manager>), crate::ovsdb::Error> {
+    let opts = Options {
+        timeout: cfg.timeout,
+        ..Options::default()
+    };
+    let client = Client::connect(&cfg.db_sock, opts).await?;
+    let (db, ts, managers) = tokio::join!(
+        client.require_db(VSWITCH_DB),
+        tunnels::read(&client, fp_key),
+        remotes::read(&client),
+    );
+    db?;
+    Ok((ts?, managers?))
+}
+
+/// ovsdb-server's command line, read on a blocking thread (or skipped with `--no-proc`).
+async fn cmdline(cfg: &CheckConfig) -> remotes::Cmdline {
+    if !cfg.proc {
+        return remotes::Cmdline::Skipped;
+    }
+    let ovs_dir = cfg.paths.ovs_dir.clone();
+    tokio::task::spawn_blocking(move || remotes::cmdline(&ovs_dir))
+        .await
+        .unwrap_or_else(|_| remotes::Cmdline::Unknown("the task reading it failed".into()))
+}
+
 pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     let mut report = Report::new("check", fp_key.origin());
     report.target.insert("db".into(), cfg.db_target.clone());
@@ -45,25 +77,25 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     report
         .target
         .insert("conf_db".into(), cfg.paths.conf_db.display().to_string());
-    let reasons = files::check(&cfg.paths, &mut report).await;
-    let exposure = tunnels::KeyExposure { reasons };
-
-    let opts = Options {
-        timeout: cfg.timeout,
-        ..Options::default()
-    };
-    // The history scan reads conf.db on a blocking thread while ovsdb-server answers the query.
+    // Everything that waits on the disk, /proc or a server runs at once: the history scan (a
+    // blocking thread reading conf.db), the file checks, the OVSDB query, ovsdb-server's command
+    // line and remotes, the key files. Their findings are added below one part after another, in
+    // a fixed order, so the report is the same as when they ran in turn.
     let history = cfg
         .history
         .then(|| crate::forensics::start_history(&cfg.paths.conf_db, fp_key));
-    let queried = async {
-        let client = Client::connect(&cfg.db_sock, opts).await?;
-        client.require_db(VSWITCH_DB).await?;
-        let tunnels = tunnels::read(&client, fp_key).await?;
-        let managers = remotes::read(&client).await?;
-        Ok::<_, crate::ovsdb::Error>((tunnels, managers))
-    }
-    .await;
+    let key_dirs = [cfg.paths.run_dir.as_path(), cfg.cert_dir.as_path()];
+    let ((obs, accounts), queried, cmd, listed, looked) = tokio::join!(
+        files::observe_async(&cfg.paths),
+        query(cfg, fp_key),
+        cmdline(cfg),
+        remotes::list_remotes(&cfg.paths.ovs_dir, cfg.proc, cfg.timeout),
+        certkeys::look_async(&key_dirs),
+    );
+    let exposure = tunnels::KeyExposure {
+        reasons: files::add(&obs, &accounts, &mut report),
+    };
+    drop((obs, accounts));
     let mut cert_mode = false;
     let mut keys = logs::Keys::default();
     let managers = match queried {
@@ -105,17 +137,8 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
             None
         }
     };
-    let ovs_dir = cfg.paths.ovs_dir.clone();
-    let cmd = if cfg.proc {
-        tokio::task::spawn_blocking(move || remotes::cmdline(&ovs_dir))
-            .await
-            .unwrap_or_else(|_| remotes::Cmdline::Unknown("the task reading it failed".into()))
-    } else {
-        remotes::Cmdline::Skipped
-    };
-    let listed = remotes::list_remotes(&cfg.paths.ovs_dir, cfg.proc, cfg.timeout).await;
     remotes::analyze(managers.as_deref(), &cmd, &listed, &mut report);
-    certkeys::check(&[&cfg.paths.run_dir, &cfg.cert_dir], cert_mode, &mut report).await;
+    certkeys::add(looked, cert_mode, &mut report);
     if let Some(task) = history {
         let old = crate::forensics::finish_history(&cfg.paths.conf_db, task, &mut report).await;
         keys.add(old, false);

@@ -97,7 +97,9 @@ pub async fn read(
         })
         .await?;
     reply.into_results(&ops)?;
-    tunnels.sort_by(|a, b| a.name.cmp(&b.name));
+    // Interface names are unique (the schema's index): an unstable sort gives the same order
+    // without a scratch copy of every tunnel (1.7 MB at 10,000 tunnels).
+    tunnels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     Ok(tunnels)
 }
 

@@ -343,17 +343,11 @@ pub fn record(body: &[u8]) -> Vec<u8> {
 pub fn read_request(
     r: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
 ) -> Option<serde_json::Value> {
-    use std::io::BufRead;
-    let mut buf = Vec::new();
-    loop {
-        let chunk = r.fill_buf().ok()?.to_vec();
-        if chunk.is_empty() {
-            return None;
-        }
-        r.consume(chunk.len());
-        buf.extend_from_slice(&chunk);
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
-            return Some(v["id"].clone());
-        }
-    }
+    use serde::Deserialize;
+    // One message off the stream, the bytes after it left in `r`: a client may send its next
+    // requests without waiting for the replies, and ovsdb-server reads them one after another
+    // (lib/jsonrpc.c `jsonrpc_recv` parses message after message from the same buffer).
+    let mut de = serde_json::Deserializer::from_reader(&mut *r);
+    let v = serde_json::Value::deserialize(&mut de).ok()?;
+    Some(v["id"].clone())
 }
