@@ -773,6 +773,14 @@ fn a_pod_whose_owner_could_not_be_listed_is_judged_itself() {
         &["/var/run/antrea"],
     );
     p["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "batch", "uid": "0000-job", "controller": true}]);
+    // The owner exists (the sim's garbage collector, like the real one, deletes a pod whose
+    // owners are all gone, which made this test race it); only listing it is denied.
+    put(
+        &c,
+        "jobs",
+        "tenant-a",
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch", "namespace": "tenant-a", "uid": "0000-job"}}),
+    );
     put(&c, "pods", "tenant-a", p);
     let (r, _, _) = audit(&c, &[]);
     let exposed = findings(&r, "hostpath-exposes-antrea");
