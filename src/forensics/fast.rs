@@ -45,23 +45,61 @@ struct Unsure;
 
 type R<T> = Result<T, Unsure>;
 
+/// The index of the first byte of `b` at or after `j` that a plain string cannot hold unescaped
+/// or that ends it: `"`, `\\`, a control byte, DEL or any non-ASCII byte (`b.len()` if none).
+/// Eight bytes per step (SWAR, no `unsafe`): each term below sets the high bit of a byte that
+/// matches; a borrow or carry can also flag bytes above a matching one, never below, so the
+/// lowest flagged byte is exact.
+#[inline]
+fn plain_run_end(b: &[u8], mut j: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(w) = b.get(j..j + 8) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let bslash = x ^ (ONES * u64::from(b'\\'));
+        let hit = (quote.wrapping_sub(ONES) & !quote)
+            | (bslash.wrapping_sub(ONES) & !bslash)
+            // Below 0x20.
+            | (x.wrapping_sub(ONES * 0x20) & !x)
+            // 0x7f and above (x's own high bit: 0x80 and above).
+            | x.wrapping_add(ONES)
+            | x;
+        let hit = hit & HIGH;
+        if hit != 0 {
+            return j + (hit.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while let Some(&c) = b.get(j) {
+        if c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c) {
+            break;
+        }
+        j += 1;
+    }
+    j
+}
+
 struct P<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl P<'_> {
+    #[inline]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
     }
 
+    #[inline]
     fn peek(&mut self) -> R<u8> {
         self.ws();
         self.b.get(self.i).copied().ok_or(Unsure)
     }
 
+    #[inline]
     fn eat(&mut self, c: u8) -> R<()> {
         if self.peek()? == c {
             self.i += 1;
@@ -72,22 +110,19 @@ impl P<'_> {
     }
 
     /// A plain string: printable ASCII without escapes. Returns its contents' span.
+    #[inline]
     fn string(&mut self) -> R<Span> {
         self.eat(b'"')?;
         let start = self.i;
-        // One pass up to the closing quote (the strings are short: a memchr call costs more).
-        let mut j = start;
-        loop {
-            match self.b.get(j) {
-                Some(b'"') => break,
-                Some(&c) if (0x20..0x7f).contains(&c) && c != b'\\' => j += 1,
-                _ => return Err(Unsure),
-            }
+        let j = plain_run_end(self.b, start);
+        if self.b.get(j) != Some(&b'"') {
+            return Err(Unsure);
         }
         self.i = j + 1;
         Ok((start, j))
     }
 
+    #[inline]
     fn literal(&mut self, word: &[u8]) -> R<()> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
@@ -199,6 +234,7 @@ impl P<'_> {
     }
 
     /// After a member or element: `,` (true: another follows) or `close` (false: done).
+    #[inline]
     fn comma_or(&mut self, close: u8) -> R<bool> {
         match self.peek()? {
             b',' => {
@@ -213,6 +249,7 @@ impl P<'_> {
         }
     }
 
+    #[inline]
     fn is_null(&mut self) -> R<bool> {
         Ok(self.peek()? == b'n')
     }
@@ -423,6 +460,40 @@ mod tests {
         assert!(t.rows[0].deleted);
         assert_eq!(s(body, t.rows[1].name.unwrap()), "t1");
         assert_eq!(s(body, t.rows[1].psk.unwrap()), "k2");
+    }
+
+    #[test]
+    fn plain_runs_end_where_a_byte_by_byte_check_ends_them() {
+        let naive = |b: &[u8], j: usize| {
+            (j..b.len())
+                .find(|&k| b[k] == b'"' || b[k] == b'\\' || !(0x20..0x7f).contains(&b[k]))
+                .unwrap_or(b.len())
+        };
+        // Every byte value at every position of a word and its neighbours, alone and followed by
+        // bytes whose borrow or carry could flag a later byte.
+        for len in 0..20 {
+            for pos in 0..len {
+                for c in 0..=255u8 {
+                    for after in [
+                        None,
+                        Some(0u8),
+                        Some(0x1f),
+                        Some(0x7f),
+                        Some(0xff),
+                        Some(b'"'),
+                    ] {
+                        let mut b = vec![b'a'; len];
+                        b[pos] = c;
+                        if let Some(a) = after.filter(|_| pos + 1 < len) {
+                            b[pos + 1] = a;
+                        }
+                        for j in 0..=len.min(3) {
+                            assert_eq!(plain_run_end(&b, j), naive(&b, j), "{b:?} from {j}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -152,7 +152,8 @@ struct SchemaRecord {
 
 /// One `Interface` row change of a transaction, as either decoder found it.
 struct RowChange<'a> {
-    uuid: &'a str,
+    /// The uuid's text (both decoders give only valid UTF-8 here; compared as bytes).
+    uuid: &'a [u8],
     /// `None`: the row was deleted.
     row: Option<RowCols<'a>>,
 }
@@ -166,7 +167,7 @@ struct RowCols<'a> {
 impl<'a> RowChange<'a> {
     fn of_record(txn: &'a TxnRecord<'a>) -> impl Iterator<Item = RowChange<'a>> + 'a {
         txn.interface.iter().flatten().map(|(uuid, row)| RowChange {
-            uuid,
+            uuid: uuid.as_bytes(),
             row: row.as_ref().map(|r| RowCols {
                 name: r.name.as_deref(),
                 options: r
@@ -178,13 +179,64 @@ impl<'a> RowChange<'a> {
     }
 }
 
+/// A row's uuid as a map key: a canonical uuid (36 bytes, lowercase hex and dashes: what
+/// ovsdb-server writes) as its 128 bits, any other string as itself. One string has one key and
+/// two strings one key only if they are equal, so the map is keyed exactly by the uuid text.
+/// The rows live in a `BTreeMap`, not a hash map: the file is attacker-shaped and chooses the
+/// uuids, and a comparison tree has no hash to collide (O(log n) for any input), while comparing
+/// two `u128`s costs less than the SipHash of 36 bytes that a keyed `HashMap` needs per lookup.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum RowKey {
+    Uuid(u128),
+    Other(Box<[u8]>),
+}
+
+impl RowKey {
+    /// The canonical uuid's bits, if `s` is one.
+    fn canonical(b: &[u8]) -> Option<u128> {
+        // Lowercase hex digits only (0xff: not one), one lookup per digit, no branch per digit.
+        const HEX: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            while i < 16 {
+                t[b'a' as usize + i - 10] = i as u8;
+                i += 1;
+            }
+            t
+        };
+        if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+            return None;
+        }
+        let (mut v, mut bad) = (0u128, 0u8);
+        for part in [&b[..8], &b[9..13], &b[14..18], &b[19..23], &b[24..]] {
+            for &c in part {
+                let d = HEX[usize::from(c)];
+                bad |= d;
+                v = (v << 4) | u128::from(d & 0xf);
+            }
+        }
+        (bad & 0xf0 == 0).then_some(v)
+    }
+
+    fn of(s: &[u8]) -> RowKey {
+        match Self::canonical(s) {
+            Some(v) => RowKey::Uuid(v),
+            None => RowKey::Other(s.into()),
+        }
+    }
+}
+
 /// Distinct keys whose fingerprint is remembered (a log holds few; a hostile one many).
 const FP_CACHE: usize = 16;
 
 #[derive(Default)]
 struct Replay {
     /// Interface uuid -> (name, key fingerprint in options:psk).
-    rows: HashMap<String, (Option<String>, Option<Fingerprint>)>,
+    rows: BTreeMap<RowKey, (Option<String>, Option<Fingerprint>)>,
     keys: BTreeMap<Fingerprint, KeyHistory>,
     /// Keys fingerprinted and their fingerprints: a log repeats few keys many times, and an HMAC
     /// costs more than a comparison. The copies are wiped on reuse and on drop.
@@ -224,7 +276,9 @@ fn seen(
         current: false,
         last_record: None,
     });
-    if let Some(i) = iface {
+    // Once the set is full and marked truncated, another name changes nothing: not looked up.
+    let full = k.interfaces_truncated && k.interfaces.len() >= MAX_INTERFACES_PER_KEY;
+    if let Some(i) = iface.filter(|_| !full) {
         // A crafted file can name millions of interfaces of any length: keep a bounded few.
         let i = sanitize::bounded(i, sanitize::MAX_NAME);
         if !k.interfaces.contains(i.as_ref()) {
@@ -305,21 +359,15 @@ impl Replay {
     ) {
         self.counted.clear();
         for change in rows {
+            let uuid = RowKey::of(change.uuid);
             let Some(row) = change.row else {
-                self.rows.remove(change.uuid);
+                self.rows.remove(&uuid);
                 continue;
             };
             let new = row
                 .options
                 .map(|first| first.and_then(|v| self.fingerprint_literal(fp_key, v)));
-            // One hash of the uuid for a known row, two for a new one.
-            let entry = match self.rows.get_mut(change.uuid) {
-                Some(e) => e,
-                None => self
-                    .rows
-                    .entry(change.uuid.to_owned())
-                    .or_insert((None, None)),
-            };
+            let entry = self.rows.entry(uuid).or_insert((None, None));
             if let Some(n) = row.name {
                 let n = sanitize::bounded(n, sanitize::MAX_NAME);
                 if entry.0.as_deref() != Some(n.as_ref()) {
@@ -460,7 +508,7 @@ fn apply_record(
     // The scanner accepted only printable ASCII, so every span is a str.
     let text = |(s, e): fast::Span| std::str::from_utf8(&body[s..e]).unwrap_or_default();
     let rows = txn.rows.iter().map(|r| RowChange {
-        uuid: text(r.uuid),
+        uuid: &body[r.uuid.0..r.uuid.1],
         row: (!r.deleted).then(|| RowCols {
             name: r.name.map(text),
             // The value with its quotes: raw JSON text, as the full decoder gives it.
@@ -736,4 +784,34 @@ pub async fn finish_history(
         Err(_) => report.not_checked("conf.db history", "the scan task failed"),
     }
     vec![]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowKey;
+
+    #[test]
+    fn row_keys_equal_only_for_equal_uuid_text() {
+        let u = "6e6312dd-8342-44ad-898e-37c0fe8a31f1";
+        assert_eq!(
+            RowKey::of(u.as_bytes()),
+            RowKey::Uuid(0x6e6312dd_8342_44ad_898e_37c0fe8a31f1)
+        );
+        // Other spellings of the same bits are other strings, so other rows.
+        for other in [
+            "6E6312DD-8342-44AD-898E-37C0FE8A31F1",
+            "6e6312dd834244ad898e37c0fe8a31f1",
+            "6e6312dd-8342-44ad-898e-37c0fe8a31f",
+            "6e6312dd-8342-44ad-898e-37c0fe8a31f1 ",
+            "6e6312dd-8342-44ad-898e-37c0fe8a31fg",
+            "6e6312dd-8342-44ad-898e-37c0fE8a31f1",
+            "6e6312dd-8342-44ad-898e+37c0fe8a31f1",
+            "6e6312dd-834244ad--898e-37c0fe8a31f1",
+            "u1",
+        ] {
+            let k = RowKey::of(other.as_bytes());
+            assert_eq!(k, RowKey::Other(other.as_bytes().into()), "{other}");
+            assert_ne!(k, RowKey::of(u.as_bytes()));
+        }
+    }
 }
