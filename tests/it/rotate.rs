@@ -1316,7 +1316,7 @@ fn rotate_dry_run_reports_the_pod_security_refusal() {
 /// Issue 10 item 9, the backstop: Pod Security changes after the preflight (here the cluster's
 /// default enforce level becomes baseline once the new key is stored; a default enforce level
 /// without a warn level is also what no dry run can see). The push Jobs' pods are refused: the run
-/// stops naming each node and Pod Security from the Jobs' FailedCreate Events, every node keeps
+/// stops naming a refused node and Pod Security from the Jobs' FailedCreate Events, every node keeps
 /// the old key, the record stays at `secret-written`; once fixed, the rerun resumes and completes
 /// the same rotation.
 #[test]
@@ -1346,9 +1346,12 @@ fn a_node_jobs_pod_refused_after_the_secret_write_is_named_and_the_rotation_resu
         .map(|e| e["message"].as_str().unwrap_or("").to_owned())
         .collect();
     let said = events.join("\n");
-    for node in ["worker-00", "worker-01"] {
-        assert!(said.contains(node), "{node} named: {said}");
-    }
+    // Both nodes' pods are refused; the push barrier calls the push off at the first refusal it
+    // sees (no node has written then), so it names that node, and may not have seen the other's.
+    assert!(
+        ["worker-00", "worker-01"].iter().any(|n| said.contains(n)),
+        "a node named: {said}"
+    );
     assert!(
         said.contains("Pod Security admission refused its pod")
             && said.contains(r#"violates PodSecurity "baseline:latest""#)
