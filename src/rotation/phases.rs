@@ -215,8 +215,7 @@ async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
     };
     if let Err(e) = announced {
         // No pod writes without the instant: call the push off, clean up, stop.
-        let _ = announce(ctx, &format!("{barrier} abort")).await;
-        jobs::abandon(&ctx.client, &job, created).await;
+        give_up(ctx, &job, created, &barrier).await;
         return Err(e);
     }
     ctx.progress(&format!(
@@ -271,6 +270,14 @@ async fn announce(ctx: &super::Ctx<'_>, value: &str) -> Result<(), ClusterError>
     .await
 }
 
+/// Announces `<barrier> abort` (the waiting pods exit without writing) and deletes the push Jobs.
+async fn give_up(ctx: &super::Ctx<'_>, job: &jobs::NodeJob, created: jobs::Created, barrier: &str) {
+    if let Err(e) = announce(ctx, &format!("{barrier} abort")).await {
+        tracing::warn!(error = %e, "could not call the push off on the lease; its pods give up at their own deadline");
+    }
+    jobs::abandon(&ctx.client, job, created).await;
+}
+
 /// Some push pod never got Ready: no instant was announced, so no node wrote. Tells the waiting
 /// pods the push is off (they exit without writing), deletes the Jobs, and stops the rotation at
 /// `secret-written` naming the nodes: every node keeps the old key, the Secret holds the new
@@ -283,10 +290,7 @@ async fn call_off(
     not_ready: Vec<(String, String)>,
 ) -> ClusterError {
     let ctx = run.ctx;
-    if let Err(e) = announce(ctx, &format!("{barrier} abort")).await {
-        tracing::warn!(error = %e, "could not call the push off on the lease; its pods give up at their own deadline");
-    }
-    jobs::abandon(&ctx.client, job, created).await;
+    give_up(ctx, job, created, barrier).await;
     let named: Vec<String> = not_ready
         .iter()
         .map(|(n, why)| format!("{n} ({why})"))
