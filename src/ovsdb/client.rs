@@ -286,6 +286,13 @@ impl Client {
                 let broken = loop {
                     let n = match rd.read_buf(buf.spare(64 * 1024)).await {
                         Ok(n) => n,
+                        // A peer that closes with bytes of ours unread resets the connection
+                        // instead of ending it (Linux `unix_release_sock`): still a close.
+                        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                            break Broken::Closed {
+                                mid_message: buf.has_partial(),
+                            }
+                        }
                         Err(e) => break Broken::Io(e.kind()),
                     };
                     if n == 0 {
