@@ -627,6 +627,8 @@ pub enum Admission {
 
 /// Longest admission message or warning kept (the rest is cut).
 const MAX_ADMISSION_MESSAGE: usize = 512;
+/// The most of a refused dry run's response body read (a Status is a few hundred bytes).
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
 /// Asks the API server to create Job `manifest` in `namespace` with `dryRun=All`: validation and
 /// every admission step run, nothing is stored (k8s.io/apiserver pkg/endpoints/handlers/create.go).
@@ -658,10 +660,18 @@ pub async fn dry_run_create(
         .flat_map(warning_texts)
         .map(|w| crate::report::sanitize::bounded(&w, MAX_ADMISSION_MESSAGE).into_owned())
         .collect();
-    let bytes = res.into_body().collect_bytes().await?;
     if (200..300).contains(&code) {
         return Ok(Admission::Admitted { warnings });
     }
+    // The refusal's body is the server's to shape: read at most MAX_REFUSAL_BODY of it.
+    use http_body_util::BodyExt;
+    let bytes = match http_body_util::Limited::new(res.into_body(), MAX_REFUSAL_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(_) => b"(a response body too large or cut off)".to_vec(),
+    };
     let text = String::from_utf8_lossy(&bytes);
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()

@@ -1298,6 +1298,27 @@ fn an_admission_policy_denying_the_node_jobs_refuses_before_the_secret_write() {
     }
 }
 
+/// A refusal whose body is huge (a webhook's message is the webhook's to shape) is read only up
+/// to a bound: the run still refuses before writing and says the body was too large.
+#[test]
+fn a_refusal_with_a_huge_body_is_read_only_up_to_a_bound() {
+    let c = cluster(1, false);
+    c.state.lock().unwrap().deny_jobs = Some(crate::kube_api::JobDeny {
+        policy: "chatty".into(),
+        binding: "chatty-binding".into(),
+        message: "x".repeat(1 << 20),
+        reason: "Forbidden".into(),
+    });
+    let before = secret_state(&c);
+    let out = rotate(&c, &["--dry-run"]);
+    let err = assert_refused_before_writing(&c, &before, &out);
+    assert!(
+        err.contains("HTTP 403") && err.contains("a response body too large"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+}
+
 /// Issue 10 item 9: `rotate --dry-run` runs the same dry run of the node Jobs: a cluster default
 /// Pod Security level is reported as a refusal, and nothing is written.
 #[test]
