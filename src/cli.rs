@@ -178,7 +178,9 @@ pub struct RotateArgs {
     #[arg(long, default_value_t = 300, value_parser = parse_seconds, allow_negative_numbers = true)]
     pub job_timeout: u64,
     /// For push: milliseconds from the moment every node's push pod is ready (prepared and
-    /// waiting) to the shared write instant announced to them.
+    /// waiting) to the shared write instant announced to them. Must fit in --job-timeout: the
+    /// pods get half of it to become ready, so the lead may be at most half of --job-timeout
+    /// less 1 s (the lateness a node is allowed); a longer lead is refused, nothing written.
     #[arg(long, default_value_t = 2000, value_parser = parse_push_lead_ms, allow_negative_numbers = true)]
     pub push_lead_ms: u64,
     /// Skip purging old keys from conf.db after the rotation.

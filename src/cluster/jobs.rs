@@ -396,51 +396,58 @@ fn readiness(pods: &Watched<Pod>, job_uid: &str) -> Readiness {
 /// The barrier: waits until the pod of every Job of `created` is Ready (its readinessProbe
 /// passed), through one watch of the run's pods. `Err` names every node that is not, with why:
 /// its Job could not be created, its pod cannot start (the Events say), its pod ended before it
-/// was Ready (with the reason from its log), or it was not Ready by `deadline`. Reads only.
+/// was Ready (with the reason from its log), or it was not Ready by `deadline`. Once one node
+/// has failed, the wait goes on until every other node is Ready or has failed too (or
+/// `deadline`), so that every failed node is named at once, not only the first one seen: no
+/// instant is announced before this returns `Ok`, so no node writes meanwhile. Reads only.
 pub async fn wait_ready(
     client: &Client,
     job: &NodeJob,
     created: &Created,
     deadline: Instant,
 ) -> Result<(), Vec<(String, String)>> {
-    let not_created: Vec<(String, String)> = created
+    // Failures are final (a pod that ended, an Event that says it cannot start): each node's
+    // reason is read once.
+    let mut bad: std::collections::BTreeMap<String, String> = created
         .not_created()
         .map(|(n, why)| (n.to_owned(), why))
         .collect();
-    if !not_created.is_empty() {
-        return Err(not_created);
-    }
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
     // The run's pods carry its labels too (the Job's pod template).
     let mut pods = run_watch(pods_api.clone(), job);
     let (mut refused, mut unmounted) = event_watches(client, job);
     loop {
-        let mut bad = vec![];
         let mut waiting = vec![];
         for (node, name, uid) in &created.pending {
+            if bad.contains_key(node) {
+                continue;
+            }
             let why = match readiness(&pods, uid) {
                 Readiness::Ready if pods.synced() => continue,
                 Readiness::Ended(phase) => {
                     let log = result_of(&pods_api, uid).await;
-                    bad.push((
+                    bad.insert(
                         node.clone(),
                         format!("its pod ended ({phase}) before it was ready: {log}"),
-                    ));
+                    );
                     continue;
                 }
                 Readiness::Ready => "not listed yet".to_owned(),
                 Readiness::Waiting(why) => why,
             };
             match not_started(&refused, &unmounted, job, name, uid) {
-                Some(ns) => bad.push((node.clone(), format!("its pod cannot start: {ns}"))),
+                Some(ns) => {
+                    bad.insert(node.clone(), format!("its pod cannot start: {ns}"));
+                }
                 None => waiting.push((node.clone(), why)),
             }
         }
-        if !bad.is_empty() {
-            return Err(bad);
-        }
         if waiting.is_empty() {
-            return Ok(());
+            return if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(bad.into_iter().collect())
+            };
         }
         let changed = tokio::select! {
             c = pods.changed(deadline) => c,
@@ -448,10 +455,10 @@ pub async fn wait_ready(
             c = unmounted.changed(deadline) => c,
         };
         if !changed {
-            return Err(waiting
+            let late = waiting
                 .into_iter()
-                .map(|(n, why)| (n, format!("its pod was not ready in time ({why})")))
-                .collect());
+                .map(|(n, why)| (n, format!("its pod was not ready in time ({why})")));
+            return Err(bad.into_iter().chain(late).collect());
         }
     }
 }

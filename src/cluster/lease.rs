@@ -353,12 +353,44 @@ pub async fn annotate(
     key: &str,
     value: &str,
 ) -> Result<(), ClusterError> {
+    annotate_unless(client, namespace, name, holder, (key, value), None)
+        .await
+        .map(drop)
+}
+
+/// What [`annotate_unless`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Annotated {
+    /// The value was written.
+    Written,
+    /// The annotation already held the `unless` value: nothing was written.
+    Kept,
+}
+
+/// [`annotate`], except that when the annotation already holds `unless` nothing is written
+/// ([`Annotated::Kept`]). Each attempt reads the Lease and writes with that read's
+/// resourceVersion as precondition, so the value is never written over `unless` stored
+/// meanwhile (e.g. by an earlier update whose answer was lost): that write is a 409, and the
+/// re-read sees it. `unless` is checked before the holder, so it is found even on a Lease lost
+/// since.
+pub async fn annotate_unless(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    holder: &str,
+    (key, value): (&str, &str),
+    unless: Option<&str>,
+) -> Result<Annotated, ClusterError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let what = format!("lease {namespace}/{name}");
     for _attempt in 0..5 {
         let mut l = super::retry("reading the rotation lease", || api.get(name))
             .await
             .map_err(|e| ClusterError::api("get", &what, e))?;
+        let current = l.metadata.annotations.as_ref().and_then(|a| a.get(key));
+        if unless.is_some() && current.map(String::as_str) == unless {
+            return Ok(Annotated::Kept);
+        }
         if holder_of(&l) != holder {
             return Err(ClusterError::LeaseLost(format!(
                 "the rotation lease was taken over by {:?}",
@@ -370,7 +402,7 @@ pub async fn annotate(
             .get_or_insert_with(Default::default)
             .insert(key.to_owned(), value.to_owned());
         match api.replace(name, &PostParams::default(), &l).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Annotated::Written),
             Err(kube::Error::Api(s)) if s.is_conflict() => continue,
             Err(e) => return Err(ClusterError::api("update", &what, e)),
         }

@@ -589,9 +589,49 @@ const NODE_ARGS: [&str; 4] = [
     "/var/run/antrea",
 ];
 
+/// The longest `--push-lead-ms` that fits in `--job-timeout`: the push pods get half the Job
+/// timeout to become ready ([`phases::ready_timeout`]); the instant comes the lead later, and a
+/// node may still write up to [`node::BARRIER_LATE_TOLERANCE_MS`] after it, all before the
+/// Jobs' `activeDeadlineSeconds` (the whole Job timeout) ends their pods.
+pub fn max_push_lead(job_timeout: Duration) -> Duration {
+    let rest = job_timeout.saturating_sub(phases::ready_timeout_of(job_timeout));
+    rest.saturating_sub(Duration::from_millis(
+        node::BARRIER_LATE_TOLERANCE_MS as u64,
+    ))
+}
+
+/// Refuses a push whose lead cannot fit in the Job timeout ([`max_push_lead`]): its pods would
+/// be ended by their deadline before the instant, after the new key is in the Secret.
+fn check_push_lead(cfg: &RotateConfig) -> Result<(), ClusterError> {
+    let max = max_push_lead(cfg.job_timeout);
+    if cfg.push_lead <= max {
+        return Ok(());
+    }
+    Err(ClusterError::Precondition(format!(
+        "--push-lead-ms {} does not fit in --job-timeout {}: the push pods get half the Job timeout ({} ms) to become ready, and the instant announced --push-lead-ms later, plus the {} ms a node may be late, must come before the Job timeout ends them, so --push-lead-ms must be at most {} with this --job-timeout. Lower --push-lead-ms or raise --job-timeout (at least {} s for this lead); nothing was written",
+        cfg.push_lead.as_millis(),
+        cfg.job_timeout.as_secs(),
+        phases::ready_timeout_of(cfg.job_timeout).as_millis(),
+        node::BARRIER_LATE_TOLERANCE_MS,
+        max.as_millis(),
+        min_job_timeout(cfg.push_lead),
+    )))
+}
+
+/// The shortest `--job-timeout` (whole seconds) that fits `lead` ([`max_push_lead`]).
+fn min_job_timeout(lead: Duration) -> u64 {
+    (1..=86_400u64)
+        .find(|s| max_push_lead(Duration::from_secs(*s)) >= lead)
+        .unwrap_or(86_400)
+}
+
 /// Runs (or resumes) a rotation.
 pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
     let started = Instant::now();
+    if cfg.strategy == Strategy::Push {
+        // A flag error: refused before the API is asked anything.
+        check_push_lead(cfg)?;
+    }
     let client = cluster::client(cfg.api_timeout).await?;
     let ctx = Ctx {
         cfg,
@@ -617,6 +657,13 @@ pub async fn run(cfg: &RotateConfig) -> Result<Rotated, ClusterError> {
         targets,
         ..ctx
     };
+    // Resuming a push rotation started with --strategy push: its lead must fit too.
+    let resumed = Record::read(secret.metadata.annotations.as_ref())
+        .filter(|r| r.phase != Phase::Done)
+        .and_then(|r| r.strategy_enum());
+    if resumed == Some(Strategy::Push) {
+        check_push_lead(cfg)?;
+    }
     // The node Jobs themselves, as the API server would admit them (a server-side dry run).
     let planned = planned_jobs(&ctx, &secret, &current);
     cluster::health::node_jobs_admitted(&ctx.client, &job_namespace, &planned).await?;
@@ -894,4 +941,33 @@ fn finish(
 /// recorded, resumable part was done).
 pub fn error_code(_e: &ClusterError) -> u8 {
     EXIT_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_lead_must_fit_in_the_job_timeout() {
+        // Half the Job timeout to get Ready, then the lead, then the 1 s tolerance.
+        assert_eq!(
+            max_push_lead(Duration::from_secs(300)),
+            Duration::from_secs(149)
+        );
+        assert_eq!(
+            max_push_lead(Duration::from_secs(6)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            max_push_lead(Duration::from_secs(5)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(max_push_lead(Duration::from_secs(2)), Duration::ZERO);
+        assert_eq!(max_push_lead(Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(min_job_timeout(Duration::from_secs(2)), 6);
+        assert_eq!(min_job_timeout(Duration::from_millis(2001)), 7);
+        assert_eq!(min_job_timeout(Duration::from_millis(100)), 3);
+        // The default lead fits the default Job timeout.
+        assert!(Duration::from_millis(2000) <= max_push_lead(Duration::from_secs(300)));
+    }
 }

@@ -30,11 +30,13 @@ pub enum PushError {
     InstantPast { at: u128, late: u128 },
     #[error("--at-unix-ms {at} is {ahead} ms ahead, more than {MAX_AHEAD_MS} ms: not a shared instant of a running rotation (is it in seconds, or is this node's clock wrong?); nothing was written")]
     InstantTooFar { at: u128, ahead: u128 },
-    #[error("nothing was written: this node reached the instant {at} {late} ms too late (more than the {tolerance} ms tolerated; the process was stalled, or this node's clock is ahead), and writing now would leave its key changing apart from the others")]
+    #[error("nothing was written: this node reached the instant {at} {late} ms too late (more than the {tolerance} ms tolerated; the process was stalled, or this node's clock is ahead){}, and writing now would leave its key changing apart from the others", seen_words(*at, *seen))]
     Late {
         at: u128,
         late: u128,
         tolerance: u128,
+        /// When the announcement of the instant reached this node (barrier mode).
+        seen: Option<u128>,
     },
     #[error("the rotation gave this push up before announcing an instant (another node's push pod never became ready); nothing was written")]
     Aborted,
@@ -50,6 +52,21 @@ pub enum PushError {
     Ready(String, String),
     #[error("{0}")]
     Ovsdb(#[from] crate::ovsdb::Error),
+}
+
+/// When the announcement reached the node, relative to the instant (for [`PushError::Late`]).
+fn seen_words(at: u128, seen: Option<u128>) -> String {
+    match seen {
+        None => String::new(),
+        Some(s) if s > at => format!(
+            "; the announcement reached this node at Unix ms {s}, {} ms after the instant",
+            s - at
+        ),
+        Some(s) => format!(
+            "; the announcement reached this node at Unix ms {s}, {} ms before the instant",
+            at - s
+        ),
+    }
 }
 
 /// Reads the key from `var`, removes the variable from the environment, and refuses a key that
@@ -165,16 +182,16 @@ pub async fn push(
         .filter(|t| t.key.is_some() || !t.remote_name)
         .collect();
     let ops = write_ops(&targets, psk);
-    let at = match when {
-        When::Now => None,
-        When::At(at) => Some((at, LATE_TOLERANCE_MS)),
-        When::Barrier(b) => Some((
-            barrier_instant(&b, timeout).await?,
-            BARRIER_LATE_TOLERANCE_MS,
-        )),
+    let (at, seen) = match when {
+        When::Now => (None, None),
+        When::At(at) => (Some((at, LATE_TOLERANCE_MS)), None),
+        When::Barrier(b) => {
+            let at = barrier_instant(&b, timeout).await?;
+            (Some((at, BARRIER_LATE_TOLERANCE_MS)), Some(now_ms()))
+        }
     };
     if let Some((at, tolerance)) = at {
-        sleep_until_instant(at, tolerance).await?;
+        sleep_until_instant(at, tolerance, seen).await?;
     }
     let written_at = now_ms();
     client.transact_ok(VSWITCH_DB, &ops).await?;
@@ -187,6 +204,11 @@ pub async fn push(
     });
     if let Some((at, _)) = at {
         summary["instant_unix_ms"] = json!(at);
+    }
+    if let Some(seen) = seen {
+        // When the announcement reached this node: the rotator compares it with when it wrote
+        // the announcement (the propagation of the instant, reported as push_propagation_ms).
+        summary["instant_seen_unix_ms"] = json!(seen);
     }
     Ok(summary)
 }
@@ -218,7 +240,11 @@ fn write_ops(targets: &[&tunnels::Tunnel], psk: &Psk) -> Vec<Operation> {
 /// Sleeps until `at` (Unix ms), then refuses if the node is more than `tolerance` ms past it
 /// (connecting and reading took long, the process was stalled): a late write would widen the
 /// window in which nodes hold different keys.
-async fn sleep_until_instant(at: u128, tolerance: u128) -> Result<(), PushError> {
+async fn sleep_until_instant(
+    at: u128,
+    tolerance: u128,
+    seen: Option<u128>,
+) -> Result<(), PushError> {
     let now = now_ms();
     if at > now {
         // At most MAX_AHEAD_MS (checked), so this fits.
@@ -230,6 +256,7 @@ async fn sleep_until_instant(at: u128, tolerance: u128) -> Result<(), PushError>
             at,
             late: now - at,
             tolerance,
+            seen,
         });
     }
     Ok(())

@@ -205,33 +205,59 @@ async fn push(run: &mut Run<'_>) -> Result<(), ClusterError> {
         "push_ready_ms".into(),
         json!(t.elapsed().as_millis() as u64),
     );
-    let at_ms = (std::time::SystemTime::now() + ctx.cfg.push_lead)
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let at_ms = unix_ms_now() + ctx.cfg.push_lead.as_millis() as u64;
+    let instant = format!("{barrier} {at_ms}");
+    let t_announce = Instant::now();
     let announced = match ctx.held.check() {
-        Ok(()) => announce(ctx, &format!("{barrier} {at_ms}")).await,
+        Ok(()) => announce(ctx, &instant).await,
         Err(e) => Err(e),
     };
+    // The lead includes this: the instant is fixed before the Lease update is sent.
+    run.timings.insert(
+        "push_announce_ms".into(),
+        json!(t_announce.elapsed().as_millis() as u64),
+    );
     if let Err(e) = announced {
-        // No pod writes without the instant: call the push off, clean up, stop.
-        give_up(ctx, &job, created, &barrier).await;
-        return Err(e);
+        // The update may have been stored although its answer was lost (a timeout, a dropped
+        // connection): then pods already saw the instant and write at it, and calling the push
+        // off now would split the nodes. Call it off only if the Lease does not hold the instant.
+        if !call_off_unless_announced(ctx, &barrier, &instant).await {
+            jobs::abandon(&ctx.client, &job, created).await;
+            return Err(e);
+        }
+        ctx.progress(&format!(
+            "announcing the push instant failed ({e}), but the rotation lease holds it: the nodes write at it; going on"
+        ));
     }
+    let announced_ms = unix_ms_now();
     ctx.progress(&format!(
         "every push pod is ready: the nodes write at Unix ms {at_ms} (in {} ms)",
         ctx.cfg.push_lead.as_millis()
     ));
     run.timings
         .insert("push_instant_unix_ms".into(), json!(at_ms));
+    run.timings
+        .insert("push_announced_unix_ms".into(), json!(announced_ms));
     let results = jobs::wait_on_nodes(&ctx.client, &job, created).await;
-    record_push(run, &results, at_ms).await
+    record_push(run, &results, at_ms, announced_ms).await
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// How long the push pods have to get Ready: half the Job timeout, so that pods still have time
 /// to write before their Jobs' `activeDeadlineSeconds` (the whole Job timeout) ends them.
 fn ready_timeout(ctx: &super::Ctx<'_>) -> std::time::Duration {
-    ctx.cfg.job_timeout / 2
+    ready_timeout_of(ctx.cfg.job_timeout)
+}
+
+/// [`ready_timeout`] for a Job timeout.
+pub(super) fn ready_timeout_of(job_timeout: std::time::Duration) -> std::time::Duration {
+    job_timeout / 2
 }
 
 /// The push Job: `push-key` in barrier mode for push `barrier`, watching the rotation Lease.
@@ -268,6 +294,38 @@ async fn announce(ctx: &super::Ctx<'_>, value: &str) -> Result<(), ClusterError>
         value,
     )
     .await
+}
+
+/// After an announcement of `instant` that failed: writes `<barrier> abort` unless the Lease
+/// holds `instant` (stored although the answer was lost), never over it
+/// ([`crate::cluster::lease::annotate_unless`]). Whether the push must go on: true when the
+/// instant is stored, or when the Lease cannot be read to tell (the pods may have seen it; the
+/// push's results then say which nodes wrote, and a push no node wrote stops, resumable); false
+/// when the push was called off or the instant is surely not stored.
+async fn call_off_unless_announced(ctx: &super::Ctx<'_>, barrier: &str, instant: &str) -> bool {
+    use crate::cluster::lease::{annotate_unless, Annotated};
+    let abort = format!("{barrier} abort");
+    let cfg = ctx.cfg;
+    match annotate_unless(
+        &ctx.client,
+        &cfg.namespace,
+        &cfg.lease,
+        &ctx.holder,
+        (node::INSTANT_ANNOTATION, &abort),
+        Some(instant),
+    )
+    .await
+    {
+        Ok(Annotated::Kept) => true,
+        Ok(Annotated::Written) => false,
+        // Someone else holds the Lease, and it does not hold the instant: a late write of it
+        // would carry an older resourceVersion and be refused (409).
+        Err(ClusterError::LeaseLost(_)) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the rotation lease to tell whether the push instant was stored; waiting for the push pods' results");
+            true
+        }
+    }
 }
 
 /// Announces `<barrier> abort` (the waiting pods exit without writing) and deletes the push Jobs.
@@ -311,10 +369,12 @@ async fn record_push(
     run: &mut Run<'_>,
     results: &[(String, Outcome)],
     at_ms: u64,
+    announced_ms: u64,
 ) -> Result<(), ClusterError> {
     let ctx = run.ctx;
     let mut failed = vec![];
     let mut written = vec![];
+    let mut seen = vec![];
     for (n, o) in results {
         let ok = matches!(o, Outcome::Succeeded(_));
         run.row(n).insert("pushed".into(), json!(ok));
@@ -331,6 +391,21 @@ async fn record_push(
             run.row(n).insert("pushed_at_unix_ms".into(), json!(t));
             written.push(t);
         }
+        if let Some(t) = o
+            .result()
+            .ok()
+            .and_then(|r| r["instant_seen_unix_ms"].as_u64())
+        {
+            seen.push(t);
+        }
+    }
+    // How long the announcement took to reach the last node that wrote (its watch of the
+    // Lease): what the lead must cover.
+    if let Some(last) = seen.iter().max() {
+        run.timings.insert(
+            "push_propagation_ms".into(),
+            json!(last.saturating_sub(announced_ms)),
+        );
     }
     // The measured mixed-key window of the push (by the nodes' clocks, NTP-synced on a real
     // cluster): first node's write to the last, and how late the last was after the instant.

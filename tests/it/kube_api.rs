@@ -64,6 +64,15 @@ pub struct State {
     pub custom_resources: std::collections::BTreeSet<(String, String)>,
     /// Fault: the next N updates (PUT) of leases answer 500.
     pub fail_lease_updates: usize,
+    /// Fault: the next N Lease updates that announce a push instant (annotation
+    /// `psk-guard.io/push-at` set to `<id> <ms>`, not `abort`) are stored, and then the answer is
+    /// lost: the connection is closed without a response. kube-apiserver commits a write before
+    /// it answers, so an answer lost afterwards (a connection reset by a load balancer, the
+    /// client's own timeout) leaves the write standing; its request timeout filter
+    /// (k8s.io/apiserver pkg/server/filters/timeout.go) even answers 504 while the handler goes
+    /// on, which apimachinery's errors.go words as "the server was unable to return a response in
+    /// the time allotted, but may still be processing the request".
+    pub lose_instant_responses: usize,
     /// Nodes whose kubelet does not answer: a pod deleted there stays Terminating.
     pub unreachable_nodes: HashSet<String>,
     /// Evictions refused with 429 by a PodDisruptionBudget.
@@ -1139,7 +1148,39 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// Whether this request is a Lease update announcing a push instant whose answer is to be lost
+/// (`lose_instant_responses`).
+fn lose_instant_response(state: &Shared, method: &str, path: &str, body: &[u8]) -> bool {
+    let st = state.lock().unwrap();
+    if st.lose_instant_responses == 0
+        || method != "PUT"
+        || route(path).is_none_or(|r| r.resource != "leases")
+    {
+        return false;
+    }
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["metadata"]["annotations"]["psk-guard.io/push-at"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .is_some_and(|a| !a.ends_with(" abort"))
+}
+
+/// The answer never reaches the client: hyper closes the connection when the service fails.
+#[derive(Debug)]
+pub struct AnswerLost;
+
+impl std::fmt::Display for AnswerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the answer is lost (fault injected)")
+    }
+}
+
+impl std::error::Error for AnswerLost {}
+
+async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, AnswerLost> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -1174,7 +1215,14 @@ async fn serve(state: Shared, req: Request<Incoming>) -> Result<Response<Body>, 
         }
     } else {
         follow_log(&state, &path, &query).await;
-        handle(&state, &method, &path, &query, &ctype, &accept, &body)
+        let lose = lose_instant_response(&state, &method, &path, &body);
+        let answer = handle(&state, &method, &path, &query, &ctype, &accept, &body);
+        if lose && (200..300).contains(&answer.0) {
+            // Stored; the answer is lost.
+            state.lock().unwrap().lose_instant_responses -= 1;
+            return Err(AnswerLost);
+        }
+        answer
     };
     // Admission warnings go only with an admitted request (admission.go: "avoid adding warnings
     // to a request we're already going to reject").

@@ -454,6 +454,67 @@ fn preflight_failures_change_nothing() {
     assert!(c.state.lock().unwrap().writes().is_empty());
 }
 
+/// A push whose lead cannot fit in the Job timeout (half of it to get Ready, the lead, the 1 s a
+/// node may be late) is refused before anything is asked or written, naming both flags; so is
+/// resuming a push rotation with such flags (the recorded strategy is push).
+#[test]
+fn push_lead_that_does_not_fit_the_job_timeout_is_refused() {
+    let c = cluster(1, false);
+    c.state.lock().unwrap().requests.clear();
+    let bad = [
+        "--strategy",
+        "push",
+        "--job-timeout",
+        "5",
+        "--push-lead-ms",
+        "2000",
+    ];
+    let out = rotate(&c, &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--push-lead-ms 2000 does not fit in --job-timeout 5")
+            && err.contains("at most 1500")
+            && err.contains("at least 6 s")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(
+        c.state.lock().unwrap().requests.is_empty(),
+        "refused before any API request"
+    );
+    assert_eq!(c.secret_key(), OLD);
+    // Resuming a push rotation (crashed after the Secret write) with --strategy restart but the
+    // same lead and timeout: the recorded strategy is push, so the pair is refused, nothing written.
+    crash_after(&c, "secret-written", "push");
+    let key = c.secret_key();
+    let writes = c.state.lock().unwrap().writes().len();
+    let out = rotate(
+        &c,
+        &[
+            "--strategy",
+            "restart",
+            "--job-timeout",
+            "5",
+            "--push-lead-ms",
+            "2000",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--push-lead-ms 2000 does not fit in --job-timeout 5"),
+        "{err}"
+    );
+    assert_eq!(
+        c.state.lock().unwrap().writes().len(),
+        writes,
+        "nothing written"
+    );
+    assert_eq!(c.secret_key(), key);
+    assert_eq!(c.annotation("phase").as_deref(), Some("secret-written"));
+}
+
 #[test]
 fn status_reads_the_record_back() {
     let c = cluster(2, false);
@@ -523,6 +584,7 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
     // The push instant's lead after every pod is Ready (default 2000 ms, rotate's default).
     let lead = std::env::var("BENCH_PUSH_LEAD_MS").unwrap_or_else(|_| "2000".into());
     let before = c.state.lock().unwrap().requests.len();
+    let cpu_before = (cpu_ticks(), self_cpu_ticks());
     let t = std::time::Instant::now();
     let out = c.psk_guard(
         &[
@@ -543,6 +605,21 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
         &[],
     );
     let total = t.elapsed();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let requests = c.state.lock().unwrap().requests.len() - before;
+    let cpu = cpu_account(cpu_before, total);
+    let propagation = push_propagation(&c, &r);
+    println!(
+        "{}",
+        json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay, "pod_start_ms": pod_start_ms,
+               "mixed_key_window_ms": c.window_ms(), "reported_push_window_ms": r["data"]["timings"]["push_window_ms"], "key_changes": c.changes.lock().unwrap().len(),
+               "push_lead_ms": lead, "push_ready_ms": r["data"]["timings"]["push_ready_ms"], "push_late_ms": r["data"]["timings"]["push_late_ms"], "push_failed_nodes": r["data"]["timings"]["push_failed_nodes"],
+               "load_avg_1m": std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next().map(str::to_owned)),
+               "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"],
+               "api_requests": requests, "api_requests_per_node": requests as f64 / n as f64,
+               "probe_execs": c.world.lock().unwrap().probe_execs, "cpu": cpu, "push_propagation": propagation,
+               "push_announce_ms": r["data"]["timings"]["push_announce_ms"], "exit": out.status.code()})
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -551,17 +628,92 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
     );
     let new = c.secret_key();
     assert!(c.node_keys().iter().all(|(_, k)| k == &vec![new.clone()]));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let requests = c.state.lock().unwrap().requests.len() - before;
-    println!(
-        "{}",
-        json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay, "pod_start_ms": pod_start_ms,
-               "mixed_key_window_ms": c.window_ms(), "reported_push_window_ms": r["data"]["timings"]["push_window_ms"], "key_changes": c.changes.lock().unwrap().len(),
-               "push_lead_ms": lead, "push_ready_ms": r["data"]["timings"]["push_ready_ms"], "push_late_ms": r["data"]["timings"]["push_late_ms"], "push_failed_nodes": r["data"]["timings"]["push_failed_nodes"],
-               "load_avg_1m": std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next().map(str::to_owned)),
-               "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"],
-               "api_requests": requests, "api_requests_per_node": requests as f64 / n as f64})
-    );
+}
+
+/// (busy, total) jiffies of the whole machine, from /proc/stat.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle + iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// (this process's user+system jiffies, its waited-for children's), from /proc/self/stat.
+fn self_cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, a)| a).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14-17 of proc(5) (utime, stime, cutime, cstime) are 11-14 after the comm.
+    let g = |i: usize| f.get(i).copied().unwrap_or(0);
+    (g(11) + g(12), g(13) + g(14))
+}
+
+/// Where the run's CPU went, in CPU-seconds per second of the run (the machine has 2 cores):
+/// the whole machine, the test process (API test server, simulated kubelets and agents) and the
+/// processes it waited for (psk-guard rotate, the Jobs' psk-guard, the readiness probes).
+fn cpu_account(before: ((u64, u64), (u64, u64)), took: Duration) -> serde_json::Value {
+    let ((busy0, total0), (own0, kids0)) = before;
+    let ((busy1, total1), (own1, kids1)) = (cpu_ticks(), self_cpu_ticks());
+    let secs = took.as_secs_f64().max(0.001);
+    let hz = 100.0; // USER_HZ
+    json!({
+        "machine_busy": (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64,
+        "test_process_cores": (own1 - own0) as f64 / hz / secs,
+        "children_cores": (kids1 - kids0) as f64 / hz / secs,
+    })
+}
+
+/// For a push: when the announced instant reached each push pod, against when the rotator wrote
+/// it (`push_announced_unix_ms`): from the pods' logs, the result (`instant_seen_unix_ms`) of a
+/// pod that wrote, the refusal of a late one.
+fn push_propagation(c: &Cluster, r: &serde_json::Value) -> serde_json::Value {
+    let Some(announced) = r["data"]["timings"]["push_announced_unix_ms"].as_u64() else {
+        return serde_json::Value::Null;
+    };
+    let instant = r["data"]["timings"]["push_instant_unix_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    let mut seen: Vec<i64> = vec![];
+    let mut refused_late = 0;
+    for ((_, pod), log) in &c.state.lock().unwrap().logs {
+        if !pod.starts_with("psk-guard-push-") {
+            continue;
+        }
+        if let Some(t) = log
+            .lines()
+            .find_map(crate::sim::push_result)
+            .and_then(|v| v["instant_seen_unix_ms"].as_u64())
+        {
+            seen.push(t as i64 - announced as i64);
+        } else if let Some(t) = log.split("reached this node at Unix ms ").nth(1) {
+            refused_late += 1;
+            if let Some(t) = t.split(',').next().and_then(|t| t.parse::<i64>().ok()) {
+                seen.push(t - announced as i64);
+            }
+        }
+    }
+    seen.sort_unstable();
+    let pct = |p: usize| seen.get((seen.len().max(1) - 1) * p / 100).copied();
+    let lead_left = instant as i64 - announced as i64;
+    // From the last pod turning Ready (the kubelet's status write) to the rotator fixing the
+    // instant (instant - lead): how long the rotator's watch of the pods took to see it.
+    let last_ready = c.world.lock().unwrap().ready_times.iter().max().copied();
+    json!({"pods": seen.len(), "refused_late": refused_late, "instant_after_announced_ms": lead_left,
+           "seen_after_announced_ms": {"min": seen.first(), "p50": pct(50), "p90": pct(90), "max": seen.last()},
+           "seen_after_instant": seen.iter().filter(|s| **s > lead_left).count(),
+           "last_ready_unix_ms": last_ready, "announced_unix_ms": announced, "instant_unix_ms": instant})
 }
 
 #[test]
@@ -1032,6 +1184,58 @@ fn announced(c: &Cluster) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Every value the rotation Lease's instant annotation ever had, oldest first (from the test
+/// server's change log).
+fn announcements(c: &Cluster) -> Vec<String> {
+    let st = c.state.lock().unwrap();
+    let mut seen: Vec<String> = vec![];
+    for ch in &st.events {
+        if ch.key != ("leases".into(), NS.into(), "psk-guard-rotation".into()) {
+            continue;
+        }
+        let a = ch.object.as_ref().and_then(|o| {
+            o["metadata"]["annotations"][psk_guard::rotation::node::INSTANT_ANNOTATION]
+                .as_str()
+                .map(str::to_owned)
+        });
+        if let Some(a) = a {
+            if seen.last() != Some(&a) {
+                seen.push(a);
+            }
+        }
+    }
+    seen
+}
+
+/// The Lease update announcing the push instant is stored, but its answer is lost (the
+/// connection closes before the response; kube-apiserver commits before it answers). The pods
+/// already saw the instant and write at it; the rotator must not call the push off (that would
+/// leave the nodes split until a rerun): it re-reads the Lease, finds its instant there and goes
+/// on with the push's results. No abort is ever written, every node wrote, the rotation completes.
+#[test]
+fn an_instant_stored_whose_answer_was_lost_is_not_called_off() {
+    let c = cluster(2, false);
+    c.state.lock().unwrap().lose_instant_responses = 1;
+    let out = rotate(&c, &["--strategy", "push", "--push-lead-ms", "3000"]);
+    assert_eq!(
+        c.state.lock().unwrap().lose_instant_responses,
+        0,
+        "the announcement's answer was lost"
+    );
+    let said = announcements(&c);
+    assert!(
+        said.iter().all(|a| !a.ends_with(" abort")),
+        "never called off: {said:?}"
+    );
+    assert_eq!(said.len(), 1, "one instant announced: {said:?}");
+    assert_rotated(&c, &out, OLD);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for i in &c.infos {
+        assert_eq!(node_row(&report, &i.name)["pushed"], true, "{report:#}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the rotation lease holds it"));
+}
+
 /// Issue 10 item 8: pods that start 2 to 5 s apart (scheduling, image pulls) still write at one
 /// instant: the instant is announced only once every push pod is Ready (prepared, waiting), so
 /// every node writes within the tolerance after it, whatever the spread of the starts.
@@ -1169,15 +1373,14 @@ fn a_push_no_node_wrote_stops_unsplit_and_the_rerun_resumes() {
     let out = rotate(&c, &["--strategy", "push"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_ne!(out.status.code(), Some(0), "{stderr}");
-    // The pods failed before they were ready: called off at the first failure seen, before any
-    // write, naming the node(s) seen failing.
+    // The pods failed before they were ready: called off before any write, naming every node.
     assert!(stderr.contains("before any node wrote"), "{stderr}");
-    assert!(
-        c.infos
-            .iter()
-            .any(|i| stderr.contains(&format!("{} (its pod ended (Failed)", i.name))),
-        "{stderr}"
-    );
+    for i in &c.infos {
+        assert!(
+            stderr.contains(&format!("{} (its pod ended (Failed)", i.name)),
+            "{stderr}"
+        );
+    }
     for (node, keys) in c.node_keys() {
         assert_eq!(keys, vec![OLD.to_owned()], "node {node} keeps the old key");
     }
@@ -1186,6 +1389,46 @@ fn a_push_no_node_wrote_stops_unsplit_and_the_rerun_resumes() {
     c.failing_jobs.lock().unwrap().clear();
     let out = rotate(&c, &["--strategy", "push"]);
     assert_rotated(&c, &out, OLD);
+}
+
+/// Several push pods fail before they are ready, at different times (one node's pod starts 2 s
+/// after the others): the push is called off naming EVERY failed node, not only the first one
+/// seen, in the error and the PushNotReady Event; the healthy node is not named; no node wrote.
+/// (The barrier waits until every node is Ready or failed before calling off; no instant is
+/// announced meanwhile, so waiting lets no node write.)
+#[test]
+fn every_push_pod_that_fails_before_ready_is_named() {
+    let c = cluster(3, false);
+    let (first, healthy, later) = (
+        c.infos[0].name.clone(),
+        c.infos[1].name.clone(),
+        c.infos[2].name.clone(),
+    );
+    for n in [&first, &later] {
+        c.failing_jobs.lock().unwrap().insert(format!("push:{n}"));
+    }
+    c.world
+        .lock()
+        .unwrap()
+        .job_start_delays
+        .insert(later.clone(), Duration::from_secs(2));
+    let out = rotate(&c, &["--strategy", "push"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("before any node wrote"), "{stderr}");
+    let event = event_message(&c, "PushNotReady");
+    for n in [&first, &later] {
+        let named = format!("{n} (its pod ended (Failed) before it was ready");
+        assert!(stderr.contains(&named), "{n} named: {stderr}");
+        assert!(event.contains(&named), "{n} in the Event: {event}");
+    }
+    assert!(!stderr.contains(&format!("{healthy} (")), "{stderr}");
+    for (node, keys) in c.node_keys() {
+        assert_eq!(keys, vec![OLD.to_owned()], "node {node} keeps the old key");
+    }
+    assert!(c.changes.lock().unwrap().is_empty());
+    assert!(announced(&c).is_some_and(|a| a.ends_with(" abort")));
+    assert_eq!(c.annotation("phase").as_deref(), Some("secret-written"));
 }
 
 /// The Secret's data and resourceVersion, to prove a refused run changed nothing.
@@ -1367,11 +1610,11 @@ fn a_node_jobs_pod_refused_after_the_secret_write_is_named_and_the_rotation_resu
         .map(|e| e["message"].as_str().unwrap_or("").to_owned())
         .collect();
     let said = events.join("\n");
-    // Both nodes' pods are refused; the push barrier calls the push off at the first refusal it
-    // sees (no node has written then), so it names that node, and may not have seen the other's.
+    // Both nodes' pods are refused; the push barrier waits until every node is Ready or failed
+    // before calling the push off (no node has written), so it names both.
     assert!(
-        ["worker-00", "worker-01"].iter().any(|n| said.contains(n)),
-        "a node named: {said}"
+        ["worker-00", "worker-01"].iter().all(|n| said.contains(n)),
+        "both nodes named: {said}"
     );
     assert!(
         said.contains("Pod Security admission refused its pod")

@@ -100,6 +100,10 @@ pub struct World {
     /// Per node: once its Job's pod is Ready, its container is stopped (SIGSTOP) for this long
     /// and then continued (a node starved of CPU, a frozen cgroup).
     pub stall_after_ready: std::collections::HashMap<String, Duration>,
+    /// How many readiness probes the kubelets have exec'd (for the benchmark's CPU account).
+    pub probe_execs: u64,
+    /// When (Unix ms) each pod with a readiness probe turned Ready (for the benchmark).
+    pub ready_times: Vec<u128>,
 }
 
 /// Shape of the cluster, fixed at creation.
@@ -119,6 +123,14 @@ pub struct Shape {
 }
 
 pub const WINDOWS_NODE: &str = "win-00";
+
+/// The psk-guard the simulated cluster runs (rotate, the Jobs' containers, the readiness
+/// probes): the one cargo built with the tests, or `PSK_GUARD_SIM_BIN` (the benchmark points it
+/// at a copy, e.g. a release build, so that rebuilding the worktree does not change it mid-run).
+pub fn binary() -> String {
+    std::env::var("PSK_GUARD_SIM_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_psk-guard").to_owned())
+}
 
 fn now_ms() -> u128 {
     SystemTime::now()
@@ -478,7 +490,7 @@ impl Cluster {
 
     /// Runs the real psk-guard against this cluster.
     pub fn psk_guard(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_psk-guard"));
+        let mut c = std::process::Command::new(binary());
         c.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env_remove("PSK_GUARD_FINGERPRINT_SALT")
@@ -1157,7 +1169,7 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
         cmd.args([host.as_str(), if *read_only { "ro" } else { "rw" }]);
     }
     cmd.arg("--")
-        .arg(env!("CARGO_BIN_EXE_psk-guard"))
+        .arg(binary())
         .args(&args)
         .env_remove("PSK_GUARD_FINGERPRINT_SALT")
         .env_remove("RUST_LOG")
@@ -1270,7 +1282,7 @@ impl Probe {
                 let a = a.as_str().unwrap();
                 // The image's binary is the psk-guard under test.
                 if i == 0 && a == psk_guard::cluster::jobs::IMAGE_BINARY {
-                    env!("CARGO_BIN_EXE_psk-guard").to_owned()
+                    binary()
                 } else {
                     in_pod(a)
                 }
@@ -1333,7 +1345,11 @@ async fn prober(
     tokio::time::sleep(probe.initial_delay).await;
     let (mut ready, mut run_ok, mut run_bad) = (false, 0, 0);
     while !exited.load(Ordering::Relaxed) && !sim.stopped() {
-        let unready = sim.world.lock().unwrap().unready.contains(&node);
+        let unready = {
+            let mut w = sim.world.lock().unwrap();
+            w.probe_execs += 1;
+            w.unready.contains(&node)
+        };
         let ok = !unready && probe.run().await;
         if exited.load(Ordering::Relaxed) {
             return;
@@ -1346,6 +1362,7 @@ async fn prober(
         if !ready && run_ok >= probe.success_threshold {
             ready = true;
             set_pod_ready(&sim, &ns, &pod, true);
+            sim.world.lock().unwrap().ready_times.push(now_ms());
             let stall = sim
                 .world
                 .lock()
@@ -1388,7 +1405,7 @@ fn set_pod_ready(sim: &Sim, ns: &str, pod: &str, ready: bool) {
 
 /// push-key's summary from one log line: a bare JSON object, or psk-guard's framed result
 /// (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`).
-fn push_result(line: &str) -> Option<Json> {
+pub fn push_result(line: &str) -> Option<Json> {
     if let Some(rest) = line.strip_prefix("PSK-GUARD-RESULT v1 ") {
         let b64 = rest.split(' ').next()?;
         return serde_json::from_slice(&base64_decode(b64)).ok();
