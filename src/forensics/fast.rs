@@ -412,31 +412,99 @@ impl P<'_> {
     }
 }
 
-/// Scans one transaction record into `t` (cleared first). `false`: not in the subset (or a row
-/// uuid appears twice), so the caller must use the full decoder.
-pub(crate) fn scan(body: &[u8], t: &mut Txn) -> bool {
+/// Scans one transaction record into `t`: its rows are appended to `t.rows` (the rows already
+/// there are kept: a batch's records share the vector). `false`: not in the subset (or a row uuid
+/// appears twice), so the caller must use the full decoder; `t.rows` is then as it was.
+pub(crate) fn scan_into(body: &[u8], t: &mut Txn) -> bool {
     t.date = None;
     t.is_diff = false;
     t.comment = None;
-    t.rows.clear();
+    let first = t.rows.len();
     let mut p = P { b: body, i: 0 };
-    if p.txn(t).is_err() {
+    if p.txn(t).is_err() || has_duplicate_uuid(body, &t.rows[first..], &mut t.sorted) {
+        t.rows.truncate(first);
         return false;
     }
-    // The decoder keeps the last of two rows with one uuid (a map): leave that case to it.
-    if t.rows.len() > 1 {
-        t.sorted.clear();
-        t.sorted.extend(t.rows.iter().map(|r| r.uuid));
-        t.sorted
-            .sort_unstable_by(|a, b| body[a.0..a.1].cmp(&body[b.0..b.1]));
-        if t.sorted
-            .windows(2)
-            .any(|w| body[w[0].0..w[0].1] == body[w[1].0..w[1].1])
-        {
-            return false;
+    true
+}
+
+/// Scans one transaction record into `t` (its rows cleared first); see [`scan_into`].
+#[cfg(test)]
+pub(crate) fn scan(body: &[u8], t: &mut Txn) -> bool {
+    t.rows.clear();
+    scan_into(body, t)
+}
+
+/// The decoder keeps the last of two rows with one uuid (a map): that case is left to it.
+fn has_duplicate_uuid(body: &[u8], rows: &[Row], sorted: &mut Vec<Span>) -> bool {
+    let text = |s: Span| &body[s.0..s.1];
+    match rows {
+        [] | [_] => false,
+        // The common shapes (a row replaced: deleted and recreated) without sorting.
+        [a, b] => text(a.uuid) == text(b.uuid),
+        _ => {
+            sorted.clear();
+            sorted.extend(rows.iter().map(|r| r.uuid));
+            sorted.sort_unstable_by(|a, b| text(*a).cmp(text(*b)));
+            sorted.windows(2).any(|w| text(w[0]) == text(w[1]))
         }
     }
-    true
+}
+
+/// What the hasher thread found in one record of a batch, for the main thread to apply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Class {
+    /// Cannot change a key (no `psk`, no `"Interface"` in it) and is an object: nothing to do.
+    Inert,
+    /// Neither relevant nor an object: the record ends the scan.
+    NotObject,
+    /// In the subset: its fields; its rows are `rows.0..rows.1` of [`Scans::txn`]'s rows.
+    Fast {
+        date: Option<i64>,
+        is_diff: bool,
+        comment: Option<Span>,
+        rows: (usize, usize),
+    },
+    /// Outside the subset: the full decoder reads it.
+    Full,
+}
+
+/// The classes of a batch's records (in order, from its first until the first bad one), and
+/// the rows of those read the fast way. Reused from batch to batch; holds spans, no key bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Scans {
+    pub class: Vec<Class>,
+    pub txn: Txn,
+}
+
+impl Scans {
+    pub fn clear(&mut self) {
+        self.class.clear();
+        self.txn.rows.clear();
+    }
+
+    /// Classifies one record; `relevant` says whether it can change a key at all (`Err`: it
+    /// cannot, and is not an object either).
+    pub fn push(&mut self, body: &[u8], relevant: Result<bool, &'static str>) {
+        let class = match relevant {
+            Err(_) => Class::NotObject,
+            Ok(false) => Class::Inert,
+            Ok(true) => {
+                let first = self.txn.rows.len();
+                if scan_into(body, &mut self.txn) {
+                    Class::Fast {
+                        date: self.txn.date,
+                        is_diff: self.txn.is_diff,
+                        comment: self.txn.comment,
+                        rows: (first, self.txn.rows.len()),
+                    }
+                } else {
+                    Class::Full
+                }
+            }
+        };
+        self.class.push(class);
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Reading conf.db at hashing speed: this thread reads the file into a few large buffers and
-//! frames the records in them; a second thread verifies each record's SHA-1 while this one scans
-//! the records of the batch before. A batch's records are used only after the hasher has
+//! frames the records in them; a second thread verifies each record's SHA-1 and runs the record
+//! scanner over the batch (`prepare`), while this one applies the records of the batch before. A batch's records are used only after the hasher has
 //! verified them, in file order, so what is reported is exactly what [`super::log::LogReader`]
 //! would give: the same records, damage, offsets and messages.
 //!
@@ -50,6 +50,8 @@ pub(crate) struct Batch {
     pub stop: Option<Stop>,
     /// Spans of `buf` that held key bytes, wiped before the buffer is reused.
     pub keys: Vec<(usize, usize)>,
+    /// What the hasher thread's `prepare` found in the records (spans, no key bytes).
+    pub scans: super::fast::Scans,
 }
 
 impl Batch {
@@ -61,6 +63,7 @@ impl Batch {
             bad: None,
             stop: None,
             keys: Vec::new(),
+            scans: super::fast::Scans::default(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Batch {
             self.buf[..self.filled].zeroize();
         }
         self.keys.clear();
+        self.scans.clear();
         self.records.clear();
         self.bad = None;
         self.stop = None;
@@ -253,12 +257,14 @@ fn verify(b: &mut Batch) {
 }
 
 /// Reads the whole source through the pipeline; `use_batch` gets each batch, in order, once the
-/// hasher has checked its records (`bad`), and returns false to stop (damage found while using
-/// it). It must add the spans of key bytes it saw to `batch.keys`.
+/// hasher has checked its records (`bad`) and then run `prepare` on it (on the hasher's thread),
+/// and returns false to stop (damage found while using it). It must add the spans of key bytes
+/// it saw to `batch.keys`.
 pub(crate) fn run<R: Read>(
     src: R,
     size: Option<u64>,
     max_record: usize,
+    prepare: fn(&mut Batch),
     mut use_batch: impl FnMut(&mut Batch) -> bool,
 ) -> Result<(), ReadError> {
     let mut framer = Framer {
@@ -277,11 +283,13 @@ pub(crate) fn run<R: Read>(
         s.spawn(move || {
             for mut b in hasher_in {
                 verify(&mut b);
+                prepare(&mut b);
                 if hasher_out.send(b).is_err() {
                     break;
                 }
             }
-            // The last SHA-1 block buffer (record bytes) lived in this thread's stack.
+            // The last SHA-1 block buffer and the scanner's words (record bytes) lived in this
+            // thread's stack.
             crate::hardening::scrub_stack();
         });
         let mut free: Vec<Batch> = (0..IN_FLIGHT).map(|_| Batch::new()).collect();
