@@ -120,13 +120,27 @@ fn verified_ctl(path: &Path, accounts: &Accounts) -> Result<Entry, String> {
 /// the socket is still root's, reached without links, with a root listener).
 pub fn find_ctl(ovs_dir: &Path, accounts: &Accounts, look_in_proc: bool) -> Result<Entry, String> {
     let pidfile = ovs_dir.join("ovsdb-server.pid");
-    use crate::checks::remotes::{ovsdb_server_pid, PidfileError};
-    let pid = ovsdb_server_pid(&pidfile, accounts).map_err(|e| match e {
+    let pid = crate::checks::remotes::ovsdb_server_pid(&pidfile, accounts);
+    ctl_of(ovs_dir, pid.as_ref().copied(), accounts, look_in_proc)
+}
+
+/// [`find_ctl`] with the pidfile already read (`pid`: what
+/// [`crate::checks::remotes::ovsdb_server_pid`] gave), so `check` reads it once for both the
+/// command line and the control socket.
+pub fn ctl_of(
+    ovs_dir: &Path,
+    pid: Result<u32, &crate::checks::remotes::PidfileError>,
+    accounts: &Accounts,
+    look_in_proc: bool,
+) -> Result<Entry, String> {
+    let pidfile = ovs_dir.join("ovsdb-server.pid");
+    use crate::checks::remotes::PidfileError;
+    let pid = pid.map_err(|e| match e {
         PidfileError::Open(e) => format!(
             "no readable {} ({e}): ovsdb-server does not seem to run",
             pidfile.display()
         ),
-        PidfileError::Invalid(why) => why,
+        PidfileError::Invalid(why) => why.clone(),
     })?;
     if look_in_proc {
         is_ovsdb_server(pid).map_err(|e| format!("{} names pid {pid}: {e}", pidfile.display()))?;

@@ -36,18 +36,25 @@ pub struct CheckConfig {
     pub proc: bool,
 }
 
-/// The tunnels and Manager rows, asked for on one connection with every request sent before
-/// the first reply is awaited (the server answers them in order; `list_dbs` is still judged
-/// first).
-async fn query(
-    cfg: &CheckConfig,
-    fp_key: &FingerprintKey,
-) -> Result<(Vec<tunnels::Tunnel>, Vec<remotes::Manager>), crate::ovsdb::Error> {
+/// Opens the OVSDB socket through [`crate::nodefs`] (its directory chain checked, a root
+/// listener by `SO_PEERCRED`) and connects, before anything else of `check` starts: the server
+/// can then answer while the file checks, the history scan and /proc run.
+async fn connect(cfg: &CheckConfig) -> Result<Client, crate::ovsdb::Error> {
     let opts = Options {
         timeout: cfg.timeout,
         ..Options::default()
     };
-    let client = Client::connect(&cfg.db_sock, opts).await?;
+    Client::connect(&cfg.db_sock, opts).await
+}
+
+/// The tunnels and Manager rows, asked for on the connection with every request sent before
+/// the first reply is awaited (the server answers them in order; `list_dbs` is still judged
+/// first). The requests go out on this future's first poll.
+async fn query(
+    connected: Result<Client, crate::ovsdb::Error>,
+    fp_key: &FingerprintKey,
+) -> Result<(Vec<tunnels::Tunnel>, Vec<remotes::Manager>), crate::ovsdb::Error> {
+    let client = connected?;
     let (db, ts, managers) = tokio::join!(
         client.require_db(VSWITCH_DB),
         tunnels::read(&client, fp_key),
@@ -55,17 +62,6 @@ async fn query(
     );
     db?;
     Ok((ts?, managers?))
-}
-
-/// ovsdb-server's command line, read on a blocking thread (or skipped with `--no-proc`).
-async fn cmdline(cfg: &CheckConfig) -> remotes::Cmdline {
-    if !cfg.proc {
-        return remotes::Cmdline::Skipped;
-    }
-    let ovs_dir = cfg.paths.ovs_dir.clone();
-    tokio::task::spawn_blocking(move || remotes::cmdline(&ovs_dir))
-        .await
-        .unwrap_or_else(|_| remotes::Cmdline::Unknown("the task reading it failed".into()))
 }
 
 pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
@@ -77,19 +73,22 @@ pub async fn run(cfg: &CheckConfig, fp_key: &FingerprintKey) -> Report {
     report
         .target
         .insert("conf_db".into(), cfg.paths.conf_db.display().to_string());
-    // Everything that waits on the disk, /proc or a server runs at once: the history scan (a
-    // blocking thread reading conf.db), the file checks, the OVSDB query, ovsdb-server's command
-    // line and remotes, the key files. Their findings are added below one part after another, in
-    // a fixed order, so the report is the same as when they ran in turn.
-    let history = cfg
-        .history
-        .then(|| crate::forensics::start_history(&cfg.paths.conf_db, fp_key));
+    // The OVSDB socket is opened (its chain checked) and connected first, alone, and the
+    // requests are sent on the join's first poll (`query` comes first in it): the server computes
+    // its replies while everything else that waits on the disk, /proc or a server runs at once:
+    // the history scan (a blocking thread reading conf.db), the file checks, ovsdb-server's
+    // command line and remotes, the key files. Their findings are added below one part after
+    // another, in a fixed order, so the report is the same as when they ran in turn.
+    let connected = connect(cfg).await;
     let key_dirs = [cfg.paths.run_dir.as_path(), cfg.cert_dir.as_path()];
-    let ((obs, accounts), queried, cmd, listed, looked) = tokio::join!(
+    let (queried, history, (obs, accounts), (cmd, listed), looked) = tokio::join!(
+        query(connected, fp_key),
+        async {
+            cfg.history
+                .then(|| crate::forensics::start_history(&cfg.paths.conf_db, fp_key))
+        },
         files::observe_async(&cfg.paths),
-        query(cfg, fp_key),
-        cmdline(cfg),
-        remotes::list_remotes(&cfg.paths.ovs_dir, cfg.proc, cfg.timeout),
+        remotes::server(&cfg.paths.ovs_dir, cfg.proc, cfg.timeout),
         certkeys::look_async(&key_dirs),
     );
     let exposure = tunnels::KeyExposure {

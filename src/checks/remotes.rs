@@ -277,19 +277,18 @@ pub fn ovsdb_server_pid(pidfile: &Path, accounts: &Accounts) -> Result<u32, Pidf
         })
 }
 
-/// Reads the command line of the ovsdb-server named in `<ovs_dir>/ovsdb-server.pid`, checking
+/// Reads the command line of the ovsdb-server named in `<ovs_dir>/ovsdb-server.pid` (`pid`: what [`ovsdb_server_pid`] read from it), checking
 /// that the process is ovsdb-server (a stale pidfile may name another process). Every file is
 /// read through [`nodefs`].
-pub fn cmdline(ovs_dir: &Path) -> Cmdline {
-    let accounts = Accounts::load();
-    let pid = match ovsdb_server_pid(&ovs_dir.join("ovsdb-server.pid"), &accounts) {
+pub fn cmdline_of(pid: Result<u32, &PidfileError>, accounts: &Accounts) -> Cmdline {
+    let pid = match pid {
         Ok(p) => p,
         Err(why) => return Cmdline::Unknown(why.to_string()),
     };
-    let host = if comm_is_ovsdb_server(pid, &accounts) {
+    let host = if comm_is_ovsdb_server(pid, accounts) {
         pid
     } else {
-        match find_in_namespaces(pid, &accounts) {
+        match find_in_namespaces(pid, accounts) {
             Some(h) => h,
             None => {
                 return Cmdline::Unknown(format!(
@@ -301,7 +300,7 @@ pub fn cmdline(ovs_dir: &Path) -> Cmdline {
     match read_small(
         Path::new(&format!("/proc/{host}/cmdline")),
         MAX_CMDLINE,
-        &accounts,
+        accounts,
     ) {
         Ok(b) => {
             let args: Vec<String> = b
@@ -326,21 +325,40 @@ pub enum Listed {
     Unknown(String),
 }
 
-/// Asks the running ovsdb-server for its remotes over its unixctl socket, found as `fix` finds
-/// it ([`crate::fix::find_ctl`]: the pidfile, then `ovsdb-server.<pid>.ctl`, opened through
-/// [`nodefs`], a root listener by `SO_PEERCRED`). `look_in_proc` also rejects a pid that /proc
-/// shows to be another process. The reply is bounded ([`MAX_LIST_REPLY`]) and parsed by
-/// [`parse_listed`].
-pub async fn list_remotes(ovs_dir: &Path, look_in_proc: bool, timeout: Duration) -> Listed {
+/// What `check` learns of the running ovsdb-server: its command line (unless `--no-proc`) and
+/// the remotes it lists (see [`list_remotes`]). `ovsdb-server.pid` is read once, on one blocking
+/// thread, for both.
+pub async fn server(ovs_dir: &Path, look_in_proc: bool, timeout: Duration) -> (Cmdline, Listed) {
     let dir = ovs_dir.to_owned();
     let found = tokio::task::spawn_blocking(move || {
-        crate::fix::find_ctl(&dir, &Accounts::load(), look_in_proc)
+        let accounts = Accounts::load();
+        let pid = ovsdb_server_pid(&dir.join("ovsdb-server.pid"), &accounts);
+        let cmd = match look_in_proc {
+            true => cmdline_of(pid.as_ref().copied(), &accounts),
+            false => Cmdline::Skipped,
+        };
+        let ctl = crate::fix::ctl_of(&dir, pid.as_ref().copied(), &accounts, look_in_proc);
+        (cmd, ctl)
     })
     .await;
+    match found {
+        Ok((cmd, ctl)) => (cmd, list_remotes(ctl, timeout).await),
+        Err(_) => (
+            Cmdline::Unknown("the task reading it failed".into()),
+            Listed::Unknown("the task finding the control socket failed".into()),
+        ),
+    }
+}
+
+/// Asks the running ovsdb-server for its remotes over its unixctl socket, found as `fix` finds
+/// it ([`crate::fix::find_ctl`]: the pidfile, then `ovsdb-server.<pid>.ctl`, opened through
+/// [`nodefs`], a root listener by `SO_PEERCRED`; with `look_in_proc` a pid that /proc shows to
+/// be another process is rejected). The reply is bounded ([`MAX_LIST_REPLY`]) and parsed by
+/// [`parse_listed`].
+async fn list_remotes(found: Result<nodefs::Entry, String>, timeout: Duration) -> Listed {
     let ctl = match found {
-        Ok(Ok(e)) => e,
-        Ok(Err(why)) => return Listed::Unknown(format!("no control socket: {why}")),
-        Err(_) => return Listed::Unknown("the task finding the control socket failed".into()),
+        Ok(e) => e,
+        Err(why) => return Listed::Unknown(format!("no control socket: {why}")),
     };
     let reply = crate::ovsdb::client::unixctl_bounded(
         &ctl,
