@@ -600,8 +600,33 @@ fn init_logging(g: &Global, framed: bool) {
         .try_init();
 }
 
+/// `push-key --probe-ready FILE` exactly as the push Jobs' readinessProbe runs it
+/// ([`crate::cluster::jobs`]): answered before the command line is parsed and logging set up.
+/// The kubelet execs the probe every second in every push pod for the pod's whole life, so its
+/// cost is paid on every node each second; the answer is the same as through the parser (any
+/// other form of the command goes through it).
+fn readiness_probe() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(cmd), Some(flag), Some(file), None) =
+        (args.next(), args.next(), args.next(), args.next())
+    else {
+        return None;
+    };
+    let file_is_flag = file.as_encoded_bytes().first() == Some(&b'-');
+    if cmd != "push-key" || flag != "--probe-ready" || file.is_empty() || file_is_flag {
+        return None;
+    }
+    let file = std::path::PathBuf::from(file);
+    Some(ExitCode::from(u8::from(
+        !crate::rotation::node::probe_ready(&file),
+    )))
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    if let Some(code) = readiness_probe() {
+        return code;
+    }
     crate::hardening::one_malloc_arena();
     let cli = match Cli::try_parse() {
         Ok(c) => c,

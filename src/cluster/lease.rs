@@ -353,9 +353,16 @@ pub async fn annotate(
     key: &str,
     value: &str,
 ) -> Result<(), ClusterError> {
-    annotate_unless(client, namespace, name, holder, (key, value), None)
-        .await
-        .map(drop)
+    annotate_unless(
+        client,
+        namespace,
+        name,
+        holder,
+        (key, &mut || value.to_owned()),
+        None,
+    )
+    .await
+    .map(drop)
 }
 
 /// What [`annotate_unless`] found.
@@ -367,8 +374,9 @@ pub enum Annotated {
     Kept,
 }
 
-/// [`annotate`], except that when the annotation already holds `unless` nothing is written
-/// ([`Annotated::Kept`]). Each attempt reads the Lease and writes with that read's
+/// [`annotate`], except that the value is made by `value` right before each update is sent (the
+/// push instant is fixed after the read, not a round trip earlier), and that when the annotation
+/// already holds `unless` nothing is written ([`Annotated::Kept`]). Each attempt reads the Lease and writes with that read's
 /// resourceVersion as precondition, so the value is never written over `unless` stored
 /// meanwhile (e.g. by an earlier update whose answer was lost): that write is a 409, and the
 /// re-read sees it. `unless` is checked before the holder, so it is found even on a Lease lost
@@ -378,7 +386,7 @@ pub async fn annotate_unless(
     namespace: &str,
     name: &str,
     holder: &str,
-    (key, value): (&str, &str),
+    (key, value): (&str, &mut dyn FnMut() -> String),
     unless: Option<&str>,
 ) -> Result<Annotated, ClusterError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
@@ -400,7 +408,7 @@ pub async fn annotate_unless(
         l.metadata
             .annotations
             .get_or_insert_with(Default::default)
-            .insert(key.to_owned(), value.to_owned());
+            .insert(key.to_owned(), value());
         match api.replace(name, &PostParams::default(), &l).await {
             Ok(_) => return Ok(Annotated::Written),
             Err(kube::Error::Api(s)) if s.is_conflict() => continue,

@@ -585,6 +585,7 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
     let lead = std::env::var("BENCH_PUSH_LEAD_MS").unwrap_or_else(|_| "2000".into());
     let before = c.state.lock().unwrap().requests.len();
     let cpu_before = (cpu_ticks(), self_cpu_ticks());
+    let sampler = Sampler::start(&c);
     let t = std::time::Instant::now();
     let out = c.psk_guard(
         &[
@@ -605,10 +606,13 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
         &[],
     );
     let total = t.elapsed();
+    let samples = sampler.stop();
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let requests = c.state.lock().unwrap().requests.len() - before;
+    let requests = c.state.lock().unwrap().requests.len() - before - samples.len();
     let cpu = cpu_account(cpu_before, total);
-    let propagation = push_propagation(&c, &r);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let propagation = push_propagation(&c, &r, &stderr);
+    let around = samples_around(&samples, &propagation);
     println!(
         "{}",
         json!({"strategy": strategy, "nodes": n, "agent_restart_ms": delay, "pod_start_ms": pod_start_ms,
@@ -618,7 +622,8 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
                "end_to_end_s": total.as_secs_f64(), "rollout_ms": r["data"]["timings"]["rollout_ms"],
                "api_requests": requests, "api_requests_per_node": requests as f64 / n as f64,
                "probe_execs": c.world.lock().unwrap().probe_execs, "cpu": cpu, "push_propagation": propagation,
-               "push_announce_ms": r["data"]["timings"]["push_announce_ms"], "exit": out.status.code()})
+               "push_announce_ms": r["data"]["timings"]["push_announce_ms"], "exit": out.status.code(),
+               "around_the_instant": around})
     );
     assert_eq!(
         out.status.code(),
@@ -628,6 +633,74 @@ fn bench_one(n: usize, delay: u64, pod_start_ms: u64, strategy: &str) {
     );
     let new = c.secret_key();
     assert!(c.node_keys().iter().all(|(_, k)| k == &vec![new.clone()]));
+}
+
+/// Every 500 ms during a benchmark run: how long the API test server takes to answer a GET of
+/// the rotation Lease, and the CPU of the test process (server and simulated cluster) and of the
+/// machine since the previous sample.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<serde_json::Value>>,
+}
+
+impl Sampler {
+    fn start(c: &Cluster) -> Sampler {
+        let addr = crate::strict::api_addr(&c.kubeconfig);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut out = vec![];
+            let (mut machine, mut own) = (cpu_ticks(), self_cpu_ticks().0);
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let t = std::time::Instant::now();
+                let (code, _, _) = crate::strict::http_full(
+                    &addr,
+                    "GET",
+                    &format!(
+                        "/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/psk-guard-rotation"
+                    ),
+                    &serde_json::Value::Null,
+                );
+                let latency = t.elapsed().as_millis() as u64;
+                let (m, o) = (cpu_ticks(), self_cpu_ticks().0);
+                let busy = (m.0 - machine.0) as f64 / (m.1 - machine.1).max(1) as f64;
+                out.push(json!({"unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+                                "get_ms": latency, "code": code, "machine_busy": (busy * 100.0).round() / 100.0, "test_process_jiffies": o - own}));
+                (machine, own) = (m, o);
+            }
+            out
+        });
+        Sampler { stop, thread }
+    }
+
+    fn stop(self) -> Vec<serde_json::Value> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The samples from 10 s before the instant was fixed to 10 s after the instant.
+fn samples_around(samples: &[serde_json::Value], p: &serde_json::Value) -> serde_json::Value {
+    let (Some(a), Some(i)) = (
+        p["announced_unix_ms"].as_u64(),
+        p["instant_unix_ms"].as_u64(),
+    ) else {
+        return serde_json::Value::Null;
+    };
+    samples
+        .iter()
+        .filter(|s| {
+            s["unix_ms"]
+                .as_u64()
+                .is_some_and(|t| t + 10_000 >= a && t <= i + 10_000)
+        })
+        .map(|s| {
+            let mut s = s.clone();
+            s["unix_ms"] = json!(s["unix_ms"].as_u64().unwrap_or(0) as i64 - a as i64);
+            s
+        })
+        .collect()
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.
@@ -678,13 +751,25 @@ fn cpu_account(before: ((u64, u64), (u64, u64)), took: Duration) -> serde_json::
 /// For a push: when the announced instant reached each push pod, against when the rotator wrote
 /// it (`push_announced_unix_ms`): from the pods' logs, the result (`instant_seen_unix_ms`) of a
 /// pod that wrote, the refusal of a late one.
-fn push_propagation(c: &Cluster, r: &serde_json::Value) -> serde_json::Value {
-    let Some(announced) = r["data"]["timings"]["push_announced_unix_ms"].as_u64() else {
-        return serde_json::Value::Null;
+fn push_propagation(c: &Cluster, r: &serde_json::Value, stderr: &str) -> serde_json::Value {
+    // A run that failed has no report: its progress line says the instant and the lead, and the
+    // instant was fixed (lead before it) just before the announcement was sent.
+    let from_stderr = || -> Option<(u64, u64)> {
+        let rest = stderr.split("the nodes write at Unix ms ").nth(1)?;
+        let instant: u64 = rest.split(' ').next()?.parse().ok()?;
+        let lead: u64 = rest.split("(in ").nth(1)?.split(' ').next()?.parse().ok()?;
+        Some((instant, instant - lead))
     };
-    let instant = r["data"]["timings"]["push_instant_unix_ms"]
-        .as_u64()
-        .unwrap_or(0);
+    let (instant, announced) = match (
+        r["data"]["timings"]["push_instant_unix_ms"].as_u64(),
+        r["data"]["timings"]["push_announced_unix_ms"].as_u64(),
+    ) {
+        (Some(i), Some(a)) => (i, a),
+        _ => match from_stderr() {
+            Some(x) => x,
+            None => return serde_json::Value::Null,
+        },
+    };
     let mut seen: Vec<i64> = vec![];
     let mut refused_late = 0;
     for ((_, pod), log) in &c.state.lock().unwrap().logs {
@@ -1733,4 +1818,37 @@ fn the_test_server_dry_runs_and_warns_as_kube_apiserver() {
     assert_eq!(code, 201);
     assert_eq!(c.state.lock().unwrap().list("jobs", NS).len(), 1);
     assert_eq!(post("?dryRun=All").0, 409, "a dry run checks the name too");
+}
+
+/// The push pods' readinessProbe, `push-key --probe-ready FILE` (answered before the command line
+/// is parsed, as the kubelet execs it every second): 0 only for a regular file, 1 for none, a
+/// symlink or a directory, nothing printed; the same answers through the parser (other forms).
+#[test]
+fn the_readiness_probe_answers_as_the_parser_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ready");
+    std::fs::write(&file, b"").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let cases = [
+        (file.clone(), 0),
+        (dir.path().join("absent"), 1),
+        (link, 1),
+        (dir.path().to_path_buf(), 1),
+    ];
+    for (path, code) in cases {
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["push-key", "--probe-ready", p],
+            vec!["push-key", &format!("--probe-ready={p}")],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+                .args(&args)
+                .env_clear()
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(code), "{args:?}");
+            assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{args:?}");
+        }
+    }
 }
