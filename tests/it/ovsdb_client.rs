@@ -49,6 +49,21 @@ async fn read_msgs(s: &mut UnixStream, n: usize, buf: &mut Vec<u8>) -> Vec<Json>
     }
 }
 
+/// `e` is the server closing the connection, in the middle of a reply or before replying, and
+/// says which.
+fn assert_closed(e: &Error, mid_message: bool) {
+    assert!(
+        matches!(e, Error::Closed { mid_message: m, .. } if *m == mid_message),
+        "{e}"
+    );
+    let words = if mid_message {
+        "in the middle of a reply"
+    } else {
+        "before replying"
+    };
+    assert!(e.to_string().contains(words), "{e}");
+}
+
 /// A one-connection scripted server; `script` gets the accepted stream.
 fn scripted<F, Fut>(script: F) -> (tempfile::TempDir, PathBuf, tokio::task::JoinHandle<()>)
 where
@@ -282,17 +297,7 @@ fn server_closing_mid_reply() {
         });
         let c = Client::connect(&path, opts(5.0)).await.unwrap();
         let e = c.list_dbs().await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Closed {
-                    mid_message: true,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(e.to_string().contains("in the middle of a reply"));
+        assert_closed(&e, true);
     });
 }
 
@@ -317,16 +322,7 @@ fn server_closing_mid_reply_with_a_request_unread_is_the_same_error() {
         });
         let c = Client::connect(&path, opts(5.0)).await.unwrap();
         let e = c.list_dbs().await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Closed {
-                    mid_message: true,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert_closed(&e, true);
     });
 }
 
@@ -339,16 +335,7 @@ fn server_closing_before_replying_and_never_replying() {
         });
         let c = Client::connect(&path, opts(5.0)).await.unwrap();
         let e = c.list_dbs().await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Closed {
-                    mid_message: false,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert_closed(&e, false);
 
         let (_d2, path, _h2) = scripted(|mut s| async move {
             let mut buf = vec![];
