@@ -197,6 +197,67 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A request's `params` encoded ahead of time (a key written at an instant goes out without
+/// being encoded then); the bytes are wiped on drop.
+pub struct Prepared {
+    db: String,
+    params: Zeroizing<Vec<u8>>,
+}
+
+impl Prepared {
+    /// The `params` of a `transact` of `ops` on `db`.
+    pub fn transact(db: &str, ops: &[Operation]) -> Prepared {
+        let mut params = vec![json!(db)];
+        params.extend(ops.iter().map(Operation::to_json));
+        let mut params = Json::Array(params);
+        let encoded = encode(&params);
+        wipe_json(&mut params);
+        Prepared {
+            db: db.to_owned(),
+            params: encoded,
+        }
+    }
+
+    /// The encoded `params` (for tests).
+    #[doc(hidden)]
+    pub fn params(&self) -> &[u8] {
+        &self.params
+    }
+}
+
+/// `{"id":ID,"method":METHOD,"params":PARAMS}` with `params` already encoded, into a buffer of
+/// exactly its size, wiped on drop.
+fn frame_request(method: &str, params: &[u8], id: u64) -> Zeroizing<Vec<u8>> {
+    let method = Json::String(method.to_owned()).to_string();
+    let id = id.to_string();
+    let parts: [&[u8]; 7] = [
+        b"{\"id\":",
+        id.as_bytes(),
+        b",\"method\":",
+        method.as_bytes(),
+        b",\"params\":",
+        params,
+        b"}",
+    ];
+    let mut out = Zeroizing::new(Vec::with_capacity(parts.iter().map(|p| p.len()).sum()));
+    parts.iter().for_each(|p| out.extend_from_slice(p));
+    out
+}
+
+/// The decoder's value out of a reply decoded in the reader.
+fn decoded<T: 'static>(body: ResultBody) -> Result<T, Error> {
+    match body {
+        ResultBody::Decoded(v) => v.downcast::<T>().map(|b| *b).map_err(|_| Error::Protocol {
+            method: "call",
+            what: "the decoded reply has another type".into(),
+        }),
+        ResultBody::Raw(_) => Err(Error::Protocol {
+            method: "call",
+            what: "the reply was not decoded".into(),
+        }),
+    }
+}
+
 /// Serializes `msg` into a buffer of exactly its size (no reallocation leaves copies behind),
 /// wiped on drop.
 fn encode(msg: &Json) -> Zeroizing<Vec<u8>> {
@@ -374,16 +435,7 @@ impl Client {
         decode: impl FnOnce(&[u8]) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let decoder: Decoder = Box::new(move |b| Box::new(decode(b)));
-        match self.request(method, params, Some(decoder)).await? {
-            ResultBody::Decoded(v) => v.downcast::<T>().map(|b| *b).map_err(|_| Error::Protocol {
-                method: "call",
-                what: "the decoded reply has another type".into(),
-            }),
-            ResultBody::Raw(_) => Err(Error::Protocol {
-                method: "call",
-                what: "the reply was not decoded".into(),
-            }),
-        }
+        decoded(self.request(method, params, Some(decoder)).await?)
     }
 
     async fn request(
@@ -393,6 +445,19 @@ impl Client {
         decode: Option<Decoder>,
     ) -> Result<ResultBody, Error> {
         debug_assert!(params.is_array(), "JSON-RPC params must be an array");
+        let mut params = params;
+        let encoded = encode(&params);
+        wipe_json(&mut params);
+        self.request_encoded(method, &encoded, decode).await
+    }
+
+    /// Sends a request whose `params` are already encoded (a JSON array) and waits for its reply.
+    async fn request_encoded(
+        &self,
+        method: &str,
+        params: &[u8],
+        decode: Option<Decoder>,
+    ) -> Result<ResultBody, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -402,9 +467,7 @@ impl Client {
             }
             p.waiting.insert(id, Waiter { tx, decode });
         }
-        let mut msg = json!({"method": method, "params": params, "id": id});
-        let bytes = encode(&msg);
-        wipe_json(&mut msg);
+        let bytes = frame_request(method, params, id);
         let timeout = self.timeout;
         let outcome = tokio::time::timeout(timeout, async {
             {
@@ -539,11 +602,22 @@ impl Client {
         ops: &[Operation],
         decode: impl FnOnce(&[u8]) -> Result<T, super::types::ValueError> + Send + 'static,
     ) -> Result<T, Error> {
-        let mut params = vec![json!(db)];
-        params.extend(ops.iter().map(Operation::to_json));
-        let params = Json::Array(params);
-        let sent = self.call_with("transact", params, decode).await;
-        sent.map_err(|e| unknown_db(e, db))?
+        self.transact_prepared_with(&Prepared::transact(db, ops), decode)
+            .await
+    }
+
+    /// [`Client::transact_with`] for a transaction encoded ahead of time ([`Prepared::transact`]).
+    pub async fn transact_prepared_with<T: Send + 'static>(
+        &self,
+        prepared: &Prepared,
+        decode: impl FnOnce(&[u8]) -> Result<T, super::types::ValueError> + Send + 'static,
+    ) -> Result<T, Error> {
+        let decoder: Decoder = Box::new(move |b| Box::new(decode(b)));
+        let sent = self
+            .request_encoded("transact", &prepared.params, Some(decoder))
+            .await
+            .and_then(decoded::<Result<T, super::types::ValueError>>);
+        sent.map_err(|e| unknown_db(e, &prepared.db))?
             .map_err(|e| Error::Protocol {
                 method: "transact",
                 what: e.to_string(),
@@ -557,6 +631,24 @@ impl Client {
         ops: &[Operation],
     ) -> Result<Vec<super::OpResult>, Error> {
         self.transact(db, ops).await?.into_results(ops)
+    }
+
+    /// [`Client::transact_ok`] for `ops` encoded ahead of time as `prepared`
+    /// ([`Prepared::transact`] of the same `ops`): sending it costs a copy of its bytes, no
+    /// encoding, so a write meant for an instant goes out as soon as the instant comes.
+    pub async fn transact_prepared_ok(
+        &self,
+        prepared: &Prepared,
+        ops: &[Operation],
+    ) -> Result<Vec<super::OpResult>, Error> {
+        let names = op_names(ops);
+        self.transact_prepared_with(prepared, move |bytes| {
+            let mut rows = super::types::CollectRows::new(names.len());
+            let reply = super::types::decode_transact(&names, bytes, &mut rows)?;
+            Ok(rows.fill(reply))
+        })
+        .await?
+        .into_results(ops)
     }
 
     /// `echo`: a round trip, for liveness.

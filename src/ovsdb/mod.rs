@@ -13,7 +13,7 @@ pub mod types;
 
 use std::path::PathBuf;
 
-pub use client::{Client, Notification};
+pub use client::{Client, Notification, Prepared};
 pub use frame::FrameError;
 pub use types::{Atom, Condition, Mutation, OpError, OpResult, Operation, Row, Value};
 

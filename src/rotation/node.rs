@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::checks::tunnels;
 use crate::ovsdb::{
-    client::Options, Atom, Client, Condition, Mutation, Operation, Value, VSWITCH_DB,
+    client::Options, Atom, Client, Condition, Mutation, Operation, Prepared, Value, VSWITCH_DB,
 };
 use crate::secret::{FingerprintKey, Psk};
 
@@ -182,6 +182,9 @@ pub async fn push(
         .filter(|t| t.key.is_some() || !t.remote_name)
         .collect();
     let ops = write_ops(&targets, psk);
+    // Encoded now, so that at the instant only its bytes are copied and sent: with many nodes
+    // writing at once, encoding a transaction per tunnel then is time the last nodes wait for.
+    let prepared = Prepared::transact(VSWITCH_DB, &ops);
     let (at, seen) = match when {
         When::Now => (None, None),
         When::At(at) => (Some((at, LATE_TOLERANCE_MS)), None),
@@ -194,8 +197,9 @@ pub async fn push(
         sleep_until_instant(at, tolerance, seen).await?;
     }
     let written_at = now_ms();
-    client.transact_ok(VSWITCH_DB, &ops).await?;
-    // The operations held copies of the key.
+    client.transact_prepared_ok(&prepared, &ops).await?;
+    // The operations and the encoded request held copies of the key.
+    drop(prepared);
     drop(ops);
     let mut summary = json!({
         "tunnels_changed": targets.len(),

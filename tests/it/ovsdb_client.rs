@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use psk_guard::ovsdb::client::{unixctl, Options};
 use psk_guard::ovsdb::{
-    Atom, Client, Condition, Error, FrameError, Mutation, OpResult, Operation, Row, Value,
+    Atom, Client, Condition, Error, FrameError, Mutation, OpResult, Operation, Prepared, Row, Value,
 };
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +100,59 @@ fn two_replies_in_one_write_are_matched_by_id() {
         let (a, b) = tokio::join!(c.call("list_dbs", json!([])), c.call("list_dbs", json!([])));
         assert_eq!(a.unwrap(), json!(["first"]));
         assert_eq!(b.unwrap(), json!(["second"]));
+        h.await.unwrap();
+    });
+}
+
+/// A transaction encoded ahead of time (push-key encodes its write before waiting for the
+/// instant) is sent as the same request as one encoded when sent, with an id of its own taken at
+/// sending (another request goes out between its encoding and its sending here).
+#[test]
+fn a_prepared_transact_is_the_same_request() {
+    rt().block_on(async {
+        let (_d, path, h) = scripted(|mut s| async move {
+            let (mut buf, mut reqs) = (vec![], vec![]);
+            for _ in 0..3 {
+                let r = read_msgs(&mut s, 1, &mut buf).await.remove(0);
+                let result = if r["method"] == "echo" {
+                    r["params"].clone()
+                } else {
+                    json!([{"count": 1}])
+                };
+                let reply = json!({"id": r["id"], "result": result, "error": null});
+                s.write_all(reply.to_string().as_bytes()).await.unwrap();
+                reqs.push(r);
+            }
+            assert_eq!(reqs[0]["method"], "transact");
+            assert_eq!(reqs[2]["method"], "transact");
+            assert_eq!(reqs[1]["method"], "echo");
+            assert_eq!(reqs[0]["params"], reqs[2]["params"]);
+            assert_eq!(reqs[0]["params"][0], "Open_vSwitch");
+            let ids: std::collections::BTreeSet<u64> =
+                reqs.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+            assert_eq!(ids.len(), 3, "{reqs:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        let ops = vec![Operation::Mutate {
+            table: "Interface".into(),
+            conditions: vec![Condition::new(
+                "name",
+                "==",
+                Value::Atom(Atom::string("t1")),
+            )],
+            mutations: vec![Mutation::new(
+                "options",
+                "insert",
+                Value::string_map(&[("psk", "k-prepared")]),
+            )],
+        }];
+        let prepared = Prepared::transact("Open_vSwitch", &ops);
+        let c = Client::connect(&path, opts(5.0)).await.unwrap();
+        let first = c.transact_ok("Open_vSwitch", &ops).await.unwrap();
+        c.echo().await.unwrap();
+        let second = c.transact_prepared_ok(&prepared, &ops).await.unwrap();
+        assert_eq!(first, vec![OpResult::Count(1)]);
+        assert_eq!(second, first);
         h.await.unwrap();
     });
 }
