@@ -16,20 +16,17 @@ use super::tunnels::{Tunnel, TUNNEL_TYPES};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
 fn peer(t: &Tunnel) -> &str {
-    t.peer_node
-        .as_deref()
-        .or(t.remote_ip.as_deref())
-        .unwrap_or("an unknown peer")
+    t.peer_node().or(t.remote_ip()).unwrap_or("an unknown peer")
 }
 
 fn base(code: Code, t: &Tunnel) -> Finding {
-    let mut f = Finding::new(code, Severity::High, Subject::interface(&t.name))
-        .detail("tunnel_type", t.kind.clone());
-    if let Some(n) = &t.peer_node {
-        f = f.detail("peer_node", n.clone());
+    let mut f = Finding::new(code, Severity::High, Subject::interface(t.name()))
+        .detail("tunnel_type", t.kind());
+    if let Some(n) = t.peer_node() {
+        f = f.detail("peer_node", n);
     }
-    if let Some(ip) = &t.remote_ip {
-        f = f.detail("remote_ip", ip.clone());
+    if let Some(ip) = t.remote_ip() {
+        f = f.detail("remote_ip", ip);
     }
     f
 }
@@ -38,7 +35,7 @@ fn base(code: Code, t: &Tunnel) -> Finding {
 fn majority_type(tunnels: &[Tunnel]) -> (Option<&str>, BTreeMap<&str, usize>) {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in tunnels {
-        *counts.entry(t.kind.as_str()).or_default() += 1;
+        *counts.entry(t.kind()).or_default() += 1;
     }
     let major = counts
         .iter()
@@ -64,20 +61,20 @@ pub fn analyze(tunnels: &[Tunnel], report: &mut Report) {
     }
     let (major, counts) = majority_type(tunnels);
     for t in tunnels {
-        let not_a_tunnel = !TUNNEL_TYPES.contains(&t.kind.as_str());
-        let odd_one_out = major.is_some_and(|m| m != t.kind);
+        let not_a_tunnel = !TUNNEL_TYPES.contains(&t.kind());
+        let odd_one_out = major.is_some_and(|m| m != t.kind());
         if !(odd_one_out || not_a_tunnel && t.marked) {
             continue;
         }
-        let kind = if t.kind.is_empty() {
+        let kind = if t.kind().is_empty() {
             "(none)"
         } else {
-            t.kind.as_str()
+            t.kind()
         };
         report.push(
             base(Code::IpsecTunnelTypeMismatch, t)
                 .observed(match major {
-                    Some(m) if m != t.kind => format!(
+                    Some(m) if m != t.kind() => format!(
                         "tunnel type {kind} to {}, while the node's other tunnels use {m}",
                         peer(t)
                     ),

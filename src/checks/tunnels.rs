@@ -37,21 +37,91 @@ pub struct KeyFacts {
 }
 
 /// One IPsec tunnel interface. Holds no key, only facts about it.
+///
+/// Its texts (uuid, name, type, remote IP, peer node) are kept end to end in one allocation: a
+/// node can have tens of thousands of tunnels, and five strings apiece doubled their memory.
 #[derive(Debug)]
 pub struct Tunnel {
-    pub uuid: String,
-    pub name: String,
-    /// Interface `type` (geneve, gre, ...).
-    pub kind: String,
-    pub remote_ip: Option<String>,
-    /// Port `external_ids:node-name`.
-    pub peer_node: Option<String>,
+    /// uuid, name, kind, remote_ip, peer_node, one after the other.
+    text: Box<str>,
+    /// Where each of the first four texts ends in `text` (the last ends with it).
+    ends: [u32; 4],
+    has_remote_ip: bool,
+    has_peer_node: bool,
     /// `options:remote_name` is set (certificate authentication).
     pub remote_name: bool,
     /// The Port carries `external_ids:antrea-type=ipsec-tunnel`.
     pub marked: bool,
     /// `options:psk`, fingerprinted and judged.
     pub key: Option<KeyFacts>,
+}
+
+impl Tunnel {
+    /// A tunnel with these texts; `None` for texts absent from its rows.
+    pub fn new(
+        uuid: &str,
+        name: &str,
+        kind: &str,
+        remote_ip: Option<&str>,
+        peer_node: Option<&str>,
+    ) -> Tunnel {
+        let parts = [
+            uuid,
+            name,
+            kind,
+            remote_ip.unwrap_or(""),
+            peer_node.unwrap_or(""),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 4];
+        for (i, p) in parts.iter().enumerate() {
+            text.push_str(p);
+            if let Some(e) = ends.get_mut(i) {
+                // A reply is at most max_message (well under 4 GiB), so every offset fits.
+                *e = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            }
+        }
+        Tunnel {
+            text: text.into_boxed_str(),
+            ends,
+            has_remote_ip: remote_ip.is_some(),
+            has_peer_node: peer_node.is_some(),
+            remote_name: false,
+            marked: false,
+            key: None,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends.get(i).map_or(self.text.len(), |&e| e as usize);
+        self.text.get(start..end).unwrap_or("")
+    }
+
+    /// The Interface row's uuid.
+    pub fn uuid(&self) -> &str {
+        self.part(0)
+    }
+
+    /// Interface `name`.
+    pub fn name(&self) -> &str {
+        self.part(1)
+    }
+
+    /// Interface `type` (geneve, gre, ...).
+    pub fn kind(&self) -> &str {
+        self.part(2)
+    }
+
+    /// `options:remote_ip`.
+    pub fn remote_ip(&self) -> Option<&str> {
+        self.has_remote_ip.then(|| self.part(3))
+    }
+
+    /// Port `external_ids:node-name`.
+    pub fn peer_node(&self) -> Option<&str> {
+        self.has_peer_node.then(|| self.part(4))
+    }
 }
 
 /// The operations: Ports marked as Antrea IPsec tunnels first (so the Interface rows after them
@@ -99,7 +169,7 @@ pub async fn read(
     reply.into_results(&ops)?;
     // Interface names are unique (the schema's index): an unstable sort gives the same order
     // without a scratch copy of every tunnel (1.7 MB at 10,000 tunnels).
-    tunnels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    tunnels.sort_unstable_by(|a, b| a.name().cmp(b.name()));
     Ok(tunnels)
 }
 
@@ -206,7 +276,7 @@ impl<'de, 'k> Sink<'de, 'k> {
                     for (k, v) in row.next_value_seed(OptionsMap)? {
                         match k.as_ref() {
                             "psk" => psk = self.judge(v.get().as_bytes()),
-                            "remote_ip" => remote_ip = serde_json::from_str(v.get()).ok(),
+                            "remote_ip" => remote_ip = serde_json::from_str::<String>(v.get()).ok(),
                             "remote_name" => remote_name = true,
                             _ => {}
                         }
@@ -228,16 +298,17 @@ impl<'de, 'k> Sink<'de, 'k> {
             // Most tunnels are marked Ports, all known by now: one allocation of the right size.
             self.out.reserve_exact(self.marked.len());
         }
-        self.out.push(Tunnel {
-            peer_node: marked.cloned().flatten().map(Cow::into_owned),
-            marked: marked.is_some(),
-            uuid: uuid.into_owned(),
-            name: name.map(Cow::into_owned).unwrap_or_default(),
-            kind: kind.into_owned(),
-            remote_ip,
-            remote_name,
-            key: psk,
-        });
+        let mut t = Tunnel::new(
+            &uuid,
+            name.as_deref().unwrap_or_default(),
+            &kind,
+            remote_ip.as_deref(),
+            marked.and_then(|m| m.as_deref()),
+        );
+        t.marked = marked.is_some();
+        t.remote_name = remote_name;
+        t.key = psk;
+        self.out.push(t);
         Ok(())
     }
 }
@@ -476,12 +547,12 @@ impl crate::report::DetailList for TunnelList {
     fn item(&self, i: usize) -> serde_json::Value {
         let t = &self.tunnels()[i];
         let mut o = serde_json::Map::new();
-        o.insert("interface".into(), json!(t.name));
-        o.insert("tunnel_type".into(), json!(t.kind));
-        if let Some(n) = &t.peer_node {
+        o.insert("interface".into(), json!(t.name()));
+        o.insert("tunnel_type".into(), json!(t.kind()));
+        if let Some(n) = t.peer_node() {
             o.insert("peer_node".into(), json!(n));
         }
-        if let Some(ip) = &t.remote_ip {
+        if let Some(ip) = t.remote_ip() {
             o.insert("remote_ip".into(), json!(ip));
         }
         serde_json::Value::Object(o)
@@ -523,7 +594,7 @@ pub fn analyze(
     let mut keyed = tunnels;
     keyed.retain(|t| t.key.is_some());
     let fp_of = |t: &Tunnel| t.key.as_ref().map(|k| k.fingerprint);
-    keyed.sort_unstable_by(|a, b| fp_of(a).cmp(&fp_of(b)).then_with(|| a.name.cmp(&b.name)));
+    keyed.sort_unstable_by(|a, b| fp_of(a).cmp(&fp_of(b)).then_with(|| a.name().cmp(b.name())));
     let all = Arc::new(keyed);
     let mut groups: Vec<(Fingerprint, Arc<TunnelList>, crate::secret::Strength)> = vec![];
     let mut start = 0;
@@ -544,7 +615,7 @@ pub fn analyze(
     for (fp, list, strength) in &groups {
         let ts = list.tunnels();
         let subject = Subject::key(fp);
-        let stable = format!("key of {}", ts.first().map_or("", |t| t.name.as_str()));
+        let stable = format!("key of {}", ts.first().map_or("", |t| t.name()));
         let base = |code, sev| {
             let f = Finding::new(code, sev, subject.clone())
                 .stable_name(stable.clone())
@@ -562,12 +633,7 @@ pub fn analyze(
         let peers: Vec<&str> = ts
             .iter()
             .take(3)
-            .map(|t| {
-                t.peer_node
-                    .as_deref()
-                    .or(t.remote_ip.as_deref())
-                    .unwrap_or("an unknown peer")
-            })
+            .map(|t| t.peer_node().or(t.remote_ip()).unwrap_or("an unknown peer"))
             .collect();
         let mut f = base(Code::PskPlaintextInOvsdb, plaintext_sev)
             .observed(format!(
@@ -656,21 +722,43 @@ mod tests {
               {"_uuid":["uuid","u4"],"name":"t4","type":"geneve","options":["map",[]]},
               {"_uuid":["uuid","u5"],"name":"t5","type":"vxlan","options":["map",[["psk","key-\"one\""]]],"extra":[1,{"a":null}]}]}]"#;
         let mut ts = decode_reply(reply, &key).unwrap();
-        ts.sort_by(|a, b| a.name.cmp(&b.name));
-        let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
+        ts.sort_by(|a, b| a.name().cmp(b.name()));
+        let names: Vec<&str> = ts.iter().map(|t| t.name()).collect();
         assert_eq!(names, ["t1", "t2", "t4", "t5"]);
         let want = key.fingerprint_bytes(br#"key-"one""#);
         assert_eq!(ts[0].key.as_ref().unwrap().fingerprint, want);
         assert_eq!(ts[0].key.as_ref().unwrap().strength.len, 9);
         assert_eq!(ts[3].key.as_ref().unwrap().fingerprint, want);
-        assert_eq!(ts[0].peer_node.as_deref(), Some("node1"));
-        assert_eq!(ts[0].remote_ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(ts[0].peer_node(), Some("node1"));
+        assert_eq!(ts[0].remote_ip(), Some("10.0.0.2"));
         assert!(ts[0].marked && ts[2].marked && !ts[3].marked);
         assert!(ts[1].remote_name && ts[1].key.is_none());
-        assert_eq!(ts[2].peer_node, None);
+        assert_eq!(ts[2].peer_node(), None);
+        assert_eq!(
+            (ts[0].uuid(), ts[1].kind(), ts[3].kind()),
+            ("u1", "gre", "vxlan")
+        );
+        assert_eq!((ts[1].remote_ip(), ts[3].uuid()), (None, "u5"));
         // An operation error is an error, not an empty node.
         let failed = br#"[{"error":"unknown column","details":"x"},null]"#;
         assert!(decode_reply(failed, &key).is_err());
         assert!(decode_reply(b"[{\"rows\":[]}]", &key).is_err());
+    }
+
+    /// A tunnel's texts come back as given from its one allocation: empty ones, absent ones,
+    /// and multi-byte characters at the seams.
+    #[test]
+    fn tunnel_texts_round_trip() {
+        let t = Tunnel::new("", "tün-é", "", Some(""), None);
+        assert_eq!(
+            (t.uuid(), t.name(), t.kind(), t.remote_ip(), t.peer_node()),
+            ("", "tün-é", "", Some(""), None)
+        );
+        let t = Tunnel::new("u", "n", "geneve", None, Some("nœud-2"));
+        assert_eq!(
+            (t.uuid(), t.name(), t.kind(), t.remote_ip(), t.peer_node()),
+            ("u", "n", "geneve", None, Some("nœud-2"))
+        );
+        assert_eq!(&*t.text, "ungenevenœud-2");
     }
 }

@@ -223,7 +223,7 @@ fn write_ops(targets: &[&tunnels::Tunnel], psk: &Psk) -> Vec<Operation> {
         .iter()
         .map(|t| Operation::Mutate {
             table: "Interface".into(),
-            conditions: vec![Condition::uuid_eq(&t.uuid)],
+            conditions: vec![Condition::uuid_eq(t.uuid())],
             mutations: vec![
                 Mutation::new("options", "delete", Value::Set(vec![Atom::string("psk")])),
                 Mutation::new(
