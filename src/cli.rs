@@ -35,7 +35,7 @@ Exit codes (rotate):
 Exit codes (push-key):
   0  the key was written to every IPsec tunnel of this node, in one transaction
   2  nothing was written: no key or one rotate --psk-file would refuse, --at-unix-ms more than
-     5 s past or 10 min ahead; with --barrier, the instant reached more than 1 s late, the push
+     5 s past or 10 min ahead; with --barrier, the instant reached more than 3 s late, the push
      called off, or no instant announced in time; or db.sock is not verifiably root's
      ovsdb-server (a root-owned socket under root-controlled directories, a listener running as
      root)
@@ -180,7 +180,7 @@ pub struct RotateArgs {
     /// For push: milliseconds from the moment every node's push pod is ready (prepared and
     /// waiting) to the shared write instant announced to them. Must fit in --job-timeout: the
     /// pods get half of it to become ready, so the lead may be at most half of --job-timeout
-    /// less 1 s (the lateness a node is allowed); a longer lead is refused, nothing written.
+    /// less 3 s (the lateness a node is allowed); a longer lead is refused, nothing written.
     #[arg(long, default_value_t = 2000, value_parser = parse_push_lead_ms, allow_negative_numbers = true)]
     pub push_lead_ms: u64,
     /// Skip purging old keys from conf.db after the rotation.
@@ -418,7 +418,7 @@ pub struct PushKeyArgs {
     pub at_unix_ms: Option<u128>,
     /// Barrier mode (used by rotate's push Jobs): prepare the write, create --ready-file, then
     /// wait for the instant announced for push ID on the rotation Lease (--lease); refused
-    /// (nothing written) when reached more than 1 s late, or when the push is called off.
+    /// (nothing written) when reached more than 3 s late, or when the push is called off.
     #[arg(long, value_name = "ID", requires = "ready_file")]
     pub barrier: Option<String>,
     /// With --barrier: the Lease carrying the instant, NAMESPACE/NAME.

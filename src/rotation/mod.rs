@@ -949,24 +949,24 @@ mod tests {
 
     #[test]
     fn push_lead_must_fit_in_the_job_timeout() {
-        // Half the Job timeout to get Ready, then the lead, then the 1 s tolerance.
+        // Half the Job timeout to get Ready, then the lead, then the 3 s tolerance.
         assert_eq!(
             max_push_lead(Duration::from_secs(300)),
-            Duration::from_secs(149)
+            Duration::from_secs(147)
         );
         assert_eq!(
-            max_push_lead(Duration::from_secs(6)),
+            max_push_lead(Duration::from_secs(10)),
             Duration::from_secs(2)
         );
         assert_eq!(
-            max_push_lead(Duration::from_secs(5)),
+            max_push_lead(Duration::from_secs(9)),
             Duration::from_millis(1500)
         );
-        assert_eq!(max_push_lead(Duration::from_secs(2)), Duration::ZERO);
+        assert_eq!(max_push_lead(Duration::from_secs(6)), Duration::ZERO);
         assert_eq!(max_push_lead(Duration::from_secs(1)), Duration::ZERO);
-        assert_eq!(min_job_timeout(Duration::from_secs(2)), 6);
-        assert_eq!(min_job_timeout(Duration::from_millis(2001)), 7);
-        assert_eq!(min_job_timeout(Duration::from_millis(100)), 3);
+        assert_eq!(min_job_timeout(Duration::from_secs(2)), 10);
+        assert_eq!(min_job_timeout(Duration::from_millis(2001)), 11);
+        assert_eq!(min_job_timeout(Duration::from_millis(100)), 7);
         // The default lead fits the default Job timeout.
         assert!(Duration::from_millis(2000) <= max_push_lead(Duration::from_secs(300)));
     }

@@ -465,7 +465,7 @@ fn push_lead_that_does_not_fit_the_job_timeout_is_refused() {
         "--strategy",
         "push",
         "--job-timeout",
-        "5",
+        "9",
         "--push-lead-ms",
         "2000",
     ];
@@ -473,9 +473,9 @@ fn push_lead_that_does_not_fit_the_job_timeout_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("--push-lead-ms 2000 does not fit in --job-timeout 5")
+        err.contains("--push-lead-ms 2000 does not fit in --job-timeout 9")
             && err.contains("at most 1500")
-            && err.contains("at least 6 s")
+            && err.contains("at least 10 s")
             && err.contains("nothing was written"),
         "{err}"
     );
@@ -771,7 +771,7 @@ fn push_propagation(c: &Cluster, r: &serde_json::Value, stderr: &str) -> serde_j
         },
     };
     let mut seen: Vec<i64> = vec![];
-    let mut refused_late = 0;
+    let (mut refused_late, mut late_by) = (0, vec![]);
     for ((_, pod), log) in &c.state.lock().unwrap().logs {
         if !pod.starts_with("psk-guard-push-") {
             continue;
@@ -784,6 +784,15 @@ fn push_propagation(c: &Cluster, r: &serde_json::Value, stderr: &str) -> serde_j
             seen.push(t as i64 - announced as i64);
         } else if let Some(t) = log.split("reached this node at Unix ms ").nth(1) {
             refused_late += 1;
+            // "... reached the instant <at> <late> ms too late ..."
+            if let Some(ms) = log
+                .split(" ms too late")
+                .next()
+                .and_then(|s| s.rsplit(' ').next())
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                late_by.push(ms);
+            }
             if let Some(t) = t.split(',').next().and_then(|t| t.parse::<i64>().ok()) {
                 seen.push(t - announced as i64);
             }
@@ -795,7 +804,9 @@ fn push_propagation(c: &Cluster, r: &serde_json::Value, stderr: &str) -> serde_j
     // From the last pod turning Ready (the kubelet's status write) to the rotator fixing the
     // instant (instant - lead): how long the rotator's watch of the pods took to see it.
     let last_ready = c.world.lock().unwrap().ready_times.iter().max().copied();
-    json!({"pods": seen.len(), "refused_late": refused_late, "instant_after_announced_ms": lead_left,
+    late_by.sort_unstable();
+    json!({"pods": seen.len(), "refused_late": refused_late, "refused_late_by_ms": {"min": late_by.first(), "max": late_by.last()},
+           "instant_after_announced_ms": lead_left,
            "seen_after_announced_ms": {"min": seen.first(), "p50": pct(50), "p90": pct(90), "max": seen.last()},
            "seen_after_instant": seen.iter().filter(|s| **s > lead_left).count(),
            "last_ready_unix_ms": last_ready, "announced_unix_ms": announced, "instant_unix_ms": instant})
@@ -1429,6 +1440,39 @@ fn a_push_pod_that_sees_the_instant_too_late_refuses_and_is_named() {
         "{stderr}"
     );
     assert!(event_message(&c, "PushIncomplete").contains(&late));
+}
+
+/// A node that reaches the instant a little late (its container starved for CPU after it was
+/// Ready, as 200 simulated nodes on 2 cores are) still writes: the others hold the new key by
+/// then, and refusing would leave it on the old one until the agents' restart reached it. It
+/// failed when a node more than 1 s late refused.
+#[test]
+fn a_push_pod_a_little_late_still_writes() {
+    let c = cluster(3, false);
+    let slow = c.infos[1].name.clone();
+    // Stalled 4.5 s from turning Ready; the instant is announced once every pod is Ready, 2 s
+    // ahead: this node wakes ~2.5 s late (less whatever its Ready came before the others').
+    c.world
+        .lock()
+        .unwrap()
+        .stall_after_ready
+        .insert(slow.clone(), Duration::from_millis(4500));
+    let out = rotate(&c, &["--strategy", "push", "--push-lead-ms", "2000"]);
+    assert_rotated(&c, &out, OLD);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at = r["data"]["timings"]["push_instant_unix_ms"]
+        .as_u64()
+        .unwrap();
+    let row = node_row(&r, &slow);
+    assert_eq!(row["pushed"], true, "{row}");
+    let late = row["pushed_at_unix_ms"].as_u64().unwrap() - at;
+    assert!(
+        (1_000..=psk_guard::rotation::node::BARRIER_LATE_TOLERANCE_MS as u64).contains(&late),
+        "{slow} wrote {late} ms after the instant"
+    );
+    assert!(r["data"]["timings"]["push_failed_nodes"].is_null(), "{r:#}");
+    // No restart was needed: every node changed its key once, by the push.
+    assert_eq!(c.changes.lock().unwrap().len(), 3);
 }
 
 /// The message of the Event with `reason` on the Secret (panics if there is none).
