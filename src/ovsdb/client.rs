@@ -217,12 +217,6 @@ impl Prepared {
             params: encoded,
         }
     }
-
-    /// The encoded `params` (for tests).
-    #[doc(hidden)]
-    pub fn params(&self) -> &[u8] {
-        &self.params
-    }
 }
 
 /// `{"id":ID,"method":METHOD,"params":PARAMS}` with `params` already encoded, into a buffer of

@@ -182,12 +182,13 @@ pub async fn push(
     )
     .await?;
     client.require_db(VSWITCH_DB).await?;
-    let ts = tunnels::read(&client, fp_key).await?;
+    let (ts, old_keys) = tunnels::read_keeping_keys(&client, fp_key).await?;
     let targets: Vec<&tunnels::Tunnel> = ts
         .iter()
         .filter(|t| t.key.is_some() || !t.remote_name)
         .collect();
-    let ops = write_ops(&targets, psk);
+    let ops = write_ops(&targets, &old_keys, psk);
+    drop(old_keys);
     // Encoded now, so that at the instant only its bytes are copied and sent: with many nodes
     // writing at once, encoding a transaction per tunnel then is time the last nodes wait for.
     let prepared = Prepared::transact(VSWITCH_DB, &ops);
@@ -223,26 +224,63 @@ pub async fn push(
     Ok(summary)
 }
 
-/// The one transaction: `options:psk` of every target tunnel replaced by `psk`.
-fn write_ops(targets: &[&tunnels::Tunnel], psk: &Psk) -> Vec<Operation> {
-    let mut ops: Vec<Operation> = targets
+/// The one transaction: `options:psk` of every target tunnel replaced by `psk`. Tunnels whose
+/// key was kept ([`tunnels::KeptKeys`]) are changed by one operation per key, on every Interface
+/// row carrying that key (ovsdb-server commits it in about half the time of one operation per
+/// tunnel, which at the instant is time every other node on a shared machine waits for; a
+/// tunnel created meanwhile with the old key is changed too, and any other row carrying the old
+/// key loses it); the others (no key, a key not kept) one by one, by uuid.
+fn write_ops(
+    targets: &[&tunnels::Tunnel],
+    old_keys: &tunnels::KeptKeys,
+    psk: &Psk,
+) -> Vec<Operation> {
+    let new_key = || {
+        vec![
+            Mutation::new("options", "delete", Value::Set(vec![Atom::string("psk")])),
+            Mutation::new(
+                "options",
+                "insert",
+                Value::Map(vec![(
+                    Atom::string("psk"),
+                    Atom::string(psk.expose_secret()),
+                )]),
+            ),
+        ]
+    };
+    let mutate = |conditions| Operation::Mutate {
+        table: "Interface".into(),
+        conditions,
+        mutations: new_key(),
+    };
+    let mut by_key: Vec<_> = targets
         .iter()
-        .map(|t| Operation::Mutate {
-            table: "Interface".into(),
-            conditions: vec![Condition::uuid_eq(t.uuid())],
-            mutations: vec![
-                Mutation::new("options", "delete", Value::Set(vec![Atom::string("psk")])),
-                Mutation::new(
-                    "options",
-                    "insert",
-                    Value::Map(vec![(
-                        Atom::string("psk"),
-                        Atom::string(psk.expose_secret()),
-                    )]),
-                ),
-            ],
+        .filter_map(|t| t.key.as_ref().map(|k| k.fingerprint))
+        .filter(|fp| old_keys.get(*fp).is_some())
+        .collect();
+    by_key.sort_unstable();
+    by_key.dedup();
+    let mut ops: Vec<Operation> = by_key
+        .iter()
+        .filter_map(|fp| old_keys.get(*fp))
+        .map(|old| {
+            mutate(vec![Condition::new(
+                "options",
+                "includes",
+                Value::Map(vec![(Atom::string("psk"), Atom::string(old))]),
+            )])
         })
         .collect();
+    ops.extend(
+        targets
+            .iter()
+            .filter(|t| {
+                t.key
+                    .as_ref()
+                    .is_none_or(|k| by_key.binary_search(&k.fingerprint).is_err())
+            })
+            .map(|t| mutate(vec![Condition::uuid_eq(t.uuid())])),
+    );
     ops.push(Operation::Comment("psk-guard push-key".into()));
     ops
 }
@@ -353,6 +391,51 @@ fn mark_ready(file: &std::path::Path) -> Result<(), PushError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One operation per distinct old key (a condition on the key, not on each tunnel), and one
+    /// by uuid for a tunnel without a key; the kept keys never show in `Debug`.
+    #[test]
+    fn the_write_is_one_operation_per_old_key() {
+        let reply = br#"[
+            {"rows":[
+              {"interfaces":["uuid","u1"],"external_ids":["map",[["antrea-type","ipsec-tunnel"]]]},
+              {"interfaces":["uuid","u4"],"external_ids":["map",[["antrea-type","ipsec-tunnel"]]]}]},
+            {"rows":[
+              {"_uuid":["uuid","u1"],"name":"t1","type":"geneve","options":["map",[["psk","old-one"]]]},
+              {"_uuid":["uuid","u2"],"name":"t2","type":"geneve","options":["map",[["psk","old-two"]]]},
+              {"_uuid":["uuid","u3"],"name":"t3","type":"geneve","options":["map",[["psk","old-one"]]]},
+              {"_uuid":["uuid","u4"],"name":"t4","type":"geneve","options":["map",[]]},
+              {"_uuid":["uuid","u5"],"name":"t5","type":"gre","options":["map",[["remote_name","n5"]]]}]}]"#;
+        let fp = FingerprintKey::given("test");
+        let (ts, keys) = tunnels::decode_reply_keeping_keys(reply, &fp).unwrap();
+        assert_eq!(format!("{keys:?}"), "KeptKeys(2 keys)");
+        let targets: Vec<&tunnels::Tunnel> = ts
+            .iter()
+            .filter(|t| t.key.is_some() || !t.remote_name)
+            .collect();
+        assert_eq!(targets.len(), 4);
+        let psk = Psk::new("new-key".into());
+        let ops: Vec<serde_json::Value> = write_ops(&targets, &keys, &psk)
+            .iter()
+            .map(Operation::to_json)
+            .collect();
+        assert_eq!(ops.len(), 4, "{ops:?}");
+        let mut by_key: Vec<String> = ops[..2].iter().map(|o| o["where"][0].to_string()).collect();
+        by_key.sort();
+        assert_eq!(
+            by_key,
+            [
+                r#"["options","includes",["map",[["psk","old-one"]]]]"#,
+                r#"["options","includes",["map",[["psk","old-two"]]]]"#
+            ]
+        );
+        assert_eq!(ops[2]["where"][0], json!(["_uuid", "==", ["uuid", "u4"]]));
+        assert!(ops
+            .iter()
+            .take(3)
+            .all(|o| o["mutations"][1][2] == json!(["map", [["psk", "new-key"]]])));
+        assert_eq!(ops[3]["op"], "comment");
+    }
 
     #[test]
     fn instant_bounds() {
