@@ -1,8 +1,10 @@
 """The floor of `benches/rotation`'s push window on this machine (issue 10).
 
 For each NODES: NODES ovsdb-servers, each seeded like a simulated node (NODES - 1 IPsec tunnel
-interfaces on ports of br-int), then one key write per server, exactly what `push-key` sends (one
-mutate per tunnel by uuid: delete options:psk, insert the new one), encoded beforehand and sent to
+interfaces on ports of br-int), then one key write per server, what `push-key` sends (one mutate
+of every Interface row carrying the old key: delete options:psk, insert the new one; with
+PUSH_FLOOR_PER_TUNNEL=1, one mutate per tunnel by uuid, push-key's write before 90b4ad5), encoded
+beforehand and sent to
 every server at the same instant over connections opened beforehand, from one process. Prints
 when the replies came back (ms after the first byte was sent): no psk-guard, no API server, no
 simulated kubelet is running, so this is the least the simulated cluster needs for every node to
@@ -66,9 +68,13 @@ def node(d, tunnels):
     uuids = [r["_uuid"][1] for r in rows["result"][0]["rows"]]
     assert len(uuids) == tunnels
     key = "new-key-0123456789abcdef0123456789ab"
-    write = [{"op": "mutate", "table": "Interface", "where": [["_uuid", "==", ["uuid", u]]],
-              "mutations": [["options", "delete", ["set", ["psk"]]], ["options", "insert", ["map", [["psk", key]]]]]}
-             for u in uuids] + [{"op": "comment", "comment": "push-floor"}]
+    new_key = [["options", "delete", ["set", ["psk"]]], ["options", "insert", ["map", [["psk", key]]]]]
+    if os.environ.get("PUSH_FLOOR_PER_TUNNEL") == "1":
+        where = [[["_uuid", "==", ["uuid", u]]] for u in uuids]
+    else:
+        where = [[["options", "includes", ["map", [["psk", "old-key-0123456789abcdef0123456789"]]]]]]
+    write = [{"op": "mutate", "table": "Interface", "where": w, "mutations": new_key} for w in where]
+    write += [{"op": "comment", "comment": "push-floor"}]
     return s, json.dumps({"method": "transact", "params": ["Open_vSwitch"] + write, "id": 3}).encode()
 
 
@@ -94,7 +100,8 @@ def run(base, n):
                     reply = json.loads(bufs[s])
                 except ValueError:
                     continue
-                assert ok(reply) and reply["result"][0] == {"count": 1}, "a key write failed"
+                changed = sum(r.get("count", 0) for r in reply["result"][:-1])
+                assert ok(reply) and changed == n - 1, "a key write failed"
                 done.append(time.monotonic() - t0)
                 sel.unregister(s)
         done.sort()
