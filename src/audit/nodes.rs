@@ -189,6 +189,14 @@ fn no_report(cfg: &AuditConfig, node: &str, outcome: &Outcome, why: String) -> [
             format!("{}; without an enforce label on the namespace, the cluster's default level (the PodSecurity admission configuration) applies: label it as shown, or exempt the namespace there; {again}", health::pod_security_fix(&cfg.job_namespace)),
             "pod-security".into(),
         ],
+        // plugin/pkg/admission/serviceaccount/admission.go: a pod naming a missing account.
+        Outcome::NotStarted(NotStarted::Refused { message, .. })
+            if message.contains("error looking up service account") =>
+        [
+            format!("the check Job's pod was refused at creation: {message}"),
+            format!("the check Jobs run as service account {}/{}: create it (kubectl apply -f docs/deploy/serviceaccounts.yaml creates psk-guard-node), or name an existing one with --service-account; {again}", cfg.job_namespace, cfg.service_account),
+            "no-service-account".into(),
+        ],
         Outcome::NotStarted(NotStarted::Refused { message, .. }) => [
             format!("the check Job's pod was refused at creation: {message}"),
             format!("an admission policy or webhook refuses it: admit psk-guard's node Jobs (docs/deploy/admission-policy.yaml describes them), {again}"),

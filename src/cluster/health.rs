@@ -1,7 +1,7 @@
 //! What must hold before a rotation writes anything, read from the cluster: which pods are the
 //! agent DaemonSet's own, whether it and every target node are healthy, and whether the Job
 //! namespace admits the node Jobs' hostPath and the API server admits the Jobs themselves
-//! ([`node_jobs_admitted`], a server-side dry run of each).
+//! ([`node_jobs_admitted`], a server-side dry run of each, and their service account).
 //!
 //! Agent pods are matched as the DaemonSet controller matches them: the DaemonSet's full
 //! selector (matchLabels AND matchExpressions; an empty selector matches nothing, as
@@ -10,7 +10,7 @@
 //! DaemonSet carries the same labels; its pods are not ours.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
 use kube::Client;
@@ -354,7 +354,40 @@ pub async fn node_jobs_admitted(
             }
         }
     }
+    let mut accounts: Vec<&str> = jobs
+        .iter()
+        .map(|(j, _)| j.service_account.as_str())
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    for account in accounts {
+        service_account_exists(client, &namespace, account).await?;
+    }
     Ok(())
+}
+
+/// Whether service account `name` exists in `namespace`. The ServiceAccount admission plugin
+/// (plugin/pkg/admission/serviceaccount/admission.go, `Admit`) refuses every pod that names a
+/// missing one ("error looking up service account"), and a dry run of a Job cannot show it: the
+/// plugin admits pods, which the Job controller creates later. Refuses, naming the account and
+/// the fix, when it does not exist.
+pub async fn service_account_exists(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ClusterError> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let found = super::retry("reading the node Jobs' service account", || {
+        api.get_opt(name)
+    })
+    .await
+    .map_err(|e| ClusterError::api("get", format!("serviceaccount {namespace}/{name}"), e))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(ClusterError::Precondition(format!(
+            "serviceaccount {namespace}/{name} does not exist: the ServiceAccount admission plugin would refuse every pod of the node Jobs, so nothing was changed: create it (kubectl apply -f docs/deploy/serviceaccounts.yaml creates psk-guard-node), or name an existing one with --service-account"
+        ))),
+    }
 }
 
 fn enforces_privileged(ns: &Namespace) -> bool {

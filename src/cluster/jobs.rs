@@ -148,6 +148,9 @@ pub fn job_name(purpose: &str, nonce: &str, node: &str) -> String {
     format!("psk-guard-{purpose}-{nonce}-{}", node_hash(node))
 }
 
+/// The name of the node Jobs' one container.
+pub const CONTAINER: &str = "psk-guard";
+
 /// A new nonce for [`job_name`]: 6 hex digits.
 pub fn nonce() -> String {
     hex::encode(rand::random::<[u8; 3]>())
@@ -164,7 +167,7 @@ pub fn manifest_named(j: &NodeJob, node: &str, name: &str) -> serde_json::Value 
     let mut args = j.args.clone();
     args.push("--result-frame".into());
     let mut container = json!({
-        "name": "psk-guard",
+        "name": CONTAINER,
         "image": j.image,
         "args": args,
         "securityContext": {
@@ -321,6 +324,8 @@ pub async fn wait_on_nodes(
                     let st = j.status.clone().unwrap_or_default();
                     if st.succeeded.unwrap_or(0) > 0 {
                         Some(Outcome::Succeeded(result_of(&pods, &uid).await))
+                    } else if past_deadline(&st) {
+                        Some(Outcome::TimedOut)
                     } else if st.failed.unwrap_or(0) > 0 {
                         Some(Outcome::Failed(result_of(&pods, &uid).await))
                     } else {
@@ -356,6 +361,19 @@ pub async fn wait_on_nodes(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Whether the Job controller ended the Job at its `activeDeadlineSeconds`: a `FailureTarget` or
+/// `Failed` condition with reason `DeadlineExceeded` (pkg/controller/job/job_controller.go
+/// `pastActiveDeadline`; it deletes the pod and counts it failed, or none when no pod was ever
+/// created). That is the node's timeout, not a failure of psk-guard there. Its clock starts when
+/// the Job is created, [`wait_on_nodes`]'s after every Job is, so it usually comes first.
+fn past_deadline(st: &k8s_openapi::api::batch::v1::JobStatus) -> bool {
+    st.conditions.iter().flatten().any(|c| {
+        (c.type_ == "FailureTarget" || c.type_ == "Failed")
+            && c.status == "True"
+            && c.reason.as_deref() == Some("DeadlineExceeded")
+    })
 }
 
 /// Where one barrier Job's pod stands.
@@ -580,7 +598,11 @@ async fn result_of(pods: &Api<Pod>, job_uid: &str) -> String {
     let log = match pods.list(&lp).await {
         Ok(list) => match list.items.first().and_then(|p| p.metadata.name.clone()) {
             Some(pod) => {
+                // Named: a pod with a second container (a sidecar a mutating webhook injected)
+                // answers a log request without one with 400 (pkg/registry/core/pod/strategy.go
+                // `ValidateContainer`).
                 let lp = LogParams {
+                    container: Some(CONTAINER.into()),
                     limit_bytes: Some(MAX_LOG_BYTES),
                     ..LogParams::default()
                 };

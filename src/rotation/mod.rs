@@ -84,6 +84,8 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission::named("update", "", "secrets"),
     Permission::named("patch", "", "secrets"),
     Permission::named("get", "", "configmaps"),
+    // The node Jobs' service account exists (their pods are refused otherwise).
+    Permission::named("get", "", "serviceaccounts"),
     Permission::named("get", "apps", "daemonsets"),
     Permission::named("patch", "apps", "daemonsets"),
     Permission::named("list", "apps", "daemonsets"),
@@ -275,6 +277,7 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<Preflight, ClusterError> {
             "configmaps" => Some(cfg.config_map.clone()),
             "leases" => Some(cfg.lease.clone()),
             "namespaces" => Some(cfg.namespace.clone()),
+            "serviceaccounts" => Some(cfg.service_account.clone()),
             _ => None,
         }
     };

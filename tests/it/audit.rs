@@ -358,6 +358,9 @@ fn fan_out_reports_a_job_that_times_out() {
         .lock()
         .unwrap()
         .insert("hang:worker-01".into());
+    // The Job controller's activeDeadlineSeconds ends the Job first (it deletes the pod and
+    // counts it failed, reason DeadlineExceeded): still the node's timeout, not a failed check.
+    c.world.lock().unwrap().deadline_lead = std::time::Duration::from_millis(1500);
     let (r, code, _) = audit(
         &c,
         &["--nodes", "--job-timeout", "2", "--fail-on", "critical"],
@@ -519,6 +522,48 @@ fn fan_out_names_pod_security_when_it_refuses_the_jobs_pods() {
     );
     assert_eq!(r["data"]["nodes"]["worker-00"]["reason"], "pod-security");
     assert_eq!(code, 2);
+}
+
+/// The check Jobs' service account does not exist: the ServiceAccount admission plugin refuses
+/// their pods (FailedCreate on the Job, retried for ever; sim.rs `service_account_missing`). The
+/// audit names the account and the fix from the Event, without waiting out the timeout, and not
+/// as an admission policy's refusal.
+#[test]
+fn fan_out_names_a_missing_service_account() {
+    let c = cluster(1, STRONG);
+    c.state.lock().unwrap().objects.remove(&(
+        "serviceaccounts".into(),
+        NS.into(),
+        "psk-guard-node".into(),
+    ));
+    let started = std::time::Instant::now();
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "600", "--fail-on", "critical"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(300));
+    let f = findings(&r, "node-not-checked");
+    assert_eq!(f.len(), 1, "{r:#}");
+    let observed = f[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.contains(r#"error looking up service account kube-system/psk-guard-node: serviceaccount \"psk-guard-node\" not found"#)
+            || observed.contains(r#"error looking up service account kube-system/psk-guard-node: serviceaccount "psk-guard-node" not found"#),
+        "{observed}"
+    );
+    let fix = f[0]["remediation"].as_str().unwrap();
+    assert!(
+        fix.contains("kube-system/psk-guard-node")
+            && fix.contains("docs/deploy/serviceaccounts.yaml")
+            && fix.contains("--service-account")
+            && !fix.contains("admission policy"),
+        "{fix}"
+    );
+    assert_eq!(
+        r["data"]["nodes"]["worker-00"]["reason"],
+        "no-service-account"
+    );
+    assert_eq!(code, 2);
+    jobs_deleted_and_permissions_declared(&c);
 }
 
 /// Every Job of the run is deleted (stuck ones too), and the audit used no permission beyond

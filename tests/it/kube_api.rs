@@ -93,6 +93,9 @@ pub struct State {
     pub pod_security_defaults: PodSecurityDefaults,
     /// A ValidatingAdmissionPolicy (or webhook) that denies every Job create: see [`JobDeny`].
     pub deny_jobs: Option<JobDeny>,
+    /// A mutating webhook that injects a sidecar container (`istio-proxy`) into every pod the
+    /// Job controller creates, as service meshes do.
+    pub inject_sidecar: bool,
 }
 
 /// The `defaults` of kube-apiserver's PodSecurity AdmissionConfiguration: the levels for a
@@ -760,7 +763,7 @@ fn handle_inner(
     // Pod logs are text.
     if r.sub.as_deref() == Some("log") {
         let name = r.name.clone().unwrap_or_default();
-        return pod_log(&st, &ns, &name);
+        return pod_log(&st, &ns, &name, query_param(query, "container").as_deref());
     }
     if r.sub.as_deref() == Some("eviction") && method == "POST" {
         let (c, v) = evict(&mut st, &ns, r.name.as_deref().unwrap_or(""), body);
@@ -1085,15 +1088,51 @@ fn evict(st: &mut State, ns: &str, name: &str, body: &[u8]) -> (u16, Value) {
 /// `validateContainerLogStatus`): a container that has not started yet is a 400 BadRequest
 /// "container … is waiting to start"; a running one has the log written so far (the sim writes
 /// a Job container's log when it exits, so that is empty until then).
-fn pod_log(st: &State, ns: &str, name: &str) -> (u16, Value, Option<String>) {
-    if let Some(l) = st.logs.get(&(ns.to_owned(), name.to_owned())) {
-        return (200, Value::Null, Some(l.clone()));
-    }
+/// A pod's log (pkg/registry/core/pod/strategy.go `LogLocation`, `ValidateContainer`): without a
+/// `container` parameter only a pod with exactly one container answers; with one, it must be a
+/// container of the pod. Both are 400 Bad Request, checked before anything else.
+fn pod_log(
+    st: &State,
+    ns: &str,
+    name: &str,
+    container: Option<&str>,
+) -> (u16, Value, Option<String>) {
     let Some(pod) = st.get("pods", ns, name) else {
         let (c, v) = status(404, "NotFound", &format!("pods \"{name}\" not found"));
         return (c, v, None);
     };
-    let container = pod["spec"]["containers"][0]["name"].as_str().unwrap_or("");
+    let names: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match container {
+        Some(c) if names.contains(&c) => c,
+        Some(c) => {
+            let (code, v) = status(
+                400,
+                "BadRequest",
+                &format!("container {c} is not valid for pod {name}"),
+            );
+            return (code, v, None);
+        }
+        None if names.len() == 1 => names[0],
+        None => {
+            let (code, v) = status(
+                400,
+                "BadRequest",
+                &format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    names.join(" ")
+                ),
+            );
+            return (code, v, None);
+        }
+    };
+    if let Some(l) = st.logs.get(&(ns.to_owned(), name.to_owned())) {
+        return (200, Value::Null, Some(l.clone()));
+    }
     if pod["status"]["phase"] == "Pending" {
         let (c, v) = status(
             400,

@@ -103,6 +103,7 @@ fn names(resource: &str) -> &'static str {
         "daemonsets" => "antrea-agent",
         "leases" => "psk-guard-rotation",
         "namespaces" => "kube-system",
+        "serviceaccounts" => "psk-guard-node",
         other => panic!("no name for {other}"),
     }
 }

@@ -1706,6 +1706,80 @@ fn rotate_dry_run_reports_the_pod_security_refusal() {
     );
 }
 
+/// The node Jobs' service account must exist in the Job namespace: the ServiceAccount admission
+/// plugin refuses every pod naming a missing one (Forbidden, "error looking up service account"),
+/// and a dry run of the Job cannot see it (the plugin admits pods, not Jobs). With `restart`, the
+/// verify Jobs run only after the new key is stored and rolled out, so a missing account would
+/// leave a rotation that cannot verify or purge. Refused before anything is written, for each
+/// strategy and for `--dry-run`, naming the account and the fix; with the account created the
+/// same run completes.
+#[test]
+fn a_missing_node_service_account_is_refused_before_any_write() {
+    let c = cluster(2, false);
+    for extra in [&[][..], &["--strategy", "push"][..], &["--dry-run"][..]] {
+        let before = {
+            let mut st = c.state.lock().unwrap();
+            st.objects
+                .remove(&("serviceaccounts".into(), NS.into(), "psk-guard-node".into()));
+            st.requests.clear();
+            drop(st);
+            secret_state(&c)
+        };
+        let out = rotate(&c, extra);
+        let err = assert_refused_before_writing(&c, &before, &out);
+        assert!(
+            err.contains("serviceaccount kube-system/psk-guard-node does not exist")
+                && err.contains("docs/deploy/serviceaccounts.yaml")
+                && err.contains("--service-account"),
+            "{extra:?}: {err}"
+        );
+    }
+    // A service account of another name, given with --service-account, is the one looked up.
+    let out = rotate(&c, &["--service-account", "node-jobs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("serviceaccount kube-system/node-jobs does not exist"),
+        "{err}"
+    );
+    // Under the shipped Role (docs/deploy/rbac.yaml: get serviceaccounts, resourceNames
+    // [psk-guard-node]) the API server answers that GET with 403 before it looks for the object
+    // (authorization is a filter ahead of the registry): a missing permission, named as such,
+    // not a missing account.
+    c.state.lock().unwrap().scoped.push(crate::kube_api::Scope {
+        verb: "get".into(),
+        resource: "serviceaccounts".into(),
+        namespaces: Some(vec![NS.into()]),
+        names: Some(vec!["psk-guard-node".into()]),
+    });
+    let before = secret_state(&c);
+    let out = rotate(&c, &["--service-account", "node-jobs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("get serviceaccounts") && !err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(secret_state(&c), before);
+    c.state.lock().unwrap().put(
+        "serviceaccounts",
+        NS,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "psk-guard-node"}}),
+    );
+    let out = rotate(&c, &[]);
+    assert_rotated(&c, &out, OLD);
+}
+
+/// A mutating webhook injects a sidecar into the node Jobs' pods (a service mesh): the API server
+/// then answers a log request without a container name with 400 (kube_api.rs `pod_log`), so the
+/// push and verify results are read from the psk-guard container by name.
+#[test]
+fn node_jobs_with_an_injected_sidecar_are_read_by_container_name() {
+    let c = cluster(2, false);
+    c.state.lock().unwrap().inject_sidecar = true;
+    let out = rotate(&c, &["--strategy", "push"]);
+    assert_rotated(&c, &out, OLD);
+}
+
 /// Issue 10 item 9, the backstop: Pod Security changes after the preflight (here the cluster's
 /// default enforce level becomes baseline once the new key is stored; a default enforce level
 /// without a warn level is also what no dry run can see). The push Jobs' pods are refused: the run

@@ -36,6 +36,14 @@
 //!   and a container can be stalled once Ready (`World::stall_after_ready`, SIGSTOP/SIGCONT).
 //! - The garbage collector deletes dependents of a deleted owner later, not at once
 //!   (pkg/controller/garbagecollector).
+//! - ServiceAccount admission: a Job's pod naming a service account that does not exist in its
+//!   namespace is refused before Pod Security looks at it (`service_account_missing`); the
+//!   cluster starts with `default` and `psk-guard-node` in kube-system.
+//! - The Job controller's `activeDeadlineSeconds` ends a Job that has not finished, with or
+//!   without a pod: the pod is deleted, the Job `Failed` with reason `DeadlineExceeded`
+//!   (`run_job_until_deadline`; `World::deadline_lead` puts it ahead of the client's own timer).
+//! - Optionally a mutating webhook injects a sidecar container into the Jobs' pods
+//!   (`State::inject_sidecar`); the pod log API then needs the container's name.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -104,6 +112,11 @@ pub struct World {
     pub probe_execs: u64,
     /// When (Unix ms) each pod with a readiness probe turned Ready (for the benchmark).
     pub ready_times: Vec<u128>,
+    /// How much sooner than `activeDeadlineSeconds` after the runner picked a Job up its deadline
+    /// fires: the Job controller counts from the Job's first sync, right after its creation, a
+    /// client from after it created all of its Jobs and synced its watch (seconds apart on a
+    /// large or busy cluster). Lets a test put the controller's deadline first.
+    pub deadline_lead: Duration,
 }
 
 /// Shape of the cluster, fixed at creation.
@@ -389,6 +402,13 @@ impl Cluster {
         {
             let mut st = state.lock().unwrap();
             st.put("namespaces", "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"kubernetes.io/metadata.name": NS}}}));
+            for sa in ["default", "psk-guard-node"] {
+                st.put(
+                    "serviceaccounts",
+                    NS,
+                    json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+                );
+            }
             st.put("secrets", NS, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "antrea-ipsec"}, "type": "Opaque", "data": {"psk": base64_encode(o.key.as_bytes())}}));
             st.put("configmaps", NS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "antrea-config"}, "data": {"antrea-agent.conf": "featureGates:\n  AntreaIPAM: false\nipsec:\n  authenticationMode: psk\n"}}));
             let selector = shape
@@ -893,7 +913,7 @@ async fn job_runner(sim: Sim) {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let jobs: Vec<_> = std::mem::take(&mut sim.state.lock().unwrap().new_jobs);
         for key in jobs {
-            tokio::spawn(run_job(sim.clone(), key));
+            tokio::spawn(run_job_until_deadline(sim.clone(), key));
         }
     }
 }
@@ -933,6 +953,24 @@ async fn garbage_collector(sim: Sim) {
 /// namespace's enforce level, or the configured default; see `kube_api::pod_security_refusal`.
 fn pod_security_violation(st: &State, ns: &str, pod_spec: &Json) -> Option<String> {
     kube_api::pod_security_refusal(st, ns, pod_spec)
+}
+
+/// The ServiceAccount admission plugin (plugin/pkg/admission/serviceaccount/admission.go,
+/// `Admit`): a pod without `serviceAccountName` gets `default`; a pod whose service account does
+/// not exist in its namespace is refused, Forbidden, "error looking up service account NS/NAME:
+/// serviceaccount \"NAME\" not found" (the NotFound of `getServiceAccount`). The Job controller
+/// records that as a `FailedCreate` Event and tries again, so the Job never gets a pod.
+/// A Job's dry run does not see it: the plugin admits pods, not Jobs. The ServiceAccount
+/// controller creates `default` in every namespace; the cluster starts with it and
+/// `psk-guard-node` (docs/deploy/serviceaccounts.yaml).
+fn service_account_missing(st: &State, ns: &str, pod_spec: &Json) -> Option<String> {
+    let name = pod_spec["serviceAccountName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    st.get("serviceaccounts", ns, name).is_none().then(|| {
+        format!("error looking up service account {ns}/{name}: serviceaccount \"{name}\" not found")
+    })
 }
 
 /// The kubelet's check of a hostPath volume's `type` (pkg/volume/hostpath/host_path.go
@@ -998,6 +1036,74 @@ fn job_status(sim: &Sim, key: &kube_api::Key, exit: Option<i32>) {
     }
 }
 
+/// The Job controller's `activeDeadlineSeconds` (pkg/controller/job/job_controller.go `syncJob`,
+/// `pastActiveDeadline`, `deleteActivePods`, `trackJobStatusAndRemoveFinalizers`; 1.31+
+/// `delayTerminalCondition`): counted from the Job's first sync (here: when the runner picks it
+/// up, right after its creation), whether or not it has a pod. Past it the controller deletes the
+/// active pod (its container is killed), counts it failed (none when admission never let one be
+/// created) and ends the Job with `FailureTarget` then `Failed`, both reason `DeadlineExceeded`.
+/// A client's own timer started after creating its Jobs fires later than this one.
+async fn run_job_until_deadline(sim: Sim, key: kube_api::Key) {
+    let deadline = {
+        let st = sim.state.lock().unwrap();
+        st.objects
+            .get(&key)
+            .and_then(|j| j["spec"]["activeDeadlineSeconds"].as_u64())
+    };
+    let work = async {
+        run_job(sim.clone(), key.clone()).await;
+        // A Job without a finished pod (refused, Pending, hung) stays active until its deadline.
+        while !sim.stopped() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let Some(secs) = deadline else {
+        return work.await;
+    };
+    let lead = sim.world.lock().unwrap().deadline_lead;
+    tokio::select! {
+        _ = work => {}
+        _ = tokio::time::sleep(Duration::from_secs(secs).saturating_sub(lead)) => deadline_exceeded(&sim, &key),
+    }
+}
+
+fn deadline_exceeded(sim: &Sim, key: &kube_api::Key) {
+    let mut st = sim.state.lock().unwrap();
+    let Some(mut job) = st.objects.get(key).cloned() else {
+        return;
+    };
+    let ended = job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True");
+    if ended {
+        return;
+    }
+    let uid = job["metadata"]["uid"].clone();
+    let active: Vec<String> = st
+        .list("pods", &key.1)
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["ownerReferences"][0]["uid"] == uid
+                && p["status"]["phase"] != "Succeeded"
+                && p["status"]["phase"] != "Failed"
+        })
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    for p in &active {
+        st.remove(&("pods".into(), key.1.clone(), p.clone()));
+    }
+    let cond = |t: &str| {
+        json!({"type": t, "status": "True", "reason": "DeadlineExceeded",
+               "message": "Job was active longer than specified deadline",
+               "lastProbeTime": "2026-11-26T00:00:00Z", "lastTransitionTime": "2026-11-26T00:00:00Z"})
+    };
+    job["status"] =
+        json!({"failed": active.len(), "conditions": [cond("FailureTarget"), cond("Failed")]});
+    st.put("jobs", &key.1, job);
+}
+
 fn set_pod_phase(sim: &Sim, ns: &str, pod: &str, phase: &str) {
     let mut st = sim.state.lock().unwrap();
     if let Some(mut p) = st.get("pods", ns, pod).cloned() {
@@ -1040,18 +1146,28 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
             st.get("nodes", "", &node)
                 .cloned()
                 .unwrap_or(json!({"metadata": {"name": node}})),
-            pod_security_violation(&st, &ns, spec),
+            // The ServiceAccount plugin is a mutating admission plugin: it runs, and refuses,
+            // before Pod Security (a validating one) looks at the pod.
+            // A mutating plugin refuses before the registry generates the pod's name, so its
+            // message names the generateName `<job>-` (apiserver admission/errors.go
+            // `extractResourceName`); Pod Security, validating, sees the generated name.
+            service_account_missing(&st, &ns, spec)
+                .map(|why| (why, format!("{}-", key.2)))
+                .or_else(|| {
+                    pod_security_violation(&st, &ns, spec)
+                        .map(|why| (why, format!("{}-{}", key.2, random_suffix())))
+                }),
         )
     };
     let spec = job["spec"]["template"]["spec"].clone();
-    if let Some(why) = violation {
+    if let Some((why, pod_name)) = violation {
         // The Job exists; its pod is refused at creation, over and over (FailedCreate).
         let mut st = sim.state.lock().unwrap();
         st.put("events", &ns, json!({"apiVersion": "v1", "kind": "Event",
             "metadata": {"name": format!("{}.{}", key.2, random_suffix())},
             "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "namespace": ns, "uid": job["metadata"]["uid"]},
             "reason": "FailedCreate", "type": "Warning",
-            "message": format!("Error creating: pods \"{}-{}\" is forbidden: {why}", key.2, random_suffix())}));
+            "message": format!("Error creating: pods \"{pod_name}\" is forbidden: {why}")}));
         return;
     }
     let node = node_obj["metadata"]["name"]
@@ -1061,10 +1177,14 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
     let pod = format!("{}-{}", key.2, random_suffix());
     {
         let mut st = sim.state.lock().unwrap();
+        let mut containers = vec![json!({"name": spec["containers"][0]["name"], "image": "x"})];
+        if st.inject_sidecar {
+            containers.push(json!({"name": "istio-proxy", "image": "proxyv2"}));
+        }
         st.put("pods", &ns, json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod, "labels": job["spec"]["template"]["metadata"]["labels"],
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "uid": job["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
-            "spec": {"nodeName": node, "containers": [{"name": "psk-guard", "image": "x"}]},
+            "spec": {"nodeName": node, "containers": containers},
             "status": {"phase": "Pending"}}));
     }
     // Scheduling and the kubelet: a pod whose node does not exist, does not match its
@@ -1191,8 +1311,10 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
             }
         }
     }
+    // Deleting the pod (its Job's deadline) kills the container.
     cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
     let child = cmd.spawn().unwrap();
     let exited = Arc::new(AtomicBool::new(false));
     if let Some(probe) = probe {
@@ -1345,6 +1467,9 @@ async fn prober(
     tokio::time::sleep(probe.initial_delay).await;
     let (mut ready, mut run_ok, mut run_bad) = (false, 0, 0);
     while !exited.load(Ordering::Relaxed) && !sim.stopped() {
+        if sim.state.lock().unwrap().get("pods", &ns, &pod).is_none() {
+            return; // the pod was deleted
+        }
         let unready = {
             let mut w = sim.world.lock().unwrap();
             w.probe_execs += 1;
