@@ -198,7 +198,8 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 /// A request's `params` encoded ahead of time (a key written at an instant goes out without
-/// being encoded then); the bytes are wiped on drop.
+/// being encoded then); the bytes are wiped on drop. It is taken to carry a key: the server's
+/// error details are left out of its errors.
 pub struct Prepared {
     db: String,
     params: Zeroizing<Vec<u8>>,
@@ -442,15 +443,18 @@ impl Client {
         let mut params = params;
         let encoded = encode(&params);
         wipe_json(&mut params);
-        self.request_encoded(method, &encoded, decode).await
+        self.request_encoded(method, &encoded, decode, false).await
     }
 
     /// Sends a request whose `params` are already encoded (a JSON array) and waits for its reply.
+    /// With `carries_key`, an error reply's details are left out of the error: the server's
+    /// details can quote the request.
     async fn request_encoded(
         &self,
         method: &str,
         params: &[u8],
         decode: Option<Decoder>,
+        carries_key: bool,
     ) -> Result<ResultBody, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -504,10 +508,14 @@ impl Client {
                 return Err(e);
             }
         };
-        if let Some(error) = reply.error {
+        if let Some(mut error) = reply.error {
             // Server text: bounded and escaped here, where it enters psk-guard.
             use crate::report::sanitize::{bounded, name, text};
-            let error = match &error {
+            let message = match &error {
+                _ if carries_key => match error.get("error").and_then(Json::as_str) {
+                    Some(e) => format!("{} (details withheld: the request carried a key)", name(e)),
+                    None => "error (withheld: the request carried a key)".to_owned(),
+                },
                 Json::String(s) => text(s),
                 Json::Object(o) => {
                     let e = name(o.get("error").and_then(Json::as_str).unwrap_or("error"));
@@ -518,6 +526,8 @@ impl Client {
                 }
                 other => bounded(&other.to_string(), 300).into_owned(),
             };
+            wipe_json(&mut error);
+            let error = message;
             return Err(Error::Rpc {
                 method: method.to_owned(),
                 error,
@@ -608,7 +618,7 @@ impl Client {
     ) -> Result<T, Error> {
         let decoder: Decoder = Box::new(move |b| Box::new(decode(b)));
         let sent = self
-            .request_encoded("transact", &prepared.params, Some(decoder))
+            .request_encoded("transact", &prepared.params, Some(decoder), true)
             .await
             .and_then(decoded::<Result<T, super::types::ValueError>>);
         sent.map_err(|e| unknown_db(e, &prepared.db))?
@@ -638,7 +648,9 @@ impl Client {
         let names = op_names(ops);
         self.transact_prepared_with(prepared, move |bytes| {
             let mut rows = super::types::CollectRows::new(names.len());
-            let reply = super::types::decode_transact(&names, bytes, &mut rows)?;
+            let mut reply = super::types::decode_transact(&names, bytes, &mut rows)?;
+            // A prepared transaction is a key write: the server's details could quote the key.
+            reply.withhold_details();
             Ok(rows.fill(reply))
         })
         .await?

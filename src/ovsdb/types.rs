@@ -441,11 +441,14 @@ impl Operation {
     }
 }
 
-/// The error an operation (or the commit) reported.
+/// The error an operation (or the commit) reported. ovsdb-server's details can quote the
+/// request's values (a constraint violation quotes the value it rejects, which in a key write is
+/// a key), so they are wiped on drop, and withheld altogether for a transaction that carried a
+/// key ([`TransactReply::withhold_details`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpError {
     pub error: String,
-    pub details: Option<String>,
+    pub details: Option<Zeroizing<String>>,
 }
 
 impl fmt::Display for OpError {
@@ -478,6 +481,25 @@ pub struct TransactReply {
     pub commit_error: Option<OpError>,
 }
 
+impl TransactReply {
+    /// Drops (and wipes) the server's `details` of every error: for a transaction that carried a
+    /// key, whose details could quote it. The error tag (`constraint violation`, ...) stays.
+    pub fn withhold_details(&mut self) {
+        let errors = self
+            .results
+            .iter_mut()
+            .filter_map(|r| r.as_mut().and_then(|r| r.as_mut().err()))
+            .chain(self.commit_error.as_mut());
+        for e in errors {
+            if e.details.take().is_some() {
+                e.details = Some(Zeroizing::new(
+                    "details withheld: the request carried a key".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
 /// Receives the rows of select results while the reply is parsed, straight from its bytes: no
 /// JSON tree, no per-row map unless the sink builds one.
 pub trait RowSink<'de> {
@@ -490,7 +512,7 @@ pub trait RowSink<'de> {
 #[derive(Default)]
 struct RawEntry {
     error: Option<String>,
-    details: Option<String>,
+    details: Option<Zeroizing<String>>,
     uuid: Option<Atom>,
     rows: bool,
     count: Option<u64>,
@@ -596,7 +618,9 @@ impl<'de, S: RowSink<'de>> Visitor<'de> for EntrySeed<'_, S> {
         while let Some(field) = map.next_key::<EntryField>()? {
             match field {
                 EntryField::Error => e.error = map.next_value()?,
-                EntryField::Details => e.details = map.next_value()?,
+                EntryField::Details => {
+                    e.details = map.next_value::<Option<String>>()?.map(Zeroizing::new)
+                }
                 EntryField::Uuid => e.uuid = map.next_value()?,
                 EntryField::Count => e.count = map.next_value()?,
                 EntryField::Rows if self.select => {

@@ -1003,3 +1003,57 @@ fn history_scan_does_not_follow_a_non_root_directory_link() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Replaces the node's schema online (`ovsdb-client convert`, which any client of db.sock may
+/// send) with one whose `Interface.options` values must be one of `allowed`, so that a write of
+/// any other value fails with a constraint violation.
+fn constrain_options_values(node: &Node, allowed: &[&str]) {
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read("/usr/share/openvswitch/vswitch.ovsschema").unwrap())
+            .unwrap();
+    let mut schema = schema;
+    schema["tables"]["Interface"]["columns"]["options"]["type"]["value"] =
+        serde_json::json!({"type": "string", "enum": ["set", allowed]});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("constrained.ovsschema");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let out = Command::new("ovsdb-client")
+        .args(["convert", &node.db_arg(), path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An OVSDB client changes the schema so that the new key breaks a constraint: ovsdb-server's
+/// error details quote the value it rejects, the key (attack8 F1). push-key fails, writes
+/// nothing, and neither the new key nor the old one appears in its output: the server's details
+/// are withheld for a transaction that carries a key.
+#[test]
+fn a_constraint_violation_on_the_key_write_never_prints_the_key() {
+    let node = Node::start();
+    node.add_tunnel("n1-abc123", "node1", "10.0.0.2", OLD);
+    node.add_tunnel("n2-def456", "node2", "10.0.0.3", OLD);
+    constrain_options_values(&node, &[OLD, "10.0.0.2", "10.0.0.3"]);
+    for extra in [&[][..], &["--result-frame"][..]] {
+        let out = push_key(&node, NEW, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("constraint violation") && stderr.contains("withheld"),
+            "{stderr}"
+        );
+        for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains(NEW) && !text.contains(OLD),
+                "a key in {what}: {text}"
+            );
+        }
+        assert_eq!(key_of(&node, "n1-abc123"), OLD);
+        assert_eq!(key_of(&node, "n2-def456"), OLD);
+    }
+}
