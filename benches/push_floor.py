@@ -1,10 +1,11 @@
 """The floor of `benches/rotation`'s push window on this machine (issue 10).
 
 For each NODES: NODES ovsdb-servers, each seeded like a simulated node (NODES - 1 IPsec tunnel
-interfaces on ports of br-int), then one key write per server, what `push-key` sends (one mutate
-of every Interface row carrying the old key: delete options:psk, insert the new one; with
-PUSH_FLOOR_PER_TUNNEL=1, one mutate per tunnel by uuid, push-key's write before 90b4ad5), encoded
-beforehand and sent to
+interfaces on ports of br-int), then one key write per server, what `push-key` sends (a wait that
+the geneve rows carrying the old key are exactly the uuids read, then one mutate of those rows:
+delete options:psk, insert the new one; with PUSH_FLOOR_NO_WAIT=1 the mutate alone, push-key's
+write from 90b4ad5 to the wait's commit; with PUSH_FLOOR_PER_TUNNEL=1, one mutate per tunnel by
+uuid, push-key's write before 90b4ad5), encoded beforehand and sent to
 every server at the same instant over connections opened beforehand, from one process. Prints
 when the replies came back (ms after the first byte was sent): no psk-guard, no API server, no
 simulated kubelet is running, so this is the least the simulated cluster needs for every node to
@@ -69,11 +70,17 @@ def node(d, tunnels):
     assert len(uuids) == tunnels
     key = "new-key-0123456789abcdef0123456789ab"
     new_key = [["options", "delete", ["set", ["psk"]]], ["options", "insert", ["map", [["psk", key]]]]]
+    old = ["options", "includes", ["map", [["psk", "old-key-0123456789abcdef0123456789"]]]]
+    write = []
     if os.environ.get("PUSH_FLOOR_PER_TUNNEL") == "1":
         where = [[["_uuid", "==", ["uuid", u]]] for u in uuids]
+    elif os.environ.get("PUSH_FLOOR_NO_WAIT") == "1":
+        where = [[old]]
     else:
-        where = [[["options", "includes", ["map", [["psk", "old-key-0123456789abcdef0123456789"]]]]]]
-    write = [{"op": "mutate", "table": "Interface", "where": w, "mutations": new_key} for w in where]
+        where = [[["type", "==", "geneve"], old]]
+        write.append({"op": "wait", "table": "Interface", "where": where[0], "columns": ["_uuid"],
+                      "until": "==", "rows": [{"_uuid": ["uuid", u]} for u in uuids], "timeout": 0})
+    write += [{"op": "mutate", "table": "Interface", "where": w, "mutations": new_key} for w in where]
     write += [{"op": "comment", "comment": "push-floor"}]
     return s, json.dumps({"method": "transact", "params": ["Open_vSwitch"] + write, "id": 3}).encode()
 

@@ -230,24 +230,38 @@ struct Sink<'de, 'k> {
     keys: Option<KeptKeys>,
 }
 
-/// The distinct keys the tunnels of a node carry, by fingerprint, for a write that must replace
-/// exactly them ([`read_keeping_keys`]). Wiped on drop; `Debug` shows only how many.
+/// The distinct keys the tunnels of a node carry (only the tunnels': a row the read does not
+/// count as a tunnel keeps nothing), by fingerprint, for a write that must replace exactly them
+/// ([`read_keeping_keys`]). Wiped on drop; `Debug` shows only how many.
 #[derive(Default)]
-pub struct KeptKeys(Vec<(Fingerprint, Zeroizing<String>)>);
+pub struct KeptKeys {
+    keys: HashMap<Fingerprint, Zeroizing<String>>,
+    /// Fingerprints shared by two different keys (64 bits: possible under a salt an attacker
+    /// knows): neither key is kept, so their tunnels are written one by one.
+    collided: std::collections::HashSet<Fingerprint>,
+}
 
 impl KeptKeys {
-    /// The key with this fingerprint, if it was seen (and is UTF-8, as a JSON string is).
+    /// The key with this fingerprint, if it was seen (and is UTF-8, as a JSON string is) and no
+    /// other key has the same fingerprint.
     pub fn get(&self, fp: Fingerprint) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, _)| *f == fp)
-            .map(|(_, k)| k.as_str())
+        self.keys.get(&fp).map(|k| k.as_str())
     }
 
     fn keep(&mut self, fp: Fingerprint, bytes: &[u8]) {
-        if self.get(fp).is_none() {
-            if let Ok(s) = std::str::from_utf8(bytes) {
-                self.0.push((fp, Zeroizing::new(s.to_owned())));
+        if self.collided.contains(&fp) {
+            return;
+        }
+        match self.keys.get(&fp) {
+            Some(k) if k.as_bytes() == bytes => {}
+            Some(_) => {
+                self.keys.remove(&fp);
+                self.collided.insert(fp);
+            }
+            None => {
+                if let Ok(s) = std::str::from_utf8(bytes) {
+                    self.keys.insert(fp, Zeroizing::new(s.to_owned()));
+                }
             }
         }
     }
@@ -255,7 +269,7 @@ impl KeptKeys {
 
 impl std::fmt::Debug for KeptKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeptKeys({} keys)", self.0.len())
+        write!(f, "KeptKeys({} keys)", self.keys.len())
     }
 }
 
@@ -290,9 +304,6 @@ impl<'de, 'k> Sink<'de, 'k> {
             }
         }
         let fingerprint = self.fp_key.fingerprint_bytes(bytes);
-        if let Some(keys) = &mut self.keys {
-            keys.keep(fingerprint, bytes);
-        }
         let facts = KeyFacts {
             fingerprint,
             strength: assess_bytes(bytes),
@@ -335,6 +346,7 @@ impl<'de, 'k> Sink<'de, 'k> {
         let mut uuid = None;
         let (mut name, mut kind) = (None, None);
         let (mut psk, mut remote_ip, mut remote_name) = (None, None, false);
+        let mut psk_raw: Option<&'de RawValue> = None;
         while let Some(col) = row.next_key::<Text<'de>>()?.map(|t| t.0) {
             match col.as_ref() {
                 "_uuid" => uuid = Some(row.next_value_seed(UuidAtom)?),
@@ -343,7 +355,10 @@ impl<'de, 'k> Sink<'de, 'k> {
                 "options" => {
                     for (k, v) in row.next_value_seed(OptionsMap)? {
                         match k.as_ref() {
-                            "psk" => psk = self.judge(v.get().as_bytes()),
+                            "psk" => {
+                                psk = self.judge(v.get().as_bytes());
+                                psk_raw = Some(v);
+                            }
                             "remote_ip" => remote_ip = serde_json::from_str::<String>(v.get()).ok(),
                             "remote_name" => remote_name = true,
                             _ => {}
@@ -361,6 +376,20 @@ impl<'de, 'k> Sink<'de, 'k> {
         let is_tunnel_type = TUNNEL_TYPES.contains(&kind.as_ref());
         if marked.is_none() && !(is_tunnel_type && (psk.is_some() || remote_name)) {
             return Ok(());
+        }
+        // A tunnel's key only: keeping every row's key would let rows that are no tunnels fill
+        // the set (and the write then looks keys up in it).
+        if let (Some(keys), Some(facts), Some(raw)) = (&mut self.keys, &psk, psk_raw) {
+            let raw = raw.get().as_bytes();
+            let inner = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\""));
+            match inner {
+                Some(inner) if !inner.contains(&b'\\') => keys.keep(facts.fingerprint, inner),
+                _ => {
+                    if let Some(bytes) = crate::secret::json_string_bytes(raw) {
+                        keys.keep(facts.fingerprint, &bytes);
+                    }
+                }
+            }
         }
         if self.out.capacity() == 0 {
             // Most tunnels are marked Ports, all known by now: one allocation of the right size.

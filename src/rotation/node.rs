@@ -4,15 +4,17 @@
 //! never half-changed (OVSDB transactions are all-or-nothing). ovs-monitor-ipsec picks the change
 //! up and reloads strongSwan without restarts.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
 use crate::checks::tunnels;
 use crate::ovsdb::{
-    client::Options, Atom, Client, Condition, Mutation, Operation, Prepared, Value, VSWITCH_DB,
+    client::Options, Atom, Client, Condition, Mutation, OpResult, Operation, Prepared, Row, Value,
+    VSWITCH_DB,
 };
-use crate::secret::{FingerprintKey, Psk};
+use crate::secret::{Fingerprint, FingerprintKey, Psk};
 
 /// How late a node may write after the shared instant (clock skew, a slow start): past it the
 /// node refuses rather than widen the window in which nodes hold different keys.
@@ -50,6 +52,8 @@ pub enum PushError {
     Lease(String),
     #[error("cannot create the readiness file {0}: {1}; nothing was written")]
     Ready(String, String),
+    #[error("nothing was written: the IPsec tunnels changed between the read and the write (a tunnel given another key, or another row given the old one: another client of OVSDB, or antrea-agent adding a tunnel); rerun push-key, or let the agents' restart bring this node over")]
+    Changed,
     #[error("{0}")]
     Ovsdb(#[from] crate::ovsdb::Error),
 }
@@ -204,12 +208,16 @@ pub async fn push(
         sleep_until_instant(at, tolerance, seen).await?;
     }
     let written_at = now_ms();
-    client.transact_prepared_ok(&prepared, &ops).await?;
+    let results = match client.transact_prepared_ok(&prepared, &ops).await {
+        Ok(r) => r,
+        Err(crate::ovsdb::Error::OpFailed { op: "wait", .. }) => return Err(PushError::Changed),
+        Err(e) => return Err(e.into()),
+    };
     // The operations and the encoded request held copies of the key.
     drop(prepared);
     drop(ops);
     let mut summary = json!({
-        "tunnels_changed": targets.len(),
+        "tunnels_changed": rows_changed(&results),
         "fingerprint": fp_key.fingerprint(psk).to_string(),
         "written_at_unix_ms": written_at,
     });
@@ -225,11 +233,14 @@ pub async fn push(
 }
 
 /// The one transaction: `options:psk` of every target tunnel replaced by `psk`. Tunnels whose
-/// key was kept ([`tunnels::KeptKeys`]) are changed by one operation per key, on every Interface
-/// row carrying that key (ovsdb-server commits it in about half the time of one operation per
-/// tunnel, which at the instant is time every other node on a shared machine waits for; a
-/// tunnel created meanwhile with the old key is changed too, and any other row carrying the old
-/// key loses it); the others (no key, a key not kept) one by one, by uuid.
+/// key was kept ([`tunnels::KeptKeys`]) and whose type is a tunnel type are changed by one
+/// operation per (type, old key): every Interface row of that type carrying that key, which
+/// ovsdb-server commits in about half the time of one operation per tunnel (at the instant, time
+/// every other node on a shared machine waits for). Each such operation is preceded by a `wait`
+/// that those rows are exactly the ones read, so that a change in between (a tunnel given
+/// another key, a row given the old key) aborts the whole transaction and nothing is written
+/// ([`PushError::Changed`]): the write changes exactly the tunnels read, or none. The others (no
+/// key, a key not kept, another type) are changed one by one, by uuid.
 fn write_ops(
     targets: &[&tunnels::Tunnel],
     old_keys: &tunnels::KeptKeys,
@@ -253,36 +264,68 @@ fn write_ops(
         conditions,
         mutations: new_key(),
     };
-    let mut by_key: Vec<_> = targets
-        .iter()
-        .filter_map(|t| t.key.as_ref().map(|k| k.fingerprint))
-        .filter(|fp| old_keys.get(*fp).is_some())
-        .collect();
-    by_key.sort_unstable();
-    by_key.dedup();
-    let mut ops: Vec<Operation> = by_key
-        .iter()
-        .filter_map(|fp| old_keys.get(*fp))
-        .map(|old| {
-            mutate(vec![Condition::new(
+    // (type, old key's fingerprint) -> the uuids read with them.
+    let mut by_key: BTreeMap<(&str, Fingerprint), Vec<&str>> = BTreeMap::new();
+    let mut one_by_one = vec![];
+    for t in targets {
+        let kept = t
+            .key
+            .as_ref()
+            .map(|k| k.fingerprint)
+            .filter(|fp| old_keys.get(*fp).is_some());
+        match kept {
+            Some(fp) if tunnels::TUNNEL_TYPES.contains(&t.kind()) => {
+                by_key.entry((t.kind(), fp)).or_default().push(t.uuid())
+            }
+            _ => one_by_one.push(t.uuid()),
+        }
+    }
+    let mut ops = vec![];
+    for ((kind, fp), uuids) in &by_key {
+        let Some(old) = old_keys.get(*fp) else {
+            continue;
+        };
+        let conditions = vec![
+            Condition::new("type", "==", Value::Atom(Atom::string(*kind))),
+            Condition::new(
                 "options",
                 "includes",
                 Value::Map(vec![(Atom::string("psk"), Atom::string(old))]),
-            )])
-        })
-        .collect();
+            ),
+        ];
+        ops.push(Operation::Wait {
+            table: "Interface".into(),
+            conditions: conditions.clone(),
+            columns: vec!["_uuid".into()],
+            until_equal: true,
+            rows: uuids
+                .iter()
+                .map(|u| {
+                    Row::from([("_uuid".to_owned(), Value::Atom(Atom::Uuid((*u).to_owned())))])
+                })
+                .collect(),
+            timeout_ms: Some(0),
+        });
+        ops.push(mutate(conditions));
+    }
     ops.extend(
-        targets
-            .iter()
-            .filter(|t| {
-                t.key
-                    .as_ref()
-                    .is_none_or(|k| by_key.binary_search(&k.fingerprint).is_err())
-            })
-            .map(|t| mutate(vec![Condition::uuid_eq(t.uuid())])),
+        one_by_one
+            .into_iter()
+            .map(|u| mutate(vec![Condition::uuid_eq(u)])),
     );
     ops.push(Operation::Comment("psk-guard push-key".into()));
     ops
+}
+
+/// How many rows the write's mutations changed.
+fn rows_changed(results: &[OpResult]) -> u64 {
+    results
+        .iter()
+        .map(|r| match r {
+            OpResult::Count(n) => *n,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Sleeps until `at` (Unix ms), then refuses if the node is more than `tolerance` ms past it
@@ -392,8 +435,9 @@ fn mark_ready(file: &std::path::Path) -> Result<(), PushError> {
 mod tests {
     use super::*;
 
-    /// One operation per distinct old key (a condition on the key, not on each tunnel), and one
-    /// by uuid for a tunnel without a key; the kept keys never show in `Debug`.
+    /// One operation per distinct (type, old key) (a condition on the key, not on each tunnel),
+    /// each after a wait that the rows it changes are the ones read, and one by uuid for a tunnel
+    /// without a key; the kept keys never show in `Debug`.
     #[test]
     fn the_write_is_one_operation_per_old_key() {
         let reply = br#"[
@@ -419,22 +463,65 @@ mod tests {
             .iter()
             .map(Operation::to_json)
             .collect();
-        assert_eq!(ops.len(), 4, "{ops:?}");
-        let mut by_key: Vec<String> = ops[..2].iter().map(|o| o["where"][0].to_string()).collect();
-        by_key.sort();
+        assert_eq!(ops.len(), 6, "{ops:?}");
+        // Per (type, old key): a wait that the rows of that type carrying the key are exactly
+        // the ones read, then the mutation of those rows.
+        let mut by_key: Vec<(String, String, serde_json::Value)> = ops[..4]
+            .chunks(2)
+            .map(|pair| {
+                assert_eq!(pair[0]["op"], "wait");
+                assert_eq!(pair[0]["until"], "==");
+                assert_eq!(pair[0]["timeout"], 0);
+                assert_eq!(pair[0]["columns"], json!(["_uuid"]));
+                assert_eq!(pair[1]["op"], "mutate");
+                assert_eq!(pair[0]["where"], pair[1]["where"]);
+                assert_eq!(pair[1]["where"][0], json!(["type", "==", "geneve"]));
+                (
+                    pair[1]["where"][1].to_string(),
+                    pair[1]["mutations"][1][2].to_string(),
+                    pair[0]["rows"].clone(),
+                )
+            })
+            .collect();
+        by_key.sort_by(|a, b| a.0.cmp(&b.0));
+        let new = json!(["map", [["psk", "new-key"]]]).to_string();
         assert_eq!(
             by_key,
             [
-                r#"["options","includes",["map",[["psk","old-one"]]]]"#,
-                r#"["options","includes",["map",[["psk","old-two"]]]]"#
+                (
+                    r#"["options","includes",["map",[["psk","old-one"]]]]"#.to_owned(),
+                    new.clone(),
+                    json!([{"_uuid": ["uuid", "u1"]}, {"_uuid": ["uuid", "u3"]}])
+                ),
+                (
+                    r#"["options","includes",["map",[["psk","old-two"]]]]"#.to_owned(),
+                    new.clone(),
+                    json!([{"_uuid": ["uuid", "u2"]}])
+                ),
             ]
         );
-        assert_eq!(ops[2]["where"][0], json!(["_uuid", "==", ["uuid", "u4"]]));
-        assert!(ops
-            .iter()
-            .take(3)
-            .all(|o| o["mutations"][1][2] == json!(["map", [["psk", "new-key"]]])));
-        assert_eq!(ops[3]["op"], "comment");
+        assert_eq!(ops[4]["where"][0], json!(["_uuid", "==", ["uuid", "u4"]]));
+        assert_eq!(
+            ops[4]["mutations"][1][2],
+            json!(["map", [["psk", "new-key"]]])
+        );
+        assert_eq!(ops[5]["op"], "comment");
+    }
+
+    /// Only the tunnels' keys are kept: a row that is no tunnel (here an internal interface with
+    /// a psk option) keeps nothing, so it can neither grow the set nor be written.
+    #[test]
+    fn only_tunnel_keys_are_kept() {
+        let reply = br#"[
+            {"rows":[{"interfaces":["uuid","u1"],"external_ids":["map",[["antrea-type","ipsec-tunnel"]]]}]},
+            {"rows":[
+              {"_uuid":["uuid","u1"],"name":"t1","type":"geneve","options":["map",[["psk","old-one"]]]},
+              {"_uuid":["uuid","x1"],"name":"x1","type":"internal","options":["map",[["psk","other-1"]]]},
+              {"_uuid":["uuid","x2"],"name":"x2","type":"","options":["map",[["psk","other-2"]]]}]}]"#;
+        let fp = FingerprintKey::given("test");
+        let (ts, keys) = tunnels::decode_reply_keeping_keys(reply, &fp).unwrap();
+        assert_eq!(ts.len(), 1);
+        assert_eq!(format!("{keys:?}"), "KeptKeys(1 keys)");
     }
 
     #[test]

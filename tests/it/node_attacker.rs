@@ -1057,3 +1057,122 @@ fn a_constraint_violation_on_the_key_write_never_prints_the_key() {
         assert_eq!(key_of(&node, "n2-def456"), OLD);
     }
 }
+
+/// Starts push-key writing `NEW` at an instant `lead_ms` ahead: it reads and prepares at once,
+/// then sleeps until the instant.
+fn push_key_at(node: &Node, lead_ms: u64) -> std::process::Child {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + lead_ms;
+    Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+        .arg("push-key")
+        .args(node.node_args())
+        .args(["--at-unix-ms", &at.to_string()])
+        .env("ANTREA_IPSEC_PSK", NEW)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Between push-key's read and its write (the wait for the instant), an OVSDB client gives one
+/// tunnel another key, or adds an unmarked geneve interface with the old key (attack8 F2).
+/// The write asserts that the rows carrying the old key are the ones read: the transaction
+/// aborts, nothing is written, exit 2, and no key is printed. A row that is no tunnel (an
+/// internal interface) given the old key meanwhile is not the write's business: the tunnels get
+/// the new key, that row keeps its own, and the count is of the rows changed.
+#[test]
+fn tunnels_changed_between_read_and_write_abort_the_write() {
+    type Change = fn(&Node);
+    let cases: [(&str, Change, bool); 3] = [
+        (
+            "another key on n2",
+            |n: &Node| n.set_psk("n2-def456", "Attacker-Chosen-Key-000000000000"),
+            false,
+        ),
+        (
+            "a geneve row with the old key",
+            |n: &Node| {
+                n.vsctl(&[
+                    "add-port",
+                    "br-int",
+                    "evil0",
+                    "--",
+                    "set",
+                    "Interface",
+                    "evil0",
+                    "type=geneve",
+                    "options:remote_ip=10.0.0.9",
+                    &format!("options:psk={OLD}"),
+                ]);
+            },
+            false,
+        ),
+        (
+            "an internal row with the old key",
+            |n: &Node| {
+                n.vsctl(&[
+                    "add-port",
+                    "br-int",
+                    "evil0",
+                    "--",
+                    "set",
+                    "Interface",
+                    "evil0",
+                    "type=internal",
+                    &format!("options:psk={OLD}"),
+                ]);
+            },
+            true,
+        ),
+    ];
+    for (what, change, writes) in cases {
+        let node = Node::start();
+        node.add_tunnel("n1-abc123", "node1", "10.0.0.2", OLD);
+        node.add_tunnel("n2-def456", "node2", "10.0.0.3", OLD);
+        let child = push_key_at(&node, 3000);
+        std::thread::sleep(Duration::from_millis(1200));
+        let n2_before = key_of(&node, "n2-def456");
+        change(&node);
+        let n2_changed = key_of(&node, "n2-def456");
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(n2_before, OLD, "{what}: the change came after the read");
+        for text in [&stdout, &stderr] {
+            assert!(
+                !text.contains(NEW) && !text.contains(OLD),
+                "{what}: a key in {text}"
+            );
+        }
+        if writes {
+            assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
+            assert_eq!(key_of(&node, "n1-abc123"), NEW, "{what}");
+            assert_eq!(key_of(&node, "n2-def456"), NEW, "{what}");
+            assert_eq!(
+                key_of(&node, "evil0"),
+                OLD,
+                "{what}: not a tunnel, not written"
+            );
+            let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(summary["tunnels_changed"], 2, "{what}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+            assert!(
+                stderr.contains("changed between the read and the write"),
+                "{what}: {stderr}"
+            );
+            assert_eq!(key_of(&node, "n1-abc123"), OLD, "{what}: nothing written");
+            assert_eq!(
+                key_of(&node, "n2-def456"),
+                n2_changed,
+                "{what}: nothing written"
+            );
+        }
+    }
+}
