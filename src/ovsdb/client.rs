@@ -198,11 +198,13 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 /// A request's `params` encoded ahead of time (a key written at an instant goes out without
-/// being encoded then); the bytes are wiped on drop. It is taken to carry a key: the server's
-/// error details are left out of its errors.
+/// being encoded then); the bytes are wiped on drop.
 pub struct Prepared {
     db: String,
     params: Zeroizing<Vec<u8>>,
+    /// The request carries a key: the server's error details, which can quote the request, are
+    /// left out of its errors.
+    carries_key: bool,
 }
 
 impl Prepared {
@@ -216,6 +218,16 @@ impl Prepared {
         Prepared {
             db: db.to_owned(),
             params: encoded,
+            carries_key: false,
+        }
+    }
+
+    /// [`Prepared::transact`] of operations that carry a key (a key write): an error says what
+    /// failed, never the server's details.
+    pub fn transact_carrying_key(db: &str, ops: &[Operation]) -> Prepared {
+        Prepared {
+            carries_key: true,
+            ..Prepared::transact(db, ops)
         }
     }
 }
@@ -618,7 +630,12 @@ impl Client {
     ) -> Result<T, Error> {
         let decoder: Decoder = Box::new(move |b| Box::new(decode(b)));
         let sent = self
-            .request_encoded("transact", &prepared.params, Some(decoder), true)
+            .request_encoded(
+                "transact",
+                &prepared.params,
+                Some(decoder),
+                prepared.carries_key,
+            )
             .await
             .and_then(decoded::<Result<T, super::types::ValueError>>);
         sent.map_err(|e| unknown_db(e, &prepared.db))?
@@ -646,11 +663,14 @@ impl Client {
         ops: &[Operation],
     ) -> Result<Vec<super::OpResult>, Error> {
         let names = op_names(ops);
+        let carries_key = prepared.carries_key;
         self.transact_prepared_with(prepared, move |bytes| {
             let mut rows = super::types::CollectRows::new(names.len());
             let mut reply = super::types::decode_transact(&names, bytes, &mut rows)?;
-            // A prepared transaction is a key write: the server's details could quote the key.
-            reply.withhold_details();
+            if carries_key {
+                // The server's details could quote the key.
+                reply.withhold_details();
+            }
             Ok(rows.fill(reply))
         })
         .await?

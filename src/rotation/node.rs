@@ -195,7 +195,7 @@ pub async fn push(
     drop(old_keys);
     // Encoded now, so that at the instant only its bytes are copied and sent: with many nodes
     // writing at once, encoding a transaction per tunnel then is time the last nodes wait for.
-    let prepared = Prepared::transact(VSWITCH_DB, &ops);
+    let prepared = Prepared::transact_carrying_key(VSWITCH_DB, &ops);
     let (at, seen) = match when {
         When::Now => (None, None),
         When::At(at) => (Some((at, LATE_TOLERANCE_MS)), None),
