@@ -325,7 +325,7 @@ pub async fn wait_on_nodes(
                     if st.succeeded.unwrap_or(0) > 0 {
                         Some(Outcome::Succeeded(result_of(&pods, &uid).await))
                     } else if past_deadline(&st) {
-                        Some(Outcome::TimedOut)
+                        Some(timed_out(&refused, &unmounted, job, &name, &uid))
                     } else if st.failed.unwrap_or(0) > 0 {
                         Some(Outcome::Failed(result_of(&pods, &uid).await))
                     } else {
@@ -335,7 +335,7 @@ pub async fn wait_on_nodes(
                 _ => Some(Outcome::NotCreated(format!("job {name} disappeared"))),
             }
             .or_else(|| {
-                not_started(&refused, &unmounted, job, &name, &uid).map(Outcome::NotStarted)
+                not_started(&refused, &unmounted, job, &name, &uid, false).map(Outcome::NotStarted)
             });
             match outcome {
                 Some(o) => {
@@ -353,9 +353,10 @@ pub async fn wait_on_nodes(
                 c = unmounted.changed(deadline) => c,
             };
         if !changed {
-            for (node, name, _) in pending.drain(..) {
+            for (node, name, uid) in pending.drain(..) {
+                let outcome = timed_out(&refused, &unmounted, job, &name, &uid);
                 delete_job(&jobs, &name).await;
-                out.push((node, Outcome::TimedOut));
+                out.push((node, outcome));
             }
         }
     }
@@ -453,7 +454,7 @@ pub async fn wait_ready(
                 Readiness::Ready => "not listed yet".to_owned(),
                 Readiness::Waiting(why) => why,
             };
-            match not_started(&refused, &unmounted, job, name, uid) {
+            match not_started(&refused, &unmounted, job, name, uid, false) {
                 Some(ns) => {
                     bad.insert(node.clone(), format!("its pod cannot start: {ns}"));
                 }
@@ -473,9 +474,22 @@ pub async fn wait_ready(
             c = unmounted.changed(deadline) => c,
         };
         if !changed {
-            let late = waiting
-                .into_iter()
-                .map(|(n, why)| (n, format!("its pod was not ready in time ({why})")));
+            // A refusal that may have cleared (see `lasting`) is the best account of a pod
+            // that never came.
+            let late = waiting.into_iter().map(|(n, why)| {
+                let refusal = created
+                    .pending
+                    .iter()
+                    .find(|(node, _, _)| *node == n)
+                    .and_then(|(_, name, uid)| {
+                        not_started(&refused, &unmounted, job, name, uid, true)
+                    });
+                let why = match refusal {
+                    Some(ns) => format!("its pod was not ready in time: {ns}"),
+                    None => format!("its pod was not ready in time ({why})"),
+                };
+                (n, why)
+            });
             return Err(bad.into_iter().chain(late).collect());
         }
     }
@@ -546,27 +560,53 @@ fn event_message(e: &Event) -> String {
     crate::report::sanitize::bounded(m, MAX_EVENT_MESSAGE).into_owned()
 }
 
+/// The outcome of a Job that ran out of time: why its pod never started, when the Events say so
+/// (a refusal that might have cleared included), else a timeout.
+fn timed_out(
+    refused: &Watched<Event>,
+    unmounted: &Watched<Event>,
+    job: &NodeJob,
+    name: &str,
+    job_uid: &str,
+) -> Outcome {
+    not_started(refused, unmounted, job, name, job_uid, true)
+        .map_or(Outcome::TimedOut, Outcome::NotStarted)
+}
+
+/// Whether an admission refusal of a Job's pod lasts until someone changes the cluster: Pod
+/// Security's level, a missing service account. Any other (a webhook that timed out, a quota
+/// used up, the API server busy) may clear at one of the Job controller's next tries: it retries
+/// with backoff, 1 s doubling up to 60 s (pkg/controller/job `DefaultJobApiBackOff`,
+/// `MaxJobApiBackOff`), so the pod may still come.
+fn lasting(message: &str) -> bool {
+    message.contains("violates PodSecurity") || message.contains("error looking up service account")
+}
+
 /// Why the pod of Job `name` (uid `job_uid`) cannot start, when the Events say so: the Job
-/// controller's `FailedCreate` on the Job (admission refused the pod; it retries for ever), or
-/// the kubelet's `FailedMount` for one of the Job's hostPath volumes on its pod (named
-/// `<job>-<suffix>` by the Job controller's generateName).
+/// controller's `FailedCreate` on the Job (admission refused the pod; it retries for ever; a
+/// refusal that may clear counts only `at_deadline`, see [`lasting`]), or the kubelet's
+/// `FailedMount` for one of the Job's hostPath volumes on its pod (named `<job>-<suffix>` by the
+/// Job controller's generateName).
 fn not_started(
     refused: &Watched<Event>,
     unmounted: &Watched<Event>,
     job: &NodeJob,
     name: &str,
     job_uid: &str,
+    at_deadline: bool,
 ) -> Option<NotStarted> {
     if let Some(e) = refused
         .objects()
         .find(|e| e.involved_object.uid.as_deref() == Some(job_uid))
     {
         let message = event_message(e);
-        let pod_security = message.contains("violates PodSecurity");
-        return Some(NotStarted::Refused {
-            message,
-            pod_security,
-        });
+        if at_deadline || lasting(&message) {
+            let pod_security = message.contains("violates PodSecurity");
+            return Some(NotStarted::Refused {
+                message,
+                pod_security,
+            });
+        }
     }
     let pod_prefix = format!("{name}-");
     unmounted.objects().find_map(|e| {

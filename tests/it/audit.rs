@@ -566,6 +566,31 @@ fn fan_out_names_a_missing_service_account() {
     jobs_deleted_and_permissions_declared(&c);
 }
 
+/// A refusal that may clear (a quota used up) but never does: the audit waits the Job timeout
+/// out, as the Job controller keeps trying, then names the refusal, not a bare timeout.
+#[test]
+fn fan_out_names_a_refusal_that_never_cleared_at_the_timeout() {
+    let c = cluster(1, STRONG);
+    c.world.lock().unwrap().refuse_pods.insert(
+        "audit:worker-00".into(),
+        (crate::sim::QUOTA_EXCEEDED.into(), u32::MAX),
+    );
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "3", "--fail-on", "critical"],
+    );
+    let f = findings(&r, "node-not-checked");
+    assert_eq!(f.len(), 1, "{r:#}");
+    let observed = f[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.starts_with("the check Job's pod was refused at creation")
+            && observed.contains("exceeded quota"),
+        "{observed}"
+    );
+    assert_eq!(code, 2);
+    jobs_deleted_and_permissions_declared(&c);
+}
+
 /// Every Job of the run is deleted (stuck ones too), and the audit used no permission beyond
 /// `audit::PERMISSIONS` and `audit::NODE_PERMISSIONS`.
 fn jobs_deleted_and_permissions_declared(c: &Cluster) {

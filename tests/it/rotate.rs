@@ -1780,6 +1780,31 @@ fn node_jobs_with_an_injected_sidecar_are_read_by_container_name() {
     assert_rotated(&c, &out, OLD);
 }
 
+/// A mutating webhook (a sidecar injector) timed out on the first pod of a push Job and of a
+/// verify Job: the Job controller tries again a second later (pkg/controller/job retries with
+/// backoff) and the pod comes. Such a refusal may clear, so the rotation waits for the pod
+/// instead of giving the node up, and completes (k8s-review8 D2).
+#[test]
+fn a_refusal_that_clears_on_the_job_controllers_retry_is_waited_out() {
+    let c = cluster(2, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        for k in ["push:worker-01", "verify:worker-00"] {
+            w.refuse_pods
+                .insert(k.into(), (crate::sim::WEBHOOK_TIMEOUT.into(), 1));
+        }
+    }
+    let out = rotate(&c, &["--strategy", "push"]);
+    assert_rotated(&c, &out, OLD);
+    let st = c.state.lock().unwrap();
+    let refused = st
+        .list("events", NS)
+        .into_iter()
+        .filter(|e| e["reason"] == "FailedCreate")
+        .count();
+    assert_eq!(refused, 2, "both refusals happened");
+}
+
 /// Issue 10 item 9, the backstop: Pod Security changes after the preflight (here the cluster's
 /// default enforce level becomes baseline once the new key is stored; a default enforce level
 /// without a warn level is also what no dry run can see). The push Jobs' pods are refused: the run

@@ -61,6 +61,13 @@ use crate::kube_api::{self, base64_decode, base64_encode, Shared, State};
 
 pub const NS: &str = "kube-system";
 
+/// What the API server answers when a mutating webhook times out (an Internal error), as the Job
+/// controller's `FailedCreate` quotes it after "Error creating: ".
+pub const WEBHOOK_TIMEOUT: &str = "Internal error occurred: failed calling webhook \"sidecar-injector.istio.io\": failed to call webhook: Post \"https://istiod.istio-system.svc:443/inject?timeout=10s\": context deadline exceeded";
+
+/// A ResourceQuota refusing a pod (plugin/pkg/admission/resourcequota), after "Error creating: ".
+pub const QUOTA_EXCEEDED: &str = "pods \"psk-guard-audit-x-\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=10, limited: pods=10";
+
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     pub name: String,
@@ -117,6 +124,9 @@ pub struct World {
     /// client from after it created all of its Jobs and synced its watch (seconds apart on a
     /// large or busy cluster). Lets a test put the controller's deadline first.
     pub deadline_lead: Duration,
+    /// Per `purpose:node`: a refusal of the Job's pods by a mutating webhook (the message the API
+    /// server answers) for the next N creations; the Job controller tries again with backoff.
+    pub refuse_pods: std::collections::HashMap<String, (String, u32)>,
 }
 
 /// Shape of the cluster, fixed at creation.
@@ -955,6 +965,40 @@ fn pod_security_violation(st: &State, ns: &str, pod_spec: &Json) -> Option<Strin
     kube_api::pod_security_refusal(st, ns, pod_spec)
 }
 
+/// Admission of a Job's pod, in the API server's order: the ServiceAccount plugin (mutating;
+/// it refuses before the registry generates the pod's name, so its message names the
+/// generateName `<job>-`, apiserver admission/errors.go `extractResourceName`), then mutating
+/// webhooks (`World::refuse_pods`, e.g. a sidecar injector timing out: an Internal error), then
+/// Pod Security (validating: it sees the generated name). The refusal as the Job controller's
+/// `FailedCreate` Event words it after "Error creating: ".
+fn admission(
+    sim: &Sim,
+    st: &State,
+    key: &kube_api::Key,
+    spec: &Json,
+    node: &str,
+) -> Option<String> {
+    let ns = &key.1;
+    if let Some(why) = service_account_missing(st, ns, spec) {
+        return Some(format!("pods \"{}-\" is forbidden: {why}", key.2));
+    }
+    let purpose = st.objects.get(key)?["metadata"]["labels"]["psk-guard.io/purpose"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    {
+        let mut w = sim.world.lock().unwrap();
+        if let Some((message, left)) = w.refuse_pods.get_mut(&format!("{purpose}:{node}")) {
+            if *left > 0 {
+                *left -= 1;
+                return Some(message.clone());
+            }
+        }
+    }
+    pod_security_violation(st, ns, spec)
+        .map(|why| format!("pods \"{}-{}\" is forbidden: {why}", key.2, random_suffix()))
+}
+
 /// The ServiceAccount admission plugin (plugin/pkg/admission/serviceaccount/admission.go,
 /// `Admit`): a pod without `serviceAccountName` gets `default`; a pod whose service account does
 /// not exist in its namespace is refused, Forbidden, "error looking up service account NS/NAME:
@@ -1146,29 +1190,43 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
             st.get("nodes", "", &node)
                 .cloned()
                 .unwrap_or(json!({"metadata": {"name": node}})),
-            // The ServiceAccount plugin is a mutating admission plugin: it runs, and refuses,
-            // before Pod Security (a validating one) looks at the pod.
-            // A mutating plugin refuses before the registry generates the pod's name, so its
-            // message names the generateName `<job>-` (apiserver admission/errors.go
-            // `extractResourceName`); Pod Security, validating, sees the generated name.
-            service_account_missing(&st, &ns, spec)
-                .map(|why| (why, format!("{}-", key.2)))
-                .or_else(|| {
-                    pod_security_violation(&st, &ns, spec)
-                        .map(|why| (why, format!("{}-{}", key.2, random_suffix())))
-                }),
+            admission(&sim, &st, &key, spec, &node),
         )
     };
     let spec = job["spec"]["template"]["spec"].clone();
-    if let Some((why, pod_name)) = violation {
-        // The Job exists; its pod is refused at creation, over and over (FailedCreate).
-        let mut st = sim.state.lock().unwrap();
-        st.put("events", &ns, json!({"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{}.{}", key.2, random_suffix())},
-            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "namespace": ns, "uid": job["metadata"]["uid"]},
-            "reason": "FailedCreate", "type": "Warning",
-            "message": format!("Error creating: pods \"{pod_name}\" is forbidden: {why}")}));
-        return;
+    // The Job exists; its pod is refused at creation, and the Job controller tries again with
+    // backoff, 1 s doubling up to 60 s (pkg/controller/job `DefaultJobApiBackOff`,
+    // `MaxJobApiBackOff`), recording `FailedCreate` on the Job each time; client-go's
+    // EventCorrelator folds a repeat of the same message into the same Event (its count).
+    let mut violation = violation;
+    let mut backoff = Duration::from_secs(1);
+    let mut events: std::collections::HashMap<String, (String, u64)> = Default::default();
+    while let Some(message) = violation {
+        {
+            let mut st = sim.state.lock().unwrap();
+            let (name, count) = events
+                .entry(message.clone())
+                .or_insert_with(|| (format!("{}.{}", key.2, random_suffix()), 0));
+            *count += 1;
+            st.put("events", &ns, json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name},
+                "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "namespace": ns, "uid": job["metadata"]["uid"]},
+                "reason": "FailedCreate", "type": "Warning", "count": count,
+                "message": format!("Error creating: {message}")}));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+        let st = sim.state.lock().unwrap();
+        if sim.stopped() || !st.objects.contains_key(&key) {
+            return;
+        }
+        violation = admission(
+            &sim,
+            &st,
+            &key,
+            &spec,
+            node_obj["metadata"]["name"].as_str().unwrap_or(""),
+        );
     }
     let node = node_obj["metadata"]["name"]
         .as_str()
