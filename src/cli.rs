@@ -463,8 +463,8 @@ pub struct NodeArgs {
     /// inside this directory.
     #[arg(long, value_name = "DIR", env = "PSK_GUARD_HOST_ROOT")]
     pub host_root: Option<PathBuf>,
-    /// Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and
-    /// keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr.
+    /// Print the result as frame lines (`PSK-GUARD-RESULT v2 <checksum> <i>/<n> <base64 part>`)
+    /// and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr.
     #[arg(long)]
     pub result_frame: bool,
 }

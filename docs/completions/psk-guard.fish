@@ -69,7 +69,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l color -d '
 always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l result-frame -d 'Print the result as frame lines (`PSK-GUARD-RESULT v2 <checksum> <i>/<n> <base64 part>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-history -d 'Skip the scan of conf.db\'s history'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-logs -d 'Skip the search of the log directory'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand check" -l no-proc -d 'Do not read ovsdb-server\'s command line from /proc (for its --remote options; in a pod that needs the host\'s process namespace, hostPID). Its remotes are still asked of ovsdb-server over its control socket (ovsdb-server/list-remotes), which needs no /proc'
@@ -123,7 +123,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l color -d 'Co
 always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l result-frame -d 'Print the result as frame lines (`PSK-GUARD-RESULT v2 <checksum> <i>/<n> <base64 part>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l dry-run -d 'Print the plan and change nothing'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -l only-compact -d 'Only compact conf.db (no mode changes)'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand fix" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
@@ -234,7 +234,7 @@ complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l color -
 always\t''
 never\t''"
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l log -d 'Log filter for stderr (e.g. info, debug, psk_guard=trace) [default: warn]. Wins over RUST_LOG, which applies only when neither --log nor PSK_GUARD_LOG is given' -r
-complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l result-frame -d 'Print the result as one framed line (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
+complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -l result-frame -d 'Print the result as frame lines (`PSK-GUARD-RESULT v2 <checksum> <i>/<n> <base64 part>`) and keep stderr quiet: for the per-node Jobs, whose pod log merges stdout and stderr'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s q -l quiet -d 'Print nothing on stderr but errors: no progress, no warnings'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand push-key" -s h -l help -d 'Print help'
 complete -c psk-guard -n "__fish_psk_guard_using_subcommand help; and not __fish_seen_subcommand_from check scan-db fix rotate audit generate push-key help" -f -a "check" -d 'Check this node: plaintext, weak, mixed and old keys in OVSDB and conf.db, and the modes and owners of /var/run/antrea, conf.db and the sockets. Changes nothing'

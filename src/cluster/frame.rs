@@ -1,21 +1,35 @@
 //! The result channel of the per-node Jobs. A pod's log is the container's stdout and stderr
 //! interleaved in one stream, so a report printed as plain JSON is unparseable as soon as
 //! anything else is printed (a warning on a broken node, a retry line). Node commands run with
-//! `--result-frame` print their result as ONE line
+//! `--result-frame` print their result as frame lines
 //!
 //! ```text
-//! PSK-GUARD-RESULT v1 <base64 of the JSON> <first 16 hex of the JSON's SHA-256>
+//! PSK-GUARD-RESULT v2 <first 16 hex of the JSON's SHA-256> <i>/<n> <part i of the JSON's base64>
 //! ```
 //!
-//! and the reader takes the last intact frame of the log, ignoring every other line. A log
-//! without one yields the reason from its last lines: escaped, capped, and with anything shaped
-//! like a key (a long run of base64/hex characters) redacted.
+//! each at most [`CHUNK`] characters of base64: the container runtime writes a longer line as
+//! several partial entries (containerd's `max_container_log_line_size`, 16 KiB), and a line of the
+//! other stream, read concurrently, can land between them (the kubelet joins partial entries in
+//! file order, pkg/kubelet/kuberuntime/logs/logs.go), which would break a single long frame line
+//! of a large node report. Lines of other output may come between frame lines. The reader takes
+//! the last intact frame of the log (its parts all present, the checksum matching), ignoring
+//! every other line; it reads the single-line `v1` frame of earlier versions too. A log without
+//! one yields the reason from its last lines: escaped, capped, and with anything shaped like a key
+//! (a long run of base64/hex characters) redacted.
+
+use std::collections::BTreeMap;
 
 use base64::Engine;
 use sha2::Digest;
 
 pub const PREFIX: &str = "PSK-GUARD-RESULT";
-pub const VERSION: &str = "v1";
+pub const VERSION: &str = "v2";
+/// The single-line frame of earlier versions.
+const V1: &str = "v1";
+/// Base64 characters per frame line (the line is ~40 more): half the runtime's line limit.
+pub const CHUNK: usize = 8 * 1024;
+/// Most parts a frame may have: the largest log read (16 MiB) holds no more.
+const MAX_PARTS: usize = 4096;
 /// Lines of the log's tail quoted when there is no frame, and characters kept of each.
 const TAIL_LINES: usize = 3;
 const TAIL_CHARS: usize = 200;
@@ -24,41 +38,121 @@ fn checksum(json: &[u8]) -> String {
     hex::encode(&sha2::Sha256::digest(json)[..8])
 }
 
-/// The frame line (without newline) for a JSON document.
+/// The frame lines (joined by newlines, without a last one) for a JSON document.
 pub fn encode(json: &[u8]) -> String {
-    format!(
-        "{PREFIX} {VERSION} {} {}",
-        base64::engine::general_purpose::STANDARD.encode(json),
-        checksum(json)
-    )
+    let b64 = base64::engine::general_purpose::STANDARD.encode(json);
+    let sum = checksum(json);
+    let parts: Vec<&str> = b64
+        .as_bytes()
+        .chunks(CHUNK)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let n = parts.len();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| format!("{PREFIX} {VERSION} {sum} {}/{n} {part}", i + 1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A frame found in the log: where its last line is, its JSON (or why it has none), its checksum.
+type Candidate<'a> = (usize, Result<Vec<u8>, &'static str>, &'a str);
+
+/// One frame's lines as found, by checksum.
+#[derive(Default)]
+struct Parts<'a> {
+    n: usize,
+    got: BTreeMap<usize, &'a str>,
+    /// Index of its last line in the log (the last frame wins).
+    last: usize,
+    damaged: Option<&'static str>,
 }
 
 /// The JSON of the last intact frame in `log`, or why there is none.
 pub fn decode(log: &str) -> Result<serde_json::Value, String> {
+    let mut frames: BTreeMap<&str, Parts> = BTreeMap::new();
+    let mut singles: Vec<Candidate> = vec![];
     let mut damaged = None;
-    for line in log.lines().rev() {
+    for (index, line) in log.lines().enumerate() {
         let Some(rest) = line.trim_end_matches('\r').strip_prefix(PREFIX) else {
             continue;
         };
-        let mut parts = rest.split_ascii_whitespace();
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(VERSION), Some(b64), Some(sum)) => {
-                let Ok(json) = base64::engine::general_purpose::STANDARD.decode(b64) else {
-                    damaged.get_or_insert("its payload is not base64");
+        let mut fields = rest.split_ascii_whitespace();
+        match fields.next() {
+            Some(VERSION) => {
+                let (Some(sum), Some(pos), Some(part), None) =
+                    (fields.next(), fields.next(), fields.next(), fields.next())
+                else {
+                    damaged.get_or_insert("it is truncated");
                     continue;
                 };
-                if checksum(&json) != sum {
-                    damaged.get_or_insert("its checksum does not match");
-                    continue;
+                let f = frames.entry(sum).or_default();
+                f.last = index;
+                let pos = pos
+                    .split_once('/')
+                    .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+                match pos {
+                    Some((i, n))
+                        if (1..=n).contains(&i) && n <= MAX_PARTS && (f.n == 0 || f.n == n) =>
+                    {
+                        f.n = n;
+                        f.got.insert(i, part);
+                    }
+                    _ => {
+                        f.damaged.get_or_insert("its part numbers do not add up");
+                    }
                 }
+            }
+            Some(V1) => match (fields.next(), fields.next()) {
+                (Some(b64), Some(sum)) => {
+                    let json = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|_| "its payload is not base64");
+                    singles.push((index, json, sum));
+                }
+                _ => {
+                    damaged.get_or_insert("it is truncated");
+                }
+            },
+            Some(_) => {
+                damaged.get_or_insert("it has a version this psk-guard does not read (use the same version on the nodes)");
+            }
+            None => {
+                damaged.get_or_insert("it is truncated");
+            }
+        }
+    }
+    // Every candidate, the last one in the log first.
+    let mut candidates: Vec<Candidate> = frames
+        .iter()
+        .map(|(sum, f)| {
+            let json = match f.damaged {
+                Some(why) => Err(why),
+                None if f.got.len() != f.n => Err("parts of it are missing"),
+                None => {
+                    let b64: String = f.got.values().copied().collect();
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|_| "its payload is not base64")
+                }
+            };
+            (f.last, json, *sum)
+        })
+        .chain(singles)
+        .collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    for (_, json, sum) in candidates {
+        match json {
+            Ok(json) if checksum(&json) == sum => {
                 return serde_json::from_slice(&json)
                     .map_err(|_| "the node's result frame does not hold JSON".to_owned());
             }
-            (Some(v), _, _) if v != VERSION => {
-                damaged.get_or_insert("it has a version this psk-guard does not read (use the same version on the nodes)");
+            Ok(_) => {
+                damaged.get_or_insert("its checksum does not match");
             }
-            _ => {
-                damaged.get_or_insert("it is truncated");
+            Err(why) => {
+                damaged.get_or_insert(why);
             }
         }
     }
@@ -147,10 +241,68 @@ mod tests {
 
     #[test]
     fn damaged_and_foreign_versions_are_named() {
-        let good = encode(b"{}");
-        let bad = good.replace(" v1 ", " v9 ");
+        let good = encode(br#"{"a":"bcdefg"}"#);
+        let bad = good.replace(" v2 ", " v9 ");
         assert!(decode(&bad).unwrap_err().contains("version"));
-        let cut = &good[..good.len() - 3];
-        assert!(decode(cut).unwrap_err().contains("checksum"));
+        let cut = &good[..good.len() - 4];
+        assert!(decode(cut).unwrap_err().contains("checksum"), "{cut}");
+        // The single-line frame of earlier versions is still read.
+        let json = br#"{"n":7}"#;
+        let v1 = format!(
+            "PSK-GUARD-RESULT v1 {} {}",
+            base64::engine::general_purpose::STANDARD.encode(json),
+            checksum(json)
+        );
+        assert_eq!(decode(&v1).unwrap()["n"], 7);
+    }
+
+    /// What the kubelet serves as a container's log when the runtime (containerd, whose
+    /// `max_container_log_line_size` is 16 KiB) wrote a stdout line longer than that as partial
+    /// entries and a stderr line was read between two of them: the kubelet joins partial entries
+    /// in file order (pkg/kubelet/kuberuntime/logs/logs.go), so the stderr text lands inside the
+    /// stdout line. The worst case: every stderr line after the first partial entry.
+    fn cri_log(stdout: &str, stderr: &str) -> String {
+        const MAX: usize = 16 * 1024;
+        let mut entries: Vec<(String, bool)> = vec![]; // (content, partial)
+        for line in stdout.lines() {
+            let bytes = line.as_bytes();
+            let mut chunks = bytes.chunks(MAX).peekable();
+            while let Some(c) = chunks.next() {
+                entries.push((
+                    String::from_utf8_lossy(c).into_owned(),
+                    chunks.peek().is_some(),
+                ));
+            }
+        }
+        let err: Vec<(String, bool)> = stderr.lines().map(|l| (l.to_owned(), false)).collect();
+        let at = entries.iter().position(|e| e.1).map_or(0, |i| i + 1);
+        entries.splice(at..at, err);
+        entries
+            .into_iter()
+            .map(|(c, partial)| if partial { c } else { c + "\n" })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_frame_survives_the_runtimes_line_splitting() {
+        let json = serde_json::json!({"tunnels": (0..3000).map(|i| format!("tunnel-{i}")).collect::<Vec<_>>()})
+            .to_string();
+        assert!(json.len() > 32 * 1024);
+        let stderr = "psk-guard: warning: something\n";
+        let frame = encode(json.as_bytes());
+        assert!(frame.lines().count() > 2 && frame.lines().all(|l| l.len() < 16 * 1024));
+        let log = cri_log(&format!("{frame}\n"), stderr);
+        assert_eq!(decode(&log).unwrap()["tunnels"][2999], "tunnel-2999");
+        // The single-line frame of earlier versions did not.
+        let v1 = format!(
+            "PSK-GUARD-RESULT v1 {} {}\n",
+            base64::engine::general_purpose::STANDARD.encode(json.as_bytes()),
+            checksum(json.as_bytes())
+        );
+        assert!(decode(&cri_log(&v1, stderr)).is_err());
+        // A part lost: named, not misread.
+        let lines: Vec<&str> = frame.lines().collect();
+        let without = [lines[0], lines[2]].join("\n");
+        assert!(decode(&without).unwrap_err().contains("missing"));
     }
 }

@@ -776,10 +776,8 @@ fn push_propagation(c: &Cluster, r: &serde_json::Value, stderr: &str) -> serde_j
         if !pod.starts_with("psk-guard-push-") {
             continue;
         }
-        if let Some(t) = log
-            .lines()
-            .find_map(crate::sim::push_result)
-            .and_then(|v| v["instant_seen_unix_ms"].as_u64())
+        if let Some(t) =
+            crate::sim::push_result(log).and_then(|v| v["instant_seen_unix_ms"].as_u64())
         {
             seen.push(t as i64 - announced as i64);
         } else if let Some(t) = log.split("reached this node at Unix ms ").nth(1) {

@@ -26,8 +26,9 @@
 //!   read-only when the volumeMount says so (`unshare -m`, as the container runtime does); a
 //!   `Directory` hostPath missing on the node keeps the pod Pending with a `FailedMount` Event,
 //!   as the kubelet's volume type check does (`host_path_missing`); CI runs as root; its log
-//!   is stdout and stderr interleaved, as
-//!   kubelet's pkg/kubelet/kuberuntime/logs serves a container's log stream.
+//!   is stdout and stderr interleaved as the kubelet serves a container's log from the runtime's
+//!   CRI log file (pkg/kubelet/kuberuntime/logs), a stdout line over 16 KiB split in partial
+//!   entries with stderr lines between them (`cri_log`).
 //! - The kubelet's readiness probes (pkg/kubelet/prober/worker.go, prober.go; pod Ready from
 //!   pkg/kubelet/status/generate.go): an exec readinessProbe runs every `periodSeconds` after
 //!   `initialDelaySeconds` while the container runs; the pod is Ready only after a probe
@@ -1341,7 +1342,7 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
     // read-only when the volumeMount says so; stdout and stderr go to one log stream.
     let mut cmd = tokio::process::Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(r#"while [ "$1" != -- ]; do mount --bind "$1" "$1" && { [ "$2" = rw ] || mount -o remount,ro,bind "$1" "$1"; } || exit 99; shift 2; done; shift; exec "$@" 2>&1"#)
+        .arg(r#"while [ "$1" != -- ]; do mount --bind "$1" "$1" && { [ "$2" = rw ] || mount -o remount,ro,bind "$1" "$1"; } || exit 99; shift 2; done; shift; exec "$@""#)
         .arg("sh");
     for (_, host, read_only) in &mounts {
         cmd.args([host.as_str(), if *read_only { "ro" } else { "rw" }]);
@@ -1388,9 +1389,12 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
     }
     let out = child.wait_with_output().await.unwrap();
     exited.store(true, Ordering::Relaxed);
-    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = cri_log(
+        &String::from_utf8_lossy(&out.stdout),
+        &String::from_utf8_lossy(&out.stderr),
+    );
     if args.first().map(String::as_str) == Some("push-key") && out.status.success() {
-        if let Some(v) = log.lines().find_map(push_result) {
+        if let Some(v) = push_result(&log) {
             if v["tunnels_changed"].as_u64().unwrap_or(0) > 0 {
                 let k = secret
                     .as_ref()
@@ -1414,6 +1418,33 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
     set_pod_ready(&sim, &ns, &pod, false);
     set_pod_phase(&sim, &ns, &pod, if ok { "Succeeded" } else { "Failed" });
     job_status(&sim, &key, out.status.code());
+}
+
+/// A container's log as the kubelet serves it (pkg/kubelet/kuberuntime/logs/logs.go) from the
+/// runtime's CRI log file: containerd reads stdout and stderr concurrently and writes each line as
+/// an entry, a line longer than `max_container_log_line_size` (16 KiB) as several partial entries;
+/// the kubelet joins partial entries in file order. Which stream's entry comes first is a race:
+/// this takes the worst case, every stderr line right after the first partial stdout entry (so
+/// inside a long stdout line), else before stdout.
+fn cri_log(stdout: &str, stderr: &str) -> String {
+    const MAX_LINE: usize = 16 * 1024;
+    let mut entries: Vec<(&[u8], bool)> = vec![]; // (content, partial)
+    for line in stdout.lines() {
+        let mut chunks = line.as_bytes().chunks(MAX_LINE).peekable();
+        while let Some(c) = chunks.next() {
+            entries.push((c, chunks.peek().is_some()));
+        }
+    }
+    let at = entries.iter().position(|e| e.1).map_or(0, |i| i + 1);
+    entries.splice(at..at, stderr.lines().map(|l| (l.as_bytes(), false)));
+    let mut log = Vec::with_capacity(stdout.len() + stderr.len() + 1);
+    for (content, partial) in entries {
+        log.extend_from_slice(content);
+        if !partial {
+            log.push(b'\n');
+        }
+    }
+    String::from_utf8_lossy(&log).into_owned()
 }
 
 /// The emptyDir volumes `container` mounts: (mount path, a new directory for this pod), as the
@@ -1586,14 +1617,14 @@ fn set_pod_ready(sim: &Sim, ns: &str, pod: &str, ready: bool) {
     }
 }
 
-/// push-key's summary from one log line: a bare JSON object, or psk-guard's framed result
-/// (`PSK-GUARD-RESULT v1 <base64 JSON> <checksum>`).
-pub fn push_result(line: &str) -> Option<Json> {
-    if let Some(rest) = line.strip_prefix("PSK-GUARD-RESULT v1 ") {
-        let b64 = rest.split(' ').next()?;
-        return serde_json::from_slice(&base64_decode(b64)).ok();
-    }
-    serde_json::from_str::<Json>(line)
-        .ok()
-        .filter(|v| v.is_object())
+/// push-key's summary from its pod's log: psk-guard's framed result (`cluster::frame`), or a line
+/// that is a bare JSON object.
+pub fn push_result(log: &str) -> Option<Json> {
+    psk_guard::cluster::frame::decode(log).ok().or_else(|| {
+        log.lines().find_map(|l| {
+            serde_json::from_str::<Json>(l)
+                .ok()
+                .filter(|v| v.is_object())
+        })
+    })
 }
