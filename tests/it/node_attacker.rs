@@ -1078,6 +1078,22 @@ fn push_key_at(node: &Node, lead_ms: u64) -> std::process::Child {
         .unwrap()
 }
 
+/// Adds an interface `evil0` of `kind` (`type=...`) carrying the old key, unmarked.
+fn add_row_with_old_key(node: &Node, kind: &str) {
+    node.vsctl(&[
+        "add-port",
+        "br-int",
+        "evil0",
+        "--",
+        "set",
+        "Interface",
+        "evil0",
+        kind,
+        "options:remote_ip=10.0.0.9",
+        &format!("options:psk={OLD}"),
+    ]);
+}
+
 /// Between push-key's read and its write (the wait for the instant), an OVSDB client gives one
 /// tunnel another key, or adds an unmarked geneve interface with the old key (attack8 F2).
 /// The write asserts that the rows carrying the old key are the ones read: the transaction
@@ -1095,37 +1111,12 @@ fn tunnels_changed_between_read_and_write_abort_the_write() {
         ),
         (
             "a geneve row with the old key",
-            |n: &Node| {
-                n.vsctl(&[
-                    "add-port",
-                    "br-int",
-                    "evil0",
-                    "--",
-                    "set",
-                    "Interface",
-                    "evil0",
-                    "type=geneve",
-                    "options:remote_ip=10.0.0.9",
-                    &format!("options:psk={OLD}"),
-                ]);
-            },
+            |n: &Node| add_row_with_old_key(n, "type=geneve"),
             false,
         ),
         (
             "an internal row with the old key",
-            |n: &Node| {
-                n.vsctl(&[
-                    "add-port",
-                    "br-int",
-                    "evil0",
-                    "--",
-                    "set",
-                    "Interface",
-                    "evil0",
-                    "type=internal",
-                    &format!("options:psk={OLD}"),
-                ]);
-            },
+            |n: &Node| add_row_with_old_key(n, "type=internal"),
             true,
         ),
     ];

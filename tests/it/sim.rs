@@ -1097,9 +1097,10 @@ async fn run_job_until_deadline(sim: Sim, key: kube_api::Key) {
     };
     let work = async {
         run_job(sim.clone(), key.clone()).await;
-        // A Job without a finished pod (refused, Pending, hung) stays active until its deadline.
-        while !sim.stopped() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !job_ended(&sim, &key) {
+            // A Job without a finished pod (refused, Pending, hung) stays active until its
+            // deadline (the runtime, the cluster's, ends this task with the cluster).
+            std::future::pending::<()>().await;
         }
     };
     let Some(secs) = deadline else {
@@ -1112,19 +1113,26 @@ async fn run_job_until_deadline(sim: Sim, key: kube_api::Key) {
     }
 }
 
+/// Whether the Job is gone or has a terminal condition.
+fn job_ended(sim: &Sim, key: &kube_api::Key) -> bool {
+    let st = sim.state.lock().unwrap();
+    st.objects.get(key).is_none_or(|job| {
+        job["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
+    })
+}
+
 fn deadline_exceeded(sim: &Sim, key: &kube_api::Key) {
+    if job_ended(sim, key) {
+        return;
+    }
     let mut st = sim.state.lock().unwrap();
     let Some(mut job) = st.objects.get(key).cloned() else {
         return;
     };
-    let ended = job["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True");
-    if ended {
-        return;
-    }
     let uid = job["metadata"]["uid"].clone();
     let active: Vec<String> = st
         .list("pods", &key.1)
