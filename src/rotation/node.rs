@@ -210,7 +210,10 @@ pub async fn push(
     let written_at = now_ms();
     let results = match client.transact_prepared_ok(&prepared, &ops).await {
         Ok(r) => r,
-        Err(crate::ovsdb::Error::OpFailed { op: "wait", .. }) => return Err(PushError::Changed),
+        // A wait that does not hold at once fails "timed out" (RFC 7047 5.2.6, timeout 0).
+        Err(crate::ovsdb::Error::OpFailed {
+            op: "wait", error, ..
+        }) if error.error == "timed out" => return Err(PushError::Changed),
         Err(e) => return Err(e.into()),
     };
     // The operations and the encoded request held copies of the key.
@@ -280,7 +283,7 @@ fn write_ops(
             _ => one_by_one.push(t.uuid()),
         }
     }
-    let mut ops = vec![];
+    let (mut ops, mut mutates) = (vec![], vec![]);
     for ((kind, fp), uuids) in &by_key {
         let Some(old) = old_keys.get(*fp) else {
             continue;
@@ -306,8 +309,15 @@ fn write_ops(
                 .collect(),
             timeout_ms: Some(0),
         });
-        ops.push(mutate(conditions));
+        // Rows already on the new key (a push resumed, a tunnel added with it) need no write,
+        // and a mutation of them would count them twice.
+        if old != psk.expose_secret() {
+            mutates.push(mutate(conditions));
+        }
     }
+    // Every wait before any mutation: a wait sees the transaction's earlier operations, and a
+    // mutation moving rows onto the new key would break the wait of a group already on it.
+    ops.extend(mutates);
     ops.extend(
         one_by_one
             .into_iter()
@@ -465,21 +475,21 @@ mod tests {
             .collect();
         assert_eq!(ops.len(), 6, "{ops:?}");
         // Per (type, old key): a wait that the rows of that type carrying the key are exactly
-        // the ones read, then the mutation of those rows.
-        let mut by_key: Vec<(String, String, serde_json::Value)> = ops[..4]
-            .chunks(2)
-            .map(|pair| {
-                assert_eq!(pair[0]["op"], "wait");
-                assert_eq!(pair[0]["until"], "==");
-                assert_eq!(pair[0]["timeout"], 0);
-                assert_eq!(pair[0]["columns"], json!(["_uuid"]));
-                assert_eq!(pair[1]["op"], "mutate");
-                assert_eq!(pair[0]["where"], pair[1]["where"]);
-                assert_eq!(pair[1]["where"][0], json!(["type", "==", "geneve"]));
+        // the ones read; every wait first, then the mutations of those rows.
+        let mut by_key: Vec<(String, String, serde_json::Value)> = (0..2)
+            .map(|i| {
+                let (wait, mutate) = (&ops[i], &ops[i + 2]);
+                assert_eq!(wait["op"], "wait");
+                assert_eq!(wait["until"], "==");
+                assert_eq!(wait["timeout"], 0);
+                assert_eq!(wait["columns"], json!(["_uuid"]));
+                assert_eq!(mutate["op"], "mutate");
+                assert_eq!(wait["where"], mutate["where"]);
+                assert_eq!(mutate["where"][0], json!(["type", "==", "geneve"]));
                 (
-                    pair[1]["where"][1].to_string(),
-                    pair[1]["mutations"][1][2].to_string(),
-                    pair[0]["rows"].clone(),
+                    mutate["where"][1].to_string(),
+                    mutate["mutations"][1][2].to_string(),
+                    wait["rows"].clone(),
                 )
             })
             .collect();

@@ -1167,3 +1167,45 @@ fn tunnels_changed_between_read_and_write_abort_the_write() {
         }
     }
 }
+
+/// Some tunnels already carry the new key (a push resumed, a tunnel the agent added with it)
+/// beside tunnels on the old key. Every wait of the write comes before any mutation, and the
+/// rows already on the new key are not written again, whatever order the two keys' fingerprints
+/// put their operations in (review8 finding 1: a mutation moving rows onto the new key broke
+/// the wait of the group already on it, in one order of the two). Salts are picked to give both
+/// orders.
+#[test]
+fn tunnels_already_on_the_new_key_do_not_fail_the_write() {
+    let order = |salt: &str| {
+        let fp = psk_guard::secret::FingerprintKey::given(salt);
+        fp.fingerprint_bytes(OLD.as_bytes()) < fp.fingerprint_bytes(NEW.as_bytes())
+    };
+    let salts: Vec<String> = (0..64).map(|i| format!("salt-{i}")).collect();
+    let first = salts.iter().find(|s| order(s)).unwrap();
+    let second = salts.iter().find(|s| !order(s)).unwrap();
+    for salt in [first, second] {
+        let node = Node::start();
+        node.add_tunnel("n1-abc123", "node1", "10.0.0.2", OLD);
+        node.add_tunnel("n2-def456", "node2", "10.0.0.3", NEW);
+        node.add_tunnel("n3-0a0b0c", "node3", "10.0.0.4", OLD);
+        let out = Command::new(env!("CARGO_BIN_EXE_psk-guard"))
+            .arg("push-key")
+            .args(node.node_args())
+            .env("ANTREA_IPSEC_PSK", NEW)
+            .env("PSK_GUARD_FINGERPRINT_SALT", salt)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "salt {salt}: {stderr}");
+        for t in ["n1-abc123", "n2-def456", "n3-0a0b0c"] {
+            assert_eq!(key_of(&node, t), NEW, "salt {salt}: {t}");
+        }
+        let summary: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        assert_eq!(
+            summary["tunnels_changed"], 2,
+            "salt {salt}: only the two on the old key"
+        );
+    }
+}
