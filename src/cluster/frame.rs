@@ -30,6 +30,10 @@ const V1: &str = "v1";
 pub const CHUNK: usize = 8 * 1024;
 /// Most parts a frame may have: the largest log read (16 MiB) holds no more.
 const MAX_PARTS: usize = 4096;
+/// Most distinct frames (checksums) kept while a log is read, the latest: a node prints one;
+/// without a bound a log of one-part frames each with its own checksum would be held whole
+/// several times over (16× the log in memory).
+const MAX_FRAMES: usize = 16;
 /// Lines of the log's tail quoted when there is no frame, and characters kept of each.
 const TAIL_LINES: usize = 3;
 const TAIL_CHARS: usize = 200;
@@ -87,6 +91,17 @@ pub fn decode(log: &str) -> Result<serde_json::Value, String> {
                     damaged.get_or_insert("it is truncated");
                     continue;
                 };
+                if sum.len() != 16 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    damaged.get_or_insert("its checksum is not 16 hex digits");
+                    continue;
+                }
+                if !frames.contains_key(sum) && frames.len() >= MAX_FRAMES {
+                    // Keep the latest: drop the frame whose last line came first.
+                    if let Some(oldest) = frames.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+                    {
+                        frames.remove(oldest);
+                    }
+                }
                 let f = frames.entry(sum).or_default();
                 f.last = index;
                 let pos = pos
@@ -97,7 +112,12 @@ pub fn decode(log: &str) -> Result<serde_json::Value, String> {
                         if (1..=n).contains(&i) && n <= MAX_PARTS && (f.n == 0 || f.n == n) =>
                     {
                         f.n = n;
-                        f.got.insert(i, part);
+                        // A part seen twice must be the same (a result printed twice); two
+                        // different ones cannot both be right.
+                        if f.got.insert(i, part).is_some_and(|was| was != part) {
+                            f.damaged
+                                .get_or_insert("a part of it appears twice, different");
+                        }
                     }
                     _ => {
                         f.damaged.get_or_insert("its part numbers do not add up");
@@ -300,8 +320,26 @@ mod tests {
             checksum(json.as_bytes())
         );
         assert!(decode(&cri_log(&v1, stderr)).is_err());
-        // A part lost: named, not misread.
         let lines: Vec<&str> = frame.lines().collect();
+        // Noise: many frames of their own checksums stop being collected (bounded), a part
+        // seen twice with different content makes its frame unusable, not half-read.
+        let noise: String = (0..10_000)
+            .map(|i| format!("PSK-GUARD-RESULT v2 {i:016x} 1/1 e30=\n"))
+            .collect();
+        let log = format!("{noise}{frame}\n");
+        assert_eq!(
+            decode(&log).unwrap()["tunnels"][0],
+            "tunnel-0",
+            "the last frame wins"
+        );
+        let changed = format!("{}x", &lines[1][..lines[1].len() - 1]);
+        let twice = format!("{frame}\n{changed}\n");
+        assert!(
+            decode(&twice).unwrap_err().contains("twice"),
+            "{}",
+            decode(&twice).unwrap_err()
+        );
+        // A part lost: named, not misread.
         let without = [lines[0], lines[2]].join("\n");
         assert!(decode(&without).unwrap_err().contains("missing"));
     }
