@@ -37,9 +37,9 @@ Exit codes (push-key):
   2  nothing was written: no key or one rotate --psk-file would refuse, --at-unix-ms more than
      5 s past or 10 min ahead; with --barrier, the instant reached more than 3 s late, the push
      called off, or no instant announced in time; the tunnels changed between the read and the
-     write (another key on a tunnel read, or a new tunnel with the old key); or db.sock is not
-     verifiably root's ovsdb-server (a root-owned socket under root-controlled directories, a
-     listener running as root)
+     write (another key on a tunnel read, a tunnel removed, or a new one with the old key); or
+     db.sock is not verifiably root's ovsdb-server (a root-owned socket under root-controlled
+     directories, a listener running as root)
 
 Keys are never printed: they are named by a fingerprint, HMAC-SHA256 truncated to 64 bits, keyed
 by a salt that is random per run unless --fingerprint-salt (or PSK_GUARD_FINGERPRINT_SALT) is given.";

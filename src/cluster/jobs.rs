@@ -325,7 +325,10 @@ pub async fn wait_on_nodes(
                     if st.succeeded.unwrap_or(0) > 0 {
                         Some(Outcome::Succeeded(result_of(&pods, &uid).await))
                     } else if past_deadline(&st) {
-                        Some(timed_out(&refused, &unmounted, job, &name, &uid))
+                        // The controller counts the pod it deleted as failed: with none, no pod
+                        // was ever created.
+                        let had_pod = st.failed.unwrap_or(0) > 0;
+                        Some(timed_out(&refused, &unmounted, job, &name, &uid, had_pod))
                     } else if st.failed.unwrap_or(0) > 0 {
                         Some(Outcome::Failed(result_of(&pods, &uid).await))
                     } else {
@@ -354,7 +357,12 @@ pub async fn wait_on_nodes(
             };
         if !changed {
             for (node, name, uid) in pending.drain(..) {
-                let outcome = timed_out(&refused, &unmounted, job, &name, &uid);
+                let had_pod = watched.get(&name).is_some_and(|j| {
+                    j.status
+                        .as_ref()
+                        .is_some_and(|s| s.active.unwrap_or(0) + s.failed.unwrap_or(0) > 0)
+                });
+                let outcome = timed_out(&refused, &unmounted, job, &name, &uid, had_pod);
                 delete_job(&jobs, &name).await;
                 out.push((node, outcome));
             }
@@ -377,6 +385,9 @@ fn past_deadline(st: &k8s_openapi::api::batch::v1::JobStatus) -> bool {
     })
 }
 
+/// [`Readiness::Waiting`] of a Job without a pod.
+const NO_POD: &str = "no pod yet";
+
 /// Where one barrier Job's pod stands.
 enum Readiness {
     Ready,
@@ -396,7 +407,7 @@ fn readiness(pods: &Watched<Pod>, job_uid: &str) -> Readiness {
             .any(|o| o.uid == job_uid && o.controller == Some(true))
     });
     let Some(pod) = pod else {
-        return Readiness::Waiting("no pod yet".into());
+        return Readiness::Waiting(NO_POD.into());
     };
     let st = pod.status.clone().unwrap_or_default();
     let phase = st.phase.unwrap_or_else(|| "Pending".into());
@@ -477,10 +488,12 @@ pub async fn wait_ready(
             // A refusal that may have cleared (see `lasting`) is the best account of a pod
             // that never came.
             let late = waiting.into_iter().map(|(n, why)| {
+                // Unless a pod did come after it.
                 let refusal = created
                     .pending
                     .iter()
                     .find(|(node, _, _)| *node == n)
+                    .filter(|(_, _, uid)| matches!(readiness(&pods, uid), Readiness::Waiting(w) if w == NO_POD))
                     .and_then(|(_, name, uid)| {
                         not_started(&refused, &unmounted, job, name, uid, true)
                     });
@@ -561,15 +574,17 @@ fn event_message(e: &Event) -> String {
 }
 
 /// The outcome of a Job that ran out of time: why its pod never started, when the Events say so
-/// (a refusal that might have cleared included), else a timeout.
+/// (a refusal that might have cleared included, unless a pod did come: `had_pod`), else a
+/// timeout.
 fn timed_out(
     refused: &Watched<Event>,
     unmounted: &Watched<Event>,
     job: &NodeJob,
     name: &str,
     job_uid: &str,
+    had_pod: bool,
 ) -> Outcome {
-    not_started(refused, unmounted, job, name, job_uid, true)
+    not_started(refused, unmounted, job, name, job_uid, !had_pod)
         .map_or(Outcome::TimedOut, Outcome::NotStarted)
 }
 

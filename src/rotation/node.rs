@@ -52,7 +52,7 @@ pub enum PushError {
     Lease(String),
     #[error("cannot create the readiness file {0}: {1}; nothing was written")]
     Ready(String, String),
-    #[error("nothing was written: the IPsec tunnels changed between the read and the write (a tunnel given another key, or another row given the old one: another client of OVSDB, or antrea-agent adding a tunnel); rerun push-key, or let the agents' restart bring this node over")]
+    #[error("nothing was written: the IPsec tunnels changed between the read and the write (a tunnel given another key, removed, or added with the old key: another client of OVSDB, or antrea-agent as a node joins or leaves); rerun push-key, or let the agents' restart bring this node over")]
     Changed,
     #[error("{0}")]
     Ovsdb(#[from] crate::ovsdb::Error),

@@ -591,6 +591,31 @@ fn fan_out_names_a_refusal_that_never_cleared_at_the_timeout() {
     jobs_deleted_and_permissions_declared(&c);
 }
 
+/// A webhook refused the check Job's first pod; the Job controller's retry a second later
+/// created it, and then the pod never ran (a node that stopped starting pods). At the deadline
+/// the node timed out: the old refusal is not its reason (review8 finding 2), since a pod came.
+#[test]
+fn a_refusal_that_cleared_is_not_blamed_for_a_later_timeout() {
+    let c = cluster(1, STRONG);
+    c.world.lock().unwrap().refuse_pods.insert(
+        "audit:worker-00".into(),
+        (crate::sim::WEBHOOK_TIMEOUT.into(), 1),
+    );
+    c.failing_jobs
+        .lock()
+        .unwrap()
+        .insert("hang:worker-00".into());
+    c.world.lock().unwrap().deadline_lead = std::time::Duration::from_millis(1500);
+    let (r, code, _) = audit(
+        &c,
+        &["--nodes", "--job-timeout", "4", "--fail-on", "critical"],
+    );
+    let f = findings(&r, "node-not-checked");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["observed"], "the check Job timed out", "{r:#}");
+    assert_eq!(code, 2);
+}
+
 /// Every Job of the run is deleted (stuck ones too), and the audit used no permission beyond
 /// `audit::PERMISSIONS` and `audit::NODE_PERMISSIONS`.
 fn jobs_deleted_and_permissions_declared(c: &Cluster) {

@@ -1253,6 +1253,11 @@ async fn run_job(sim: Sim, key: kube_api::Key) {
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": key.2, "uid": job["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"nodeName": node, "containers": containers},
             "status": {"phase": "Pending"}}));
+        // The Job controller counts the pod it created as active (status.active).
+        if let Some(mut j) = st.objects.get(&key).cloned() {
+            j["status"]["active"] = json!(1);
+            st.put("jobs", &ns, j);
+        }
     }
     // Scheduling and the kubelet: a pod whose node does not exist, does not match its
     // nodeSelector, cannot run a Linux image, or is down stays Pending.
