@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AuditConfig;
 use crate::cluster::health;
-use crate::cluster::jobs::{self, NodeJob, NotStarted, Outcome, LOG_DIR};
+use crate::cluster::jobs::{self, NodeJob, NotStarted, Outcome, RefusedBy, LOG_DIR};
 use crate::report::{Code, Finding, Report, Severity, Subject};
 
 fn ready(n: &Node) -> bool {
@@ -184,15 +184,15 @@ fn no_report(cfg: &AuditConfig, node: &str, outcome: &Outcome, why: String) -> [
     match outcome {
         Outcome::TimedOut => plain("the check Job timed out".into()),
         Outcome::NotCreated(e) => plain(format!("the check Job could not be created: {e}")),
-        Outcome::NotStarted(NotStarted::Refused { message, pod_security: true }) => [
+        Outcome::NotStarted(NotStarted::Refused { message, by: RefusedBy::PodSecurity }) => [
             format!("Pod Security admission refused the check Job's pod: {message}"),
             format!("{}; without an enforce label on the namespace, the cluster's default level (the PodSecurity admission configuration) applies: label it as shown, or exempt the namespace there; {again}", health::pod_security_fix(&cfg.job_namespace)),
             "pod-security".into(),
         ],
-        // plugin/pkg/admission/serviceaccount/admission.go: a pod naming a missing account.
-        Outcome::NotStarted(NotStarted::Refused { message, .. })
-            if message.contains("error looking up service account") =>
-        [
+        Outcome::NotStarted(NotStarted::Refused {
+            message,
+            by: RefusedBy::MissingServiceAccount,
+        }) => [
             format!("the check Job's pod was refused at creation: {message}"),
             format!("the check Jobs run as service account {}/{}: create it (kubectl apply -f docs/deploy/serviceaccounts.yaml creates psk-guard-node), or name an existing one with --service-account; {again}", cfg.job_namespace, cfg.service_account),
             "no-service-account".into(),

@@ -48,14 +48,45 @@ pub enum Outcome {
 /// Both keep retrying for ever; waiting out the timeout would only hide the cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotStarted {
-    /// Admission refused the pod (`FailedCreate` on the Job); by Pod Security admission when
-    /// `pod_security` (its message says `violates PodSecurity`, pod-security-admission's
-    /// `admission.go`).
-    Refused { message: String, pod_security: bool },
+    /// Admission refused the pod (`FailedCreate` on the Job), by what `by` says.
+    Refused { message: String, by: RefusedBy },
     /// The kubelet cannot set up the hostPath volume of host path `path` (`FailedMount` on the
     /// pod): a `Directory` hostPath that does not exist on the node or is no directory
     /// (pkg/volume/hostpath/host_path.go `checkType`: "hostPath PATH doesn't exist").
     HostPath { path: String, message: String },
+}
+
+/// Who refused a Job's pod, from the `FailedCreate` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// Pod Security admission ("violates PodSecurity", pod-security-admission's `admission.go`).
+    PodSecurity,
+    /// The ServiceAccount admission plugin: the pod names a missing service account ("error
+    /// looking up service account", plugin/pkg/admission/serviceaccount/admission.go).
+    MissingServiceAccount,
+    /// Anything else: a webhook, a policy, a quota, the API server itself.
+    Other,
+}
+
+impl RefusedBy {
+    fn of(message: &str) -> RefusedBy {
+        if message.contains("violates PodSecurity") {
+            RefusedBy::PodSecurity
+        } else if message.contains("error looking up service account") {
+            RefusedBy::MissingServiceAccount
+        } else {
+            RefusedBy::Other
+        }
+    }
+
+    /// Whether the refusal lasts until someone changes the cluster (Pod Security's level, a
+    /// missing service account). Any other (a webhook that timed out, a quota used up, the API
+    /// server busy) may clear at one of the Job controller's next tries: it retries with
+    /// backoff, 1 s doubling up to 60 s (pkg/controller/job `DefaultJobApiBackOff`,
+    /// `MaxJobApiBackOff`), so the pod may still come.
+    fn lasts(self) -> bool {
+        self != RefusedBy::Other
+    }
 }
 
 impl std::fmt::Display for NotStarted {
@@ -63,7 +94,7 @@ impl std::fmt::Display for NotStarted {
         match self {
             NotStarted::Refused {
                 message,
-                pod_security: true,
+                by: RefusedBy::PodSecurity,
             } => write!(f, "Pod Security admission refused its pod ({message})"),
             NotStarted::Refused { message, .. } => write!(f, "its pod was refused ({message})"),
             NotStarted::HostPath { path, message } => {
@@ -485,7 +516,7 @@ pub async fn wait_ready(
             c = unmounted.changed(deadline) => c,
         };
         if !changed {
-            // A refusal that may have cleared (see `lasting`) is the best account of a pod
+            // A refusal that may have cleared (see `RefusedBy::lasts`) is the best account of a pod
             // that never came.
             let late = waiting.into_iter().map(|(n, why)| {
                 // Unless a pod did come after it.
@@ -588,18 +619,9 @@ fn timed_out(
         .map_or(Outcome::TimedOut, Outcome::NotStarted)
 }
 
-/// Whether an admission refusal of a Job's pod lasts until someone changes the cluster: Pod
-/// Security's level, a missing service account. Any other (a webhook that timed out, a quota
-/// used up, the API server busy) may clear at one of the Job controller's next tries: it retries
-/// with backoff, 1 s doubling up to 60 s (pkg/controller/job `DefaultJobApiBackOff`,
-/// `MaxJobApiBackOff`), so the pod may still come.
-fn lasting(message: &str) -> bool {
-    message.contains("violates PodSecurity") || message.contains("error looking up service account")
-}
-
 /// Why the pod of Job `name` (uid `job_uid`) cannot start, when the Events say so: the Job
 /// controller's `FailedCreate` on the Job (admission refused the pod; it retries for ever; a
-/// refusal that may clear counts only `at_deadline`, see [`lasting`]), or the kubelet's
+/// refusal that may clear counts only `at_deadline`, see [`RefusedBy::lasts`]), or the kubelet's
 /// `FailedMount` for one of the Job's hostPath volumes on its pod (named `<job>-<suffix>` by the
 /// Job controller's generateName).
 fn not_started(
@@ -615,12 +637,9 @@ fn not_started(
         .find(|e| e.involved_object.uid.as_deref() == Some(job_uid))
     {
         let message = event_message(e);
-        if at_deadline || lasting(&message) {
-            let pod_security = message.contains("violates PodSecurity");
-            return Some(NotStarted::Refused {
-                message,
-                pod_security,
-            });
+        let by = RefusedBy::of(&message);
+        if at_deadline || by.lasts() {
+            return Some(NotStarted::Refused { message, by });
         }
     }
     let pod_prefix = format!("{name}-");
