@@ -217,6 +217,18 @@ pub fn decode_reply_keeping_keys(
     Ok((sink.into_tunnels(), keys))
 }
 
+/// Calls `f` with the bytes of JSON string literal `raw` (quotes included): borrowed when it has no
+/// escapes, else unescaped into a buffer wiped after. None when `raw` is no string literal.
+fn with_string_bytes<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        let unescaped = crate::secret::json_string_bytes(raw)?;
+        Some(f(&unescaped))
+    } else {
+        Some(f(inner))
+    }
+}
+
 /// Turns rows into tunnels while the reply is parsed.
 struct Sink<'de, 'k> {
     fp_key: &'k FingerprintKey,
@@ -290,17 +302,13 @@ impl<'de, 'k> Sink<'de, 'k> {
 
     /// Fingerprints and judges a key given as a JSON string literal (quotes included).
     fn judge(&mut self, raw: &[u8]) -> Option<KeyFacts> {
-        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-        let unescaped;
-        let bytes: &[u8] = if inner.contains(&b'\\') {
-            unescaped = crate::secret::json_string_bytes(raw)?;
-            &unescaped
-        } else {
-            inner
-        };
+        with_string_bytes(raw, |bytes| self.judge_bytes(bytes))
+    }
+
+    fn judge_bytes(&mut self, bytes: &[u8]) -> KeyFacts {
         if let Some((last, facts)) = &self.last {
             if last.as_slice() == bytes {
-                return Some(facts.clone());
+                return facts.clone();
             }
         }
         let fingerprint = self.fp_key.fingerprint_bytes(bytes);
@@ -315,7 +323,7 @@ impl<'de, 'k> Sink<'de, 'k> {
         buf.zeroize();
         buf.extend_from_slice(bytes);
         *f = facts.clone();
-        Some(facts)
+        facts
     }
 
     fn port<A: MapAccess<'de>>(&mut self, mut row: A) -> Result<(), A::Error> {
@@ -380,16 +388,9 @@ impl<'de, 'k> Sink<'de, 'k> {
         // A tunnel's key only: keeping every row's key would let rows that are no tunnels fill
         // the set (and the write then looks keys up in it).
         if let (Some(keys), Some(facts), Some(raw)) = (&mut self.keys, &psk, psk_raw) {
-            let raw = raw.get().as_bytes();
-            let inner = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\""));
-            match inner {
-                Some(inner) if !inner.contains(&b'\\') => keys.keep(facts.fingerprint, inner),
-                _ => {
-                    if let Some(bytes) = crate::secret::json_string_bytes(raw) {
-                        keys.keep(facts.fingerprint, &bytes);
-                    }
-                }
-            }
+            with_string_bytes(raw.get().as_bytes(), |bytes| {
+                keys.keep(facts.fingerprint, bytes)
+            });
         }
         if self.out.capacity() == 0 {
             // Most tunnels are marked Ports, all known by now: one allocation of the right size.

@@ -524,10 +524,10 @@ impl Client {
             // Server text: bounded and escaped here, where it enters psk-guard.
             use crate::report::sanitize::{bounded, name, text};
             let message = match &error {
-                _ if carries_key => match error.get("error").and_then(Json::as_str) {
-                    Some(e) => format!("{} (details withheld: the request carried a key)", name(e)),
-                    None => "error (withheld: the request carried a key)".to_owned(),
-                },
+                _ if carries_key => {
+                    let e = error.get("error").and_then(Json::as_str).unwrap_or("error");
+                    format!("{} ({})", name(e), super::types::WITHHELD)
+                }
                 Json::String(s) => text(s),
                 Json::Object(o) => {
                     let e = name(o.get("error").and_then(Json::as_str).unwrap_or("error"));

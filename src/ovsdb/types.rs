@@ -481,6 +481,9 @@ pub struct TransactReply {
     pub commit_error: Option<OpError>,
 }
 
+/// What stands for the server's details of an error of a transaction that carried a key.
+pub const WITHHELD: &str = "details withheld: the request carried a key";
+
 impl TransactReply {
     /// Drops (and wipes) the server's `details` of every error: for a transaction that carried a
     /// key, whose details could quote it. The error tag (`constraint violation`, ...) stays.
@@ -492,9 +495,7 @@ impl TransactReply {
             .chain(self.commit_error.as_mut());
         for e in errors {
             if e.details.take().is_some() {
-                e.details = Some(Zeroizing::new(
-                    "details withheld: the request carried a key".to_owned(),
-                ));
+                e.details = Some(Zeroizing::new(WITHHELD.to_owned()));
             }
         }
     }

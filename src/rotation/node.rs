@@ -267,27 +267,26 @@ fn write_ops(
         conditions,
         mutations: new_key(),
     };
-    // (type, old key's fingerprint) -> the uuids read with them.
-    let mut by_key: BTreeMap<(&str, Fingerprint), Vec<&str>> = BTreeMap::new();
+    // (type, old key's fingerprint) -> the old key and the uuids read with them.
+    let mut by_key: BTreeMap<(&str, Fingerprint), (&str, Vec<&str>)> = BTreeMap::new();
     let mut one_by_one = vec![];
     for t in targets {
         let kept = t
             .key
             .as_ref()
-            .map(|k| k.fingerprint)
-            .filter(|fp| old_keys.get(*fp).is_some());
+            .and_then(|k| Some((k.fingerprint, old_keys.get(k.fingerprint)?)));
         match kept {
-            Some(fp) if tunnels::TUNNEL_TYPES.contains(&t.kind()) => {
-                by_key.entry((t.kind(), fp)).or_default().push(t.uuid())
-            }
+            Some((fp, old)) if tunnels::TUNNEL_TYPES.contains(&t.kind()) => by_key
+                .entry((t.kind(), fp))
+                .or_insert_with(|| (old, vec![]))
+                .1
+                .push(t.uuid()),
             _ => one_by_one.push(t.uuid()),
         }
     }
     let (mut ops, mut mutates) = (vec![], vec![]);
-    for ((kind, fp), uuids) in &by_key {
-        let Some(old) = old_keys.get(*fp) else {
-            continue;
-        };
+    for ((kind, _), (old, uuids)) in &by_key {
+        let old = *old;
         let conditions = vec![
             Condition::new("type", "==", Value::Atom(Atom::string(*kind))),
             Condition::new(
