@@ -60,10 +60,7 @@ pub fn encode(json: &[u8]) -> String {
         .join("\n")
 }
 
-/// A frame found in the log: where its last line is, its JSON (or why it has none), its checksum.
-type Candidate<'a> = (usize, Result<Vec<u8>, &'static str>, &'a str);
-
-/// One frame's lines as found, by checksum.
+/// One frame's lines as found, by checksum (a `v1` line is a frame of one part).
 #[derive(Default)]
 struct Parts<'a> {
     n: usize,
@@ -73,97 +70,91 @@ struct Parts<'a> {
     damaged: Option<&'static str>,
 }
 
+impl Parts<'_> {
+    /// The frame's JSON bytes (checksum not yet checked), or why there are none.
+    fn payload(&self) -> Result<Vec<u8>, &'static str> {
+        if let Some(why) = self.damaged {
+            return Err(why);
+        }
+        if self.got.len() != self.n {
+            return Err("parts of it are missing");
+        }
+        let b64: String = self.got.values().copied().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| "its payload is not base64")
+    }
+}
+
 /// The JSON of the last intact frame in `log`, or why there is none.
 pub fn decode(log: &str) -> Result<serde_json::Value, String> {
     let mut frames: BTreeMap<&str, Parts> = BTreeMap::new();
-    let mut singles: Vec<Candidate> = vec![];
     let mut damaged = None;
     for (index, line) in log.lines().enumerate() {
         let Some(rest) = line.trim_end_matches('\r').strip_prefix(PREFIX) else {
             continue;
         };
         let mut fields = rest.split_ascii_whitespace();
-        match fields.next() {
-            Some(VERSION) => {
-                let (Some(sum), Some(pos), Some(part), None) =
-                    (fields.next(), fields.next(), fields.next(), fields.next())
-                else {
-                    damaged.get_or_insert("it is truncated");
-                    continue;
-                };
-                if sum.len() != 16 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    damaged.get_or_insert("its checksum is not 16 hex digits");
-                    continue;
-                }
-                if !frames.contains_key(sum) && frames.len() >= MAX_FRAMES {
-                    // Keep the latest: drop the frame whose last line came first.
-                    if let Some(oldest) = frames.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
-                    {
-                        frames.remove(oldest);
-                    }
-                }
-                let f = frames.entry(sum).or_default();
-                f.last = index;
-                let pos = pos
-                    .split_once('/')
-                    .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
-                match pos {
-                    Some((i, n))
-                        if (1..=n).contains(&i) && n <= MAX_PARTS && (f.n == 0 || f.n == n) =>
-                    {
-                        f.n = n;
-                        // A part seen twice must be the same (a result printed twice); two
-                        // different ones cannot both be right.
-                        if f.got.insert(i, part).is_some_and(|was| was != part) {
-                            f.damaged
-                                .get_or_insert("a part of it appears twice, different");
-                        }
-                    }
-                    _ => {
-                        f.damaged.get_or_insert("its part numbers do not add up");
-                    }
-                }
-            }
-            Some(V1) => match (fields.next(), fields.next()) {
-                (Some(b64), Some(sum)) => {
-                    let json = base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|_| "its payload is not base64");
-                    singles.push((index, json, sum));
-                }
+        // (checksum, "i/n", part) of a v2 line; a v1 line is part 1 of 1.
+        let (sum, pos, part) = match fields.next() {
+            Some(VERSION) => match (fields.next(), fields.next(), fields.next(), fields.next()) {
+                (Some(sum), Some(pos), Some(part), None) => (sum, pos, part),
                 _ => {
                     damaged.get_or_insert("it is truncated");
+                    continue;
+                }
+            },
+            Some(V1) => match (fields.next(), fields.next()) {
+                (Some(part), Some(sum)) => (sum, "1/1", part),
+                _ => {
+                    damaged.get_or_insert("it is truncated");
+                    continue;
                 }
             },
             Some(_) => {
                 damaged.get_or_insert("it has a version this psk-guard does not read (use the same version on the nodes)");
+                continue;
             }
             None => {
                 damaged.get_or_insert("it is truncated");
+                continue;
+            }
+        };
+        if sum.len() != 16 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            damaged.get_or_insert("its checksum is not 16 hex digits");
+            continue;
+        }
+        if !frames.contains_key(sum) && frames.len() >= MAX_FRAMES {
+            // Keep the latest: drop the frame whose last line came first.
+            if let Some(oldest) = frames.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
+                frames.remove(oldest);
+            }
+        }
+        let f = frames.entry(sum).or_default();
+        f.last = index;
+        let pos = pos
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+        match pos {
+            Some((i, n)) if (1..=n).contains(&i) && n <= MAX_PARTS && (f.n == 0 || f.n == n) => {
+                f.n = n;
+                // A part seen twice must be the same (a result printed twice); two different
+                // ones cannot both be right.
+                if f.got.insert(i, part).is_some_and(|was| was != part) {
+                    f.damaged
+                        .get_or_insert("a part of it appears twice, different");
+                }
+            }
+            _ => {
+                f.damaged.get_or_insert("its part numbers do not add up");
             }
         }
     }
-    // Every candidate, the last one in the log first.
-    let mut candidates: Vec<Candidate> = frames
-        .iter()
-        .map(|(sum, f)| {
-            let json = match f.damaged {
-                Some(why) => Err(why),
-                None if f.got.len() != f.n => Err("parts of it are missing"),
-                None => {
-                    let b64: String = f.got.values().copied().collect();
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|_| "its payload is not base64")
-                }
-            };
-            (f.last, json, *sum)
-        })
-        .chain(singles)
-        .collect();
-    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-    for (_, json, sum) in candidates {
-        match json {
+    // The last frame in the log first; each decoded only when its turn comes.
+    let mut candidates: Vec<(&str, &Parts)> = frames.iter().map(|(s, f)| (*s, f)).collect();
+    candidates.sort_by_key(|(_, f)| std::cmp::Reverse(f.last));
+    for (sum, f) in candidates {
+        match f.payload() {
             Ok(json) if checksum(&json) == sum => {
                 return serde_json::from_slice(&json)
                     .map_err(|_| "the node's result frame does not hold JSON".to_owned());
