@@ -1043,6 +1043,12 @@ fn host_path_missing(spec: &Json, info: &NodeInfo) -> Option<String> {
     })
 }
 
+/// A true Job condition of type `t`.
+fn job_condition(t: &str, reason: &str, message: &str) -> Json {
+    json!({"type": t, "status": "True", "reason": reason, "message": message,
+           "lastProbeTime": "2026-11-26T00:00:00Z", "lastTransitionTime": "2026-11-26T00:00:00Z"})
+}
+
 /// A finished Job's status as the Job controller writes it (pkg/controller/job/job_controller.go,
 /// 1.31+): the counts, and the terminal conditions, `SuccessCriteriaMet` then `Complete` on
 /// success, `FailureTarget` then `Failed` on failure (reason `PodFailurePolicy` when a FailJob
@@ -1050,10 +1056,7 @@ fn host_path_missing(spec: &Json, info: &NodeInfo) -> Option<String> {
 fn job_status(sim: &Sim, key: &kube_api::Key, exit: Option<i32>) {
     let mut st = sim.state.lock().unwrap();
     if let Some(mut j) = st.objects.get(key).cloned() {
-        let cond = |t: &str, reason: &str| {
-            json!({"type": t, "status": "True", "reason": reason, "message": "",
-                   "lastProbeTime": "2026-11-26T00:00:00Z", "lastTransitionTime": "2026-11-26T00:00:00Z"})
-        };
+        let cond = |t: &str, reason: &str| job_condition(t, reason, "");
         j["status"] = if exit == Some(0) {
             json!({"succeeded": 1, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")]})
         } else {
@@ -1148,9 +1151,11 @@ fn deadline_exceeded(sim: &Sim, key: &kube_api::Key) {
         st.remove(&("pods".into(), key.1.clone(), p.clone()));
     }
     let cond = |t: &str| {
-        json!({"type": t, "status": "True", "reason": "DeadlineExceeded",
-               "message": "Job was active longer than specified deadline",
-               "lastProbeTime": "2026-11-26T00:00:00Z", "lastTransitionTime": "2026-11-26T00:00:00Z"})
+        job_condition(
+            t,
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        )
     };
     job["status"] =
         json!({"failed": active.len(), "conditions": [cond("FailureTarget"), cond("Failed")]});
